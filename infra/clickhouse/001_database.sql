@@ -1,0 +1,2 @@
+-- The database every Switchyard telemetry table lives in.
+CREATE DATABASE IF NOT EXISTS switchyard;

@@ -1,0 +1,1 @@
+"""Infrastructure helpers shared by every stage: readiness probes, migrations, topic reconciliation."""

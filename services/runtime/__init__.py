@@ -1,0 +1,1 @@
+"""What every stage shares: the wire contract (schema registry, codec, compatibility check, models)."""

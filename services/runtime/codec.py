@@ -1,0 +1,174 @@
+"""Avro single-object encoding of Switchyard records (marker C3 01, writer fingerprint, Avro binary), with
+schema resolution from any known writer version to the reader's current schema; also decodes the Confluent
+wire format when given a schema-id lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from services.runtime.errors import (
+    BadMarkerError,
+    CorruptBodyError,
+    EncodeError,
+    UnknownSchemaIdError,
+    WrongRecordTypeError,
+)
+from services.runtime.schema_registry import RegisteredSchema, Schema, SchemaRegistry, full_name, parse
+
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+_HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + 8
+_CONFLUENT_HEADER_SIZE = 5
+
+SchemaIdLookup = Callable[[int], Schema | None]
+"""Returns the writer schema (JSON data) registered under a Confluent schema id, or None if unknown."""
+
+
+def wire_schema(schema: Schema) -> Schema:
+    """The schema parsed without logical types: timestamps stay int, as the generated models declare them,
+    and decoding skips a datetime conversion per field."""
+    return parse(_strip_logical_types(schema))
+
+
+def _strip_logical_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strip_logical_types(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: _strip_logical_types(value) for key, value in schema.items() if key != "logicalType"}
+
+
+class AvroCodec:
+    """Encodes records with their current schema and decodes bytes written with any known version."""
+
+    def __init__(self, registry: SchemaRegistry, schema_id_lookup: SchemaIdLookup | None = None) -> None:
+        self._registry = registry
+        self._schema_id_lookup = schema_id_lookup
+        # Parse every version once; the hot paths below only look things up.
+        self._wire: dict[bytes, Schema] = {entry.fingerprint: wire_schema(entry.schema) for entry in registry}
+        self._headers: dict[str, bytes] = {}
+        self._current: dict[str, RegisteredSchema] = {}
+        for name in registry.names():
+            entry = registry.entry(name)
+            self._current[name] = entry
+            self._headers[name] = SINGLE_OBJECT_MARKER + entry.fingerprint
+        self._by_schema_id: dict[int, tuple[str, Schema]] = {}
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Single-object encode `record` with the current schema of `name` (short or full name)."""
+        entry = self._current_entry(name)
+        schema = self._wire[entry.fingerprint]
+        _validate(entry.name, schema, record)
+        buffer = BytesIO()
+        buffer.write(self._headers[entry.name])
+        try:
+            schemaless_writer(buffer, schema, record, strict_allow_default=True, disable_tuple_notation=True)
+        except Exception as error:
+            # Validation passed, so what is left is structural: unknown fields, unencodable text.
+            raise EncodeError(entry.name, "", str(error)) from error
+        return buffer.getvalue()
+
+    def decode(self, data: bytes, reader: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Decode single-object (or, given a schema-id lookup, Confluent) bytes into (writer full name,
+        record), resolved against the current schema of `reader` (default: the writer's record type)."""
+        if data[:2] == SINGLE_OBJECT_MARKER:
+            return self._decode_single_object(data, reader)
+        if data[:1] == bytes([CONFLUENT_MAGIC]) and self._schema_id_lookup is not None:
+            return self._decode_confluent(data, reader)
+        raise BadMarkerError(
+            f"not Avro single-object encoded: starts with {bytes(data[:2]).hex() or 'nothing'}, expected "
+            f"{SINGLE_OBJECT_MARKER.hex()}; check that the producer encodes with AvroCodec"
+            + ("" if self._schema_id_lookup else " (Confluent wire format needs a schema_id_lookup)")
+        )
+
+    def _decode_single_object(self, data: bytes, reader: str | None) -> tuple[str, dict[str, Any]]:
+        if len(data) < _HEADER_SIZE:
+            raise CorruptBodyError(
+                f"truncated header: {len(data)} bytes, a single-object header takes {_HEADER_SIZE}; "
+                "the message was cut short in transit or by the producer"
+            )
+        writer = self._registry.by_fingerprint(data[2:_HEADER_SIZE])
+        reader_entry = self._reader_entry(writer.name, reader)
+        reader_schema = None if writer.is_current else self._wire[reader_entry.fingerprint]
+        record = _read(data, _HEADER_SIZE, writer.name, self._wire[writer.fingerprint], reader_schema)
+        return writer.name, record
+
+    def _decode_confluent(self, data: bytes, reader: str | None) -> tuple[str, dict[str, Any]]:
+        if len(data) < _CONFLUENT_HEADER_SIZE:
+            raise CorruptBodyError(
+                f"truncated Confluent header: {len(data)} bytes, it takes {_CONFLUENT_HEADER_SIZE}"
+            )
+        writer_name, writer_schema = self._confluent_writer(int.from_bytes(data[1:5], "big"))
+        reader_entry = self._reader_entry(writer_name, reader)
+        reader_schema = self._wire[reader_entry.fingerprint]
+        return writer_name, _read(data, _CONFLUENT_HEADER_SIZE, writer_name, writer_schema, reader_schema)
+
+    def _confluent_writer(self, schema_id: int) -> tuple[str, Schema]:
+        cached = self._by_schema_id.get(schema_id)
+        if cached is not None:
+            return cached
+        assert self._schema_id_lookup is not None  # only called when a lookup was injected
+        schema = self._schema_id_lookup(schema_id)
+        if schema is None:
+            raise UnknownSchemaIdError(schema_id)
+        parsed = wire_schema(schema)
+        cached = (str(parsed["name"]), parsed)
+        self._by_schema_id[schema_id] = cached
+        return cached
+
+    def _reader_entry(self, writer_name: str, reader: str | None) -> RegisteredSchema:
+        if reader is None:
+            return self._current_entry(writer_name)
+        reader_entry = self._current_entry(reader)
+        if reader_entry.name != writer_name:
+            raise WrongRecordTypeError(writer_name, reader_entry.name)
+        return reader_entry
+
+    def _current_entry(self, name: str) -> RegisteredSchema:
+        entry = self._current.get(name) or self._current.get(full_name(name))
+        return entry if entry is not None else self._registry.entry(name)
+
+
+def _validate(name: str, schema: Schema, record: Mapping[str, Any]) -> None:
+    try:
+        validate(record, schema, raise_errors=True)
+    except ValidationError as error:
+        first = error.errors[0] if error.errors else None
+        field = str(first.field) if first is not None else ""
+        reason = "is invalid" if first is None else _reason(first.datum)
+        raise EncodeError(name, field.removeprefix(f"{name}."), reason) from error
+
+
+def _reason(value: Any) -> str:
+    if value is None:
+        return "is missing or null, but the schema requires a value and gives no default"
+    text = repr(value)
+    return f"has invalid value {text if len(text) <= 80 else text[:77] + '...'} for its schema type"
+
+
+def _read(
+    data: bytes, offset: int, writer_name: str, writer_schema: Schema, reader_schema: Schema | None
+) -> dict[str, Any]:
+    buffer = BytesIO(data)
+    buffer.seek(offset)
+    try:
+        record = schemaless_reader(buffer, writer_schema, reader_schema)
+    except Exception as error:
+        # The body is untrusted bytes: whatever fastavro trips over, the stage needs one type to dead-letter.
+        raise CorruptBodyError(
+            f"corrupt or truncated {writer_name} body ({type(error).__name__}: {error}); "
+            "dead-letter the record and check its producer"
+        ) from error
+    if buffer.tell() != len(data):
+        raise CorruptBodyError(
+            f"{len(data) - buffer.tell()} trailing bytes after a {writer_name} body; "
+            "the record was written with a different schema than its fingerprint says"
+        )
+    if not isinstance(record, dict):
+        raise CorruptBodyError(f"{writer_name} body decoded to {type(record).__name__}, not a record")
+    return record

@@ -1,0 +1,460 @@
+"""Pydantic models of the Switchyard wire contract, one per Avro record, to validate input.
+
+Generated from schemas/ by `python -m services.runtime.gen_models`; do not edit.
+Timestamps are int, as on the wire; the alias names the unit. model_dump() gives what AvroCodec.encode takes.
+"""
+
+# ruff: noqa: E501
+# Field docs come from the schemas verbatim, so their lines may be long.
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AvroInt = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+AvroLong = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+TimestampMillis = Annotated[
+    int, Field(ge=-(2**63), le=2**63 - 1, description="milliseconds since the Unix epoch, UTC")
+]
+TimestampMicros = Annotated[
+    int, Field(ge=-(2**63), le=2**63 - 1, description="microseconds since the Unix epoch, UTC")
+]
+
+
+class Finding(BaseModel):
+    """One governance rule that matched a text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule_id: str = Field(description="Rule that matched.")
+    rule_version: str = Field(description="Version of the rule set the rule came from.")
+    kind: str = Field(description="What was found, e.g. pii.card_number, policy.discount_limit.")
+    action: str = Field(description="What the rule did: allow, mask, block or escalate.")
+    detail: str = Field(description="Why the rule matched, without repeating the sensitive text.")
+
+
+class Answer(BaseModel):
+    """The model's answer and what it cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="Answer text as returned to the client.")
+    provider: str = Field(description="Provider that produced the answer.")
+    model: str = Field(description="Model name at the provider.")
+    model_version: str = Field(description="Model version or snapshot at the provider.")
+    prompt_template_version: str = Field(description="Version of the prompt template used.")
+    prompt_hash: str = Field(
+        description="Hash of the exact prompt sent, so it can be matched without storing it twice.",
+    )
+    tokens_in: AvroInt = Field(description="Prompt tokens billed.")
+    tokens_out: AvroInt = Field(description="Completion tokens billed.")
+    cost_usd: float = Field(description="Cost of the call in US dollars.")
+    latency_ms: float = Field(description="Provider latency in milliseconds.")
+    failover: list[str] = Field(
+        default_factory=list,
+        description="Providers tried and failed before this one, in order.",
+    )
+    output_findings: list[Finding] = Field(
+        default_factory=list,
+        description="Governance rules that matched the answer text.",
+    )
+
+
+class Channel(enum.StrEnum):
+    """Where the request was typed or spoken."""
+
+    POS = "POS"
+    STORE_APP = "STORE_APP"
+    KIOSK = "KIOSK"
+    WEB = "WEB"
+    CALL_CENTER = "CALL_CENTER"
+    OTHER = "OTHER"
+
+
+class Request(BaseModel):
+    """A retail AI request as a point-of-sale system, app, kiosk or web client sends it; the head of every chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        description="UUID text identifying this request end to end; the Kafka key of every stage record.",
+    )
+    store_id: str = Field(description="Store the request comes from, as in the Store reference data.")
+    terminal_id: str = Field(description="Till, device or session inside the store that sent the request.")
+    customer_id: str | None = Field(
+        default=None,
+        description="Loyalty customer, when the customer identified themselves; null otherwise.",
+    )
+    channel: Channel = Field(
+        description="Channel the request arrived on; readers that do not know a newer symbol read OTHER.",
+    )
+    locale: str = Field(default="en-US", description="BCP 47 language tag the answer should be written in.")
+    text: str = Field(description="The request as the user wrote or said it, unredacted.")
+    created_at: TimestampMillis = Field(
+        description="When the client created the request: milliseconds since the Unix epoch, UTC.",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form client metadata (app version, basket id); not interpreted by the chain.",
+    )
+
+
+class RouteKind(enum.StrEnum):
+    """What kind of handler serves the route."""
+
+    WORKFLOW = "WORKFLOW"
+    SMALL_MODEL = "SMALL_MODEL"
+    LARGE_MODEL = "LARGE_MODEL"
+    CUSTOM_MODEL = "CUSTOM_MODEL"
+
+
+class RouteDecision(BaseModel):
+    """Where the router sent a request and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route_id: str = Field(description="Route table entry that matched.")
+    kind: RouteKind = Field(
+        description="Handler kind; readers that do not know a newer symbol read LARGE_MODEL, the general fallback.",
+    )
+    intent: str = Field(description="Intent the router classified the request as.")
+    confidence: float = Field(description="Classifier confidence in the intent, 0.0 to 1.0.")
+    provider: str | None = Field(
+        default=None,
+        description="Model provider chosen for model routes; null for workflows.",
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Providers to try in order when the chosen one fails.",
+    )
+    reason: str = Field(
+        description="Human-readable explanation of the decision, for audits and route corrections.",
+    )
+    route_table_version: str = Field(description="Version of the route table that made the decision.")
+
+
+class ContextItem(BaseModel):
+    """One piece of retrieved context (store hours, stock, policy) given to the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="Where the item came from, e.g. store, inventory, customer, policy.")
+    source_id: str = Field(description="Identifier of the item in its source.")
+    version: str = Field(description="Version of the source item, so an answer can be reproduced.")
+    score: float | None = Field(
+        default=None,
+        description="Retrieval relevance score; null for items fetched by key.",
+    )
+    text: str = Field(description="The text given to the model.")
+
+
+class Context(BaseModel):
+    """Everything the stitcher gathered for a request, within the token budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ContextItem] = Field(description="Context items in the order they enter the prompt.")
+    token_count: AvroInt = Field(description="Tokens the items take up.")
+    token_budget: AvroInt = Field(description="Tokens the route allowed for context.")
+
+
+class Verdict(enum.StrEnum):
+    """Outcome of governance."""
+
+    ALLOW = "ALLOW"
+    MASK = "MASK"
+    BLOCK = "BLOCK"
+    ESCALATE = "ESCALATE"
+
+
+class Governance(BaseModel):
+    """The governor's verdict on a request before any model sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict = Field(description="Overall outcome; the strictest action among the findings.")
+    findings: list[Finding] = Field(description="Rules that matched the request text.")
+    redacted_text: str = Field(
+        description="Request text with masked spans replaced; the only text later stages may send to a model.",
+    )
+
+
+class StageTiming(BaseModel):
+    """When one stage received, started and finished a record; stages append one each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(description="Stage name, e.g. router, stitcher, governor, answerer, auditor.")
+    received_at: TimestampMicros = Field(
+        description="When the stage consumed the record: microseconds since the Unix epoch, UTC.",
+    )
+    started_at: TimestampMicros = Field(
+        description="When the stage began processing it: microseconds since the Unix epoch, UTC.",
+    )
+    finished_at: TimestampMicros = Field(
+        description="When the stage produced its output: microseconds since the Unix epoch, UTC.",
+    )
+
+
+class Answered(BaseModel):
+    """Stage record on topic answered: a governed request plus its answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request = Field(description="The original request.")
+    route: RouteDecision = Field(description="The router's decision.")
+    context: Context = Field(description="The stitched context.")
+    governance: Governance = Field(description="The governor's verdict.")
+    answer: Answer = Field(description="The model's answer.")
+    timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
+
+
+class AuditInfo(BaseModel):
+    """Where a record sits in the tamper-evident audit hash chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audit_id: str = Field(description="Identifier of the audit entry.")
+    chain_key: str = Field(description="Hash chain the entry belongs to, e.g. one per store.")
+    prev_hash: str = Field(description="Hash of the previous entry in the chain, hex.")
+    hash: str = Field(description="Hash of this entry including prev_hash, hex.")
+    recorded_at: TimestampMicros = Field(
+        description="When the auditor recorded the entry: microseconds since the Unix epoch, UTC.",
+    )
+
+
+class Audited(BaseModel):
+    """Stage record on topic audited: an answered request plus its audit entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request = Field(description="The original request.")
+    route: RouteDecision = Field(description="The router's decision.")
+    context: Context = Field(description="The stitched context.")
+    governance: Governance = Field(description="The governor's verdict.")
+    answer: Answer = Field(description="The model's answer.")
+    audit: AuditInfo = Field(description="The audit chain entry.")
+    timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
+
+
+class Customer(BaseModel):
+    """Reference data for one loyalty customer, on a compacted topic keyed by customer_id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str = Field(description="Loyalty customer identifier.")
+    tier: str = Field(description="Loyalty tier, e.g. basic, silver, gold.")
+    preferences: dict[str, str] = Field(
+        description="Preferences the customer gave, e.g. preferred store or language.",
+    )
+    consent_history: bool = Field(description="Whether past purchases may be used as context.")
+    consent_marketing: bool = Field(description="Whether offers may be included in answers.")
+    updated_at: TimestampMillis = Field(
+        description="When this entry changed: milliseconds since the Unix epoch, UTC.",
+    )
+
+
+class DeadLetter(BaseModel):
+    """A record a stage could not process, with the reason, on that stage's dead-letter topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dead_letter_id: str = Field(description="UUID text identifying this dead letter.")
+    stage: str = Field(description="Stage that gave up on the record.")
+    reason: str = Field(description="Why the stage gave up, in words that say what to fix.")
+    error_type: str = Field(description="Exception type name that caused it.")
+    original: bytes = Field(description="The consumed record value, byte for byte.")
+    key: bytes | None = Field(
+        default=None,
+        description="The consumed record key; null when the record had none.",
+    )
+    topic: str = Field(description="Topic the record was consumed from.")
+    partition: AvroInt = Field(description="Partition the record was consumed from.")
+    offset: AvroLong = Field(description="Offset of the record in that partition.")
+    request_id: str | None = Field(
+        default=None,
+        description="Request id when it could be read from the record; null otherwise.",
+    )
+    failed_at: TimestampMicros = Field(
+        description="When the stage gave up: microseconds since the Unix epoch, UTC.",
+    )
+
+
+class FeedbackKind(enum.StrEnum):
+    """What the feedback says."""
+
+    RATING = "RATING"
+    CORRECTION = "CORRECTION"
+    ESCALATION_OUTCOME = "ESCALATION_OUTCOME"
+    ROUTE_CORRECTION = "ROUTE_CORRECTION"
+
+
+class Feedback(BaseModel):
+    """Feedback on an answer from staff or customers, used to correct routes and answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feedback_id: str = Field(description="UUID text identifying this feedback.")
+    request_id: str = Field(description="Request the feedback is about.")
+    kind: FeedbackKind = Field(description="Kind of feedback; decides which of the optional fields are set.")
+    rating: AvroInt | None = Field(default=None, description="Rating from 1 to 5, for RATING feedback.")
+    corrected_text: str | None = Field(
+        default=None,
+        description="The answer it should have been, for CORRECTION feedback.",
+    )
+    corrected_intent: str | None = Field(
+        default=None,
+        description="The intent it should have been routed as, for ROUTE_CORRECTION feedback.",
+    )
+    outcome: str | None = Field(
+        default=None,
+        description="How an escalation ended, for ESCALATION_OUTCOME feedback.",
+    )
+    author: str = Field(description="Who gave the feedback: a staff id or 'customer'.")
+    created_at: TimestampMillis = Field(
+        description="When the feedback was given: milliseconds since the Unix epoch, UTC.",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form metadata; not interpreted by the chain.",
+    )
+
+
+class Governed(BaseModel):
+    """Stage record on topic governed: a stitched request plus its governance verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request = Field(description="The original request.")
+    route: RouteDecision = Field(description="The router's decision.")
+    context: Context = Field(description="The stitched context.")
+    governance: Governance = Field(description="The governor's verdict.")
+    timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
+
+
+class HoursException(BaseModel):
+    """Opening hours on one date that differ from the regular ones (holidays, events)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: str = Field(description="Local date, YYYY-MM-DD.")
+    opens: str | None = Field(default=None, description="Opening time HH:MM; null when closed all day.")
+    closes: str | None = Field(default=None, description="Closing time HH:MM; null when closed all day.")
+    note: str = Field(description="Why the hours differ, as shown to customers.")
+
+
+class InventoryItem(BaseModel):
+    """Stock of one SKU in one store, on a compacted topic keyed by store_id and sku."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: str = Field(description="Store holding the stock.")
+    sku: str = Field(description="Stock keeping unit.")
+    product: str = Field(description="Product name as shown to customers.")
+    variant: str = Field(description="Size, colour or other variant; empty when the product has none.")
+    quantity: AvroInt = Field(description="Units on hand.")
+    price_cents: AvroLong = Field(description="Unit price in the currency's minor unit.")
+    currency: str = Field(default="USD", description="ISO 4217 currency code.")
+    updated_at: TimestampMillis = Field(
+        description="When this entry changed: milliseconds since the Unix epoch, UTC.",
+    )
+
+
+class OpeningHours(BaseModel):
+    """Regular opening hours of a store on one weekday, in the store's time zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weekday: AvroInt = Field(description="Day of the week, 0 = Monday to 6 = Sunday.")
+    opens: str = Field(description="Opening time, HH:MM.")
+    closes: str = Field(description="Closing time, HH:MM.")
+
+
+class ProviderHealth(BaseModel):
+    """Latest health of one provider model, on compacted topic model.health keyed by provider and model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="Model provider.")
+    model: str = Field(description="Model name at the provider.")
+    healthy: bool = Field(description="Whether the router may send traffic to it.")
+    p50_ms: float = Field(description="Median latency over the window, milliseconds.")
+    p95_ms: float = Field(description="95th percentile latency over the window, milliseconds.")
+    error_rate: float = Field(description="Share of failed calls over the window, 0.0 to 1.0.")
+    window_seconds: AvroInt = Field(description="Length of the observation window, seconds.")
+    observed_at: TimestampMicros = Field(
+        description="End of the observation window: microseconds since the Unix epoch, UTC.",
+    )
+    reason: str = Field(description="Why it is (un)healthy, in words.")
+
+
+class Routed(BaseModel):
+    """Stage record on topic routed: a request and its route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request = Field(description="The original request.")
+    route: RouteDecision = Field(description="The router's decision.")
+    timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
+
+
+class Stitched(BaseModel):
+    """Stage record on topic stitched: a routed request plus its context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request = Field(description="The original request.")
+    route: RouteDecision = Field(description="The router's decision.")
+    context: Context = Field(description="The stitched context.")
+    timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
+
+
+class Store(BaseModel):
+    """Reference data for one store, on a compacted topic keyed by store_id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: str = Field(description="Store identifier.")
+    name: str = Field(description="Store name as shown to customers.")
+    timezone: str = Field(description="IANA time zone of the store, e.g. Europe/Berlin.")
+    region: str = Field(description="Sales region the store belongs to.")
+    opening_hours: list[OpeningHours] = Field(
+        description="Regular opening hours, one entry per open weekday.",
+    )
+    exceptions: list[HoursException] = Field(description="Dates with different hours.")
+    manager_on_duty: str | None = Field(
+        default=None,
+        description="Staff id of the manager on duty; null when unknown.",
+    )
+    updated_at: TimestampMillis = Field(
+        description="When this entry changed: milliseconds since the Unix epoch, UTC.",
+    )
+
+
+RECORD_MODELS: dict[str, type[BaseModel]] = {
+    "switchyard.Answer": Answer,
+    "switchyard.Answered": Answered,
+    "switchyard.AuditInfo": AuditInfo,
+    "switchyard.Audited": Audited,
+    "switchyard.Context": Context,
+    "switchyard.ContextItem": ContextItem,
+    "switchyard.Customer": Customer,
+    "switchyard.DeadLetter": DeadLetter,
+    "switchyard.Feedback": Feedback,
+    "switchyard.Finding": Finding,
+    "switchyard.Governance": Governance,
+    "switchyard.Governed": Governed,
+    "switchyard.HoursException": HoursException,
+    "switchyard.InventoryItem": InventoryItem,
+    "switchyard.OpeningHours": OpeningHours,
+    "switchyard.ProviderHealth": ProviderHealth,
+    "switchyard.Request": Request,
+    "switchyard.RouteDecision": RouteDecision,
+    "switchyard.Routed": Routed,
+    "switchyard.StageTiming": StageTiming,
+    "switchyard.Stitched": Stitched,
+    "switchyard.Store": Store,
+}
