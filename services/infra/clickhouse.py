@@ -99,9 +99,7 @@ def load_migrations(ddl_dir: Path) -> list[Migration]:
     numbers = [p.name[:3] for p in files]
     duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
     if duplicates:
-        raise MigrationError(
-            f"{ddl_dir}: more than one migration numbered {', '.join(duplicates)}; renumber one"
-        )
+        raise MigrationError(f"{ddl_dir}: more than one migration numbered {', '.join(duplicates)}; renumber one")
     return [Migration(p.name, p.read_text(encoding="utf-8")) for p in files]
 
 
@@ -121,9 +119,7 @@ def migrate(client: Client, ddl_dir: Path = DDL_DIR) -> list[str]:
     for migration in (m for m in migrations if m.name not in applied):
         for statement in migration.statements:
             client.command(statement, use_database=False)
-        client.insert(
-            MIGRATIONS_TABLE, [[migration.name, migration.checksum]], column_names=["name", "checksum"]
-        )
+        client.insert(MIGRATIONS_TABLE, [[migration.name, migration.checksum]], column_names=["name", "checksum"])
         done.append(migration.name)
     return done
 
@@ -163,9 +159,7 @@ def _query(client: Client, sql: str, fmt: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.infra.clickhouse", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m services.infra.clickhouse", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     migrate_cmd = commands.add_parser("migrate", help="apply infra/clickhouse/NNN_*.sql not applied yet")
     migrate_cmd.add_argument("--ddl-dir", type=Path, default=DDL_DIR)

@@ -73,9 +73,7 @@ TRANSPORT_PARAMS = frozenset(
 )
 
 # Statements whose answer is a result set, so the response names its format as a server's does.
-RESULT_STATEMENTS = frozenset(
-    {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK", "FROM"}
-)
+RESULT_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK", "FROM"})
 
 # ClickHouse's HTTP handler maps these exception codes to client-error statuses; the rest are 500.
 HTTP_STATUS_BY_CODE = {
@@ -391,9 +389,7 @@ class ChdbEngine:
         self._shared = _Handle(self._connect())
         self._sessions: OrderedDict[str, _Handle] = OrderedDict()
         self._closed = False
-        version, timezone = (
-            self._shared.conn.query("SELECT version(), timezone()", "TSV").bytes().split(b"\t")
-        )
+        version, timezone = self._shared.conn.query("SELECT version(), timezone()", "TSV").bytes().split(b"\t")
         self.version, self.timezone = version.decode(), timezone.decode().strip()
 
     def _connect(self) -> Any:
@@ -606,9 +602,7 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
 
     def _run(self, payload: bytes, params: dict[str, str], query_id: str) -> tuple[_Reply, int]:
         bound, settings = split_params(params)
-        default_fmt = (
-            params.get("default_format") or self.headers.get("X-ClickHouse-Format") or HTTP_DEFAULT_FORMAT
-        )
+        default_fmt = params.get("default_format") or self.headers.get("X-ClickHouse-Format") or HTTP_DEFAULT_FORMAT
         session_id = params.get("session_id") or None
         timeout = float(params.get("session_timeout") or 60)
         insert = find_insert_data(payload)
@@ -619,9 +613,7 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
                 sql = insert.from_infile(tmp_path)
             else:
                 sql = _utf8(payload)
-            request = EngineRequest(
-                sql, default_fmt, bound, settings, params.get("database"), session_id, timeout
-            )
+            request = EngineRequest(sql, default_fmt, bound, settings, params.get("database"), session_id, timeout)
             result = self.server.engine.execute(request)
         finally:
             if tmp_path:

@@ -31,9 +31,7 @@ def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 return False
     delivered: list[Any] = []
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)}
-    )
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)})
     producer.produce(PROBE_TOPIC, b"ping", on_delivery=lambda err, _msg: delivered.append(err))
     producer.flush(timeout_s)
     return delivered == [None]

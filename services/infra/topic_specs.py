@@ -100,9 +100,7 @@ def load_file(path: Path) -> list[TopicSpec]:
                 raise TopicSpecError("each entry under 'topics:' must be a mapping")
             specs.append(_spec_from(raw, defaults, path.name))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'topic'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'topic'}: {e['msg']}" for e in exc.errors())
             raise TopicSpecError(f"{path}: topic {label}: {problems}") from exc
         except (ValueError, TypeError) as exc:
             raise TopicSpecError(f"{path}: topic {label}: {exc}") from exc

@@ -141,9 +141,7 @@ def plan(admin: AdminClient, specs: list[TopicSpec]) -> Plan:
         if grow is None and not changed and not refusals:
             result.unchanged.append(spec.name)
         else:
-            result.changes.append(
-                TopicChange(spec, partitions_from=grow, configs=changed, refusals=tuple(refusals))
-            )
+            result.changes.append(TopicChange(spec, partitions_from=grow, configs=changed, refusals=tuple(refusals)))
     return result
 
 
@@ -164,11 +162,7 @@ def apply(admin: AdminClient, planned: Plan) -> None:
     if creates:
         for future in admin.create_topics(creates, request_timeout=TIMEOUT_S).values():
             future.result(TIMEOUT_S)
-    grows = [
-        NewPartitions(c.spec.name, c.spec.partitions)
-        for c in planned.changes
-        if c.partitions_from is not None
-    ]
+    grows = [NewPartitions(c.spec.name, c.spec.partitions) for c in planned.changes if c.partitions_from is not None]
     if grows:
         for future in admin.create_partitions(grows, request_timeout=TIMEOUT_S).values():
             future.result(TIMEOUT_S)
@@ -177,8 +171,7 @@ def apply(admin: AdminClient, planned: Plan) -> None:
             ResourceType.TOPIC,
             c.spec.name,
             incremental_configs=[
-                ConfigEntry(cc.key, cc.desired, incremental_operation=AlterConfigOpType.SET)
-                for cc in c.configs
+                ConfigEntry(cc.key, cc.desired, incremental_operation=AlterConfigOpType.SET) for cc in c.configs
             ],
         )
         for c in planned.changes

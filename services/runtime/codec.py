@@ -100,9 +100,7 @@ class AvroCodec:
 
     def _decode_confluent(self, data: bytes, reader: str | None) -> tuple[str, dict[str, Any]]:
         if len(data) < _CONFLUENT_HEADER_SIZE:
-            raise CorruptBodyError(
-                f"truncated Confluent header: {len(data)} bytes, it takes {_CONFLUENT_HEADER_SIZE}"
-            )
+            raise CorruptBodyError(f"truncated Confluent header: {len(data)} bytes, it takes {_CONFLUENT_HEADER_SIZE}")
         writer_name, writer_schema = self._confluent_writer(int.from_bytes(data[1:5], "big"))
         reader_entry = self._reader_entry(writer_name, reader)
         reader_schema = self._wire[reader_entry.fingerprint]

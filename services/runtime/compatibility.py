@@ -62,9 +62,7 @@ class Incompatibility:
         consequence = _CONSEQUENCE[self.direction].format(version=self.version)
         where = f"field {self.field!r}" if self.field else "record"
         fix = _FIX.get(self.kind, "revert the change")
-        return (
-            f"{self.name} {self.direction} break: {consequence}: {where}: {self.kind} ({self.detail}), {fix}"
-        )
+        return f"{self.name} {self.direction} break: {consequence}: {where}: {self.kind} ({self.detail}), {fix}"
 
 
 def check_compatibility(registry: SchemaRegistry) -> list[Incompatibility]:

@@ -22,9 +22,7 @@ class UnknownSchemaError(WireContractError, KeyError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
-        super().__init__(
-            f"no schema named {name!r}; add schemas/{name}.avsc or use one of {', '.join(known)}"
-        )
+        super().__init__(f"no schema named {name!r}; add schemas/{name}.avsc or use one of {', '.join(known)}")
 
     def __str__(self) -> str:
         # KeyError would repr() the message; show it as written.

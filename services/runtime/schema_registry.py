@@ -75,9 +75,7 @@ def expand(schema_file: Path) -> Schema:
 class SchemaRegistry:
     """Current and historical schemas; build it once per process with `SchemaRegistry.load`."""
 
-    def __init__(
-        self, current: dict[str, RegisteredSchema], history: dict[str, list[RegisteredSchema]]
-    ) -> None:
+    def __init__(self, current: dict[str, RegisteredSchema], history: dict[str, list[RegisteredSchema]]) -> None:
         self._current = current
         self._history = history
         self._by_fingerprint: dict[bytes, RegisteredSchema] = {}

@@ -120,9 +120,7 @@ def fresh_switchyard(client: Client) -> Iterator[None]:
     client.command("DROP DATABASE IF EXISTS switchyard")
 
 
-def http(
-    owner: Owner, body: bytes | None = None, headers: dict[str, str] | None = None, **params: str
-) -> Any:
+def http(owner: Owner, body: bytes | None = None, headers: dict[str, str] | None = None, **params: str) -> Any:
     url = f"{owner.url}/?{urllib.parse.urlencode(params)}" if params else f"{owner.url}/"
     request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
@@ -144,9 +142,7 @@ def test_queries_arrive_in_the_url_the_body_or_both_like_curl(owner: Owner) -> N
 
 
 def test_responses_carry_clickhouse_headers(owner: Owner) -> None:
-    response = http(
-        owner, b"SELECT number FROM numbers(5)", query_id="q-headers", default_format="JSONEachRow"
-    )
+    response = http(owner, b"SELECT number FROM numbers(5)", query_id="q-headers", default_format="JSONEachRow")
     assert response.headers["X-ClickHouse-Query-Id"] == "q-headers"
     assert response.headers["X-ClickHouse-Format"] == "JSONEachRow"
     assert response.headers["Content-Type"].startswith("application/json")
@@ -278,9 +274,7 @@ def test_migrate_twice_applies_each_file_once(client: Client, fresh_switchyard: 
     assert {"requests", "stage_events", "dead_letters", "schema_migrations"} <= tables
 
 
-def test_a_changed_applied_migration_is_refused(
-    client: Client, fresh_switchyard: None, tmp_path: Path
-) -> None:
+def test_a_changed_applied_migration_is_refused(client: Client, fresh_switchyard: None, tmp_path: Path) -> None:
     (tmp_path / "001_database.sql").write_text("CREATE DATABASE IF NOT EXISTS switchyard;\n")
     (tmp_path / "002_t.sql").write_text("CREATE TABLE switchyard.t (a UInt8) ENGINE = Memory;\n")
     assert migrate(client, tmp_path) == ["001_database.sql", "002_t.sql"]

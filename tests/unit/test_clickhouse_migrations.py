@@ -18,9 +18,7 @@ from services.infra.clickhouse import (
 
 
 def test_statements_split_on_semicolons_that_end_a_line() -> None:
-    sql = (
-        "-- header\nCREATE TABLE a (x String DEFAULT ';')\nENGINE = Memory;\n;\nDROP TABLE b;\n-- trailing\n"
-    )
+    sql = "-- header\nCREATE TABLE a (x String DEFAULT ';')\nENGINE = Memory;\n;\nDROP TABLE b;\n-- trailing\n"
     assert split_statements(sql) == [
         "-- header\nCREATE TABLE a (x String DEFAULT ';')\nENGINE = Memory",
         "DROP TABLE b",

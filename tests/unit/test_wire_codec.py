@@ -183,9 +183,7 @@ def test_random_bytes_fail_only_with_decode_errors(data: bytes) -> None:
     fingerprint=st.sampled_from([entry.fingerprint for entry in REGISTRY]),
     body=st.binary(max_size=200),
 )
-def test_random_bodies_behind_a_known_fingerprint_fail_only_with_decode_errors(
-    fingerprint: bytes, body: bytes
-) -> None:
+def test_random_bodies_behind_a_known_fingerprint_fail_only_with_decode_errors(fingerprint: bytes, body: bytes) -> None:
     with contextlib.suppress(DecodeError):
         CODEC.decode(SINGLE_OBJECT_MARKER + fingerprint + body)
 

@@ -98,9 +98,7 @@ def test_the_cli_reports_compatible_repository_schemas_with_exit_status_0(
     assert "compatible" in capsys.readouterr().out
 
 
-def test_the_cli_reports_a_break_with_exit_status_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_cli_reports_a_break_with_exit_status_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     schemas_dir = tmp_path / "schemas"
     shutil.copytree(REPO_SCHEMAS_DIR, schemas_dir)
     request_file = schemas_dir / "switchyard.Request.avsc"
