@@ -32,8 +32,6 @@ Generated from schemas/ by `{GENERATOR}`; do not edit.
 Timestamps are int, as on the wire; the alias names the unit. model_dump() gives what AvroCodec.encode takes.
 """
 
-# ruff: noqa: E501
-# Field docs come from the schemas verbatim, so their lines may be long.
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ Generated from schemas/ by `python -m services.runtime.gen_models`; do not edit.
 Timestamps are int, as on the wire; the alias names the unit. model_dump() gives what AvroCodec.encode takes.
 """
 
-# Field docs come from the schemas verbatim, so their lines may be long.
 
 from __future__ import annotations
 
@@ -15,8 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 AvroInt = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 AvroLong = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-TimestampMillis = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, description="milliseconds since the Unix epoch, UTC")]
-TimestampMicros = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, description="microseconds since the Unix epoch, UTC")]
+TimestampMillis = Annotated[
+    int, Field(ge=-(2**63), le=2**63 - 1, description="milliseconds since the Unix epoch, UTC")
+]
+TimestampMicros = Annotated[
+    int, Field(ge=-(2**63), le=2**63 - 1, description="microseconds since the Unix epoch, UTC")
+]
 
 
 class Finding(BaseModel):

@@ -10,7 +10,6 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire_values import REQUEST, values_of, with_defaults
 
 from services.runtime.codec import SINGLE_OBJECT_MARKER, AvroCodec, wire_schema
 from services.runtime.errors import (
@@ -23,6 +22,7 @@ from services.runtime.errors import (
     WrongRecordTypeError,
 )
 from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from tests.unit.wire_values import REQUEST, values_of, with_defaults
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)
 CODEC = AvroCodec(REGISTRY)

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from wire_values import REQUEST, values_of
 
 from services.runtime import models
 from services.runtime.codec import AvroCodec
 from services.runtime.gen_models import GENERATOR, MODELS_PATH, render_models
 from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from tests.unit.wire_values import REQUEST, values_of
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)
 CODEC = AvroCodec(REGISTRY)

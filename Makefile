@@ -1,0 +1,100 @@
+# Switchyard: every operation a human or CI runs is a target here. `make help` lists them.
+# Paths and ports come from the environment (see README, "Configuration"); defaults suit one dev box.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHON := $(abspath $(PY))
+export SWITCHYARD_VAR ?= $(CURDIR)/var
+export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
+INSTALLED := $(VENV)/.installed
+COMPONENTS := kafka clickhouse weaviate
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON_BOOT) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON_BOOT=python3.11)")'
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: install
+install: $(INSTALLED) ## create .venv and install Switchyard with its dev tools (pip install -e .[dev])
+
+.PHONY: fetch
+fetch: $(INSTALLED) ## resolve Kafka's jars and build Weaviate into the user cache (once; later runs reuse it)
+	@bash infra/kafka/kafka.sh fetch
+	@bash infra/weaviate/weaviate.sh fetch
+
+.PHONY: up
+up: $(INSTALLED) ## start Kafka, ClickHouse (chDB) and Weaviate on loopback, migrate tables, apply topics
+	@start=$$(date +%s%N); \
+	bash infra/kafka/kafka.sh start; \
+	bash infra/clickhouse/clickhouse.sh start; \
+	bash infra/weaviate/weaviate.sh start; \
+	$(PY) -m services.infra.topics apply | tail -1; \
+	echo "[up] all components ready in $$(( ($$(date +%s%N) - start) / 1000000 )) ms"
+
+.PHONY: down
+down: ## stop every component cleanly (state under var/ is kept)
+	@for c in weaviate clickhouse kafka; do bash infra/$$c/$$c.sh stop; done
+
+.PHONY: status
+status: ## show which components run, where
+	@for c in $(COMPONENTS); do bash infra/$$c/$$c.sh status; done
+
+.PHONY: topics
+topics: $(INSTALLED) ## reconcile the broker with topics/ (prints the diff, then applies it)
+	@$(PY) -m services.infra.topics apply
+
+.PHONY: topics-plan
+topics-plan: $(INSTALLED) ## print what `make topics` would change, change nothing
+	@$(PY) -m services.infra.topics plan
+
+.PHONY: migrate
+migrate: $(INSTALLED) ## apply infra/clickhouse/*.sql to ClickHouse (idempotent)
+	@$(PY) -m services.infra.clickhouse migrate
+
+.PHONY: query
+query: $(INSTALLED) ## run SQL against ClickHouse: make query SQL='SELECT count() FROM switchyard.requests'
+	@test -n "$${SQL:-}" || { echo "usage: make query SQL='SELECT ...'" >&2; exit 2; }
+	@$(PY) -m services.infra.clickhouse query "$$SQL"
+
+.PHONY: schemas-check
+schemas-check: $(INSTALLED) ## check every schema against its history, both directions, and that models are generated
+	@$(PY) -m services.runtime.compatibility
+	@$(PY) -m services.runtime.gen_models --check
+
+.PHONY: demo
+demo: up ## set up everything and run the main job: one POS request through Kafka into ClickHouse
+	@$(PY) -m services.demo
+
+.PHONY: lint
+lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict
+	@$(VENV)/bin/ruff check services tests
+	@$(VENV)/bin/ruff format --check services tests
+	@$(VENV)/bin/mypy
+
+.PHONY: test-unit
+test-unit: $(INSTALLED) ## unit tests only: no broker, no database
+	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: $(INSTALLED) ## install, start what the tests need, run lint and every test, stop what it started
+	@bash infra/test.sh $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: down ## stop everything and delete run-time state (var/); the user cache is kept
+	rm -rf var
+
+.PHONY: distclean
+distclean: clean ## also delete .venv and the cached Kafka jars and Weaviate build
+	rm -rf $(VENV) "$(SWITCHYARD_CACHE)"

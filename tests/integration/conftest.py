@@ -1,0 +1,87 @@
+"""Fixtures for tests against the real components that `make test` (or `make up`) started."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from services.infra.clickhouse import ping as clickhouse_ping
+from services.infra.probe import http_ok, kafka_accepts_produce
+from services.runtime.codec import AvroCodec
+from services.runtime.schema_registry import SchemaRegistry
+from services.settings import Settings, get_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings) -> str:
+    """The broker's bootstrap address, once it has accepted a produce."""
+    if not kafka_accepts_produce(settings.kafka_bootstrap):
+        pytest.fail(f"Kafka at {settings.kafka_bootstrap} does not accept a produce: run `make up` (or `make test`)")
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def clickhouse(settings: Settings) -> str:
+    if not clickhouse_ping(settings):
+        pytest.fail(f"ClickHouse at {settings.clickhouse_url} does not answer: run `make up` (or `make test`)")
+    return settings.clickhouse_url
+
+
+@pytest.fixture(scope="session")
+def weaviate_url(settings: Settings) -> str:
+    url = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}"
+    if not http_ok(f"{url}/v1/.well-known/ready"):
+        pytest.fail(f"Weaviate at {url} is not ready: run `make up` (or `make test`)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def codec(settings: Settings) -> AvroCodec:
+    return AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+
+
+@pytest.fixture(scope="session")
+def admin(kafka: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka})
+
+
+@pytest.fixture
+def new_topic(admin: AdminClient) -> Iterator[Callable[[int], str]]:
+    """Creates uniquely named topics for one test and deletes them after it."""
+    created: list[str] = []
+
+    def create(partitions: int = 1) -> str:
+        name = f"it.{uuid.uuid4().hex[:12]}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+        created.append(name)
+        wait_for_topic(admin, name)
+        return name
+
+    yield create
+    delete_topics(admin, created)
+
+
+def wait_for_topic(admin: AdminClient, name: str, timeout_s: float = 15.0) -> None:
+    """Metadata reaches every listener a moment after CreateTopics returns."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} has no metadata after {timeout_s}s")
+
+
+def delete_topics(admin: AdminClient, names: list[str]) -> None:
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(30)
