@@ -160,7 +160,7 @@ class Context(BaseModel):
 
 
 class Verdict(enum.StrEnum):
-    """Outcome of governance."""
+    """Outcome of governance. A reader meeting a symbol it does not know reads ESCALATE: unknown verdicts fail safe, to a human."""
 
     ALLOW = "ALLOW"
     MASK = "MASK"
