@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     topics_dir: Path = Field(REPO_ROOT / "topics", description="declarative topic definitions")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    topic_prefix: str = Field(
+        "", description="prepended to every topic and consumer group name: one cluster, several isolated chains"
+    )
 
     clickhouse_url: str = Field(
         "http://127.0.0.1:8123",
@@ -39,6 +42,31 @@ class Settings(BaseSettings):
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = 8080
     weaviate_grpc_port: int = 50051
+
+    model_provider: str = Field("local_gguf", description="answerer's model: local_gguf, or openai (any compatible)")
+    model_base_url: str = Field("http://127.0.0.1:8199/v1", description="OpenAI-compatible endpoint, for openai")
+    model_name: str = Field("gemma3-270m", description="model name sent to the provider")
+    model_api_key_env: str | None = Field(None, description="NAME of the env var holding the API key, never the key")
+    model_timeout_s: float = 30.0
+    model_threads: int = Field(1, description="CPU threads for the local model; the rest stay with the broker")
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a topic from topics/ (and of a consumer group)."""
+        return f"{self.topic_prefix}{name}"
+
+    def model_provider_config(self) -> dict[str, object]:
+        """The answerer's provider, in the form services.answerer.providers.provider_from_config reads."""
+        if self.model_provider == "local_gguf":
+            return {"kind": "local_gguf", "model": self.model_name, "n_threads": self.model_threads}
+        config: dict[str, object] = {
+            "kind": self.model_provider,
+            "base_url": self.model_base_url,
+            "model": self.model_name,
+            "timeout_s": self.model_timeout_s,
+        }
+        if self.model_api_key_env:
+            config["api_key_env"] = self.model_api_key_env
+        return config
 
     def chdb_data_path(self) -> Path:
         return self.chdb_path or self.var_dir / "clickhouse" / "data"

@@ -29,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import policy as email_policy
+from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -259,6 +261,23 @@ def compose_query(query_param: str | None, body: bytes) -> bytes:
     if not body:
         return query_param.encode()
     return query_param.encode() + b"\n" + body
+
+
+def form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The plain fields of a multipart/form-data body (query, param_*); external data files are refused."""
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    if not message.is_multipart():
+        raise BadRequest("multipart/form-data body could not be parsed")
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise BadRequest("a multipart field has no name")
+        if part.get_filename() is not None:
+            raise BadRequest(f"external data ({name!r}) is not supported by the embedded server")
+        payload = part.get_payload(decode=True)
+        fields[name] = payload.decode("utf-8") if isinstance(payload, bytes) else str(part.get_payload())
+    return fields
 
 
 def split_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -590,9 +609,12 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
                 "compress=1/decompress=1 (ClickHouse's native block compression) is not supported by the "
                 "embedded server; use Content-Encoding / Accept-Encoding instead"
             )
-        if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
-            raise BadRequest("multipart requests (external data, form-encoded queries) are not supported")
         body = decode_body(self._read_body(), self.headers.get("Content-Encoding"))
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            # clickhouse-connect sends the query and bound parameters as form fields when they are large
+            params = {**params, **form_fields(content_type, body)}
+            body = b""
         payload = compose_query(params.get("query"), body)
         if not payload.strip():
             if self.command in ("GET", "HEAD"):

@@ -182,9 +182,13 @@ def apply(admin: AdminClient, planned: Plan) -> None:
             future.result(TIMEOUT_S)
 
 
-def reconcile(topics_dir: Path, bootstrap: str, *, dry_run: bool = False, out: TextIO | None = None) -> Plan:
+def reconcile(
+    topics_dir: Path, bootstrap: str, *, dry_run: bool = False, out: TextIO | None = None, prefix: str = ""
+) -> Plan:
     """Load, plan, print the plan, and apply it unless dry_run."""
     specs = load_topics(topics_dir, SchemaRegistry.load(get_settings().schemas_dir))
+    if prefix:
+        specs = [spec.model_copy(update={"name": prefix + spec.name}) for spec in specs]
     out = out or sys.stdout
     admin = admin_client(bootstrap)
     planned = plan(admin, specs)
@@ -201,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", nargs="?", choices=["plan", "apply"], default="apply")
     parser.add_argument("--dir", type=Path, default=settings.topics_dir, help="topic definitions directory")
     parser.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap servers")
+    parser.add_argument("--prefix", default=settings.topic_prefix, help="prepend to every topic name")
     args = parser.parse_args(argv)
     try:
-        reconcile(args.dir, args.bootstrap, dry_run=args.action == "plan")
+        reconcile(args.dir, args.bootstrap, dry_run=args.action == "plan", prefix=args.prefix)
     except TopicSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

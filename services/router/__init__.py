@@ -1,0 +1,1 @@
+"""The router stage (requests → routed): reads a request's intent and picks its path."""

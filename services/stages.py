@@ -1,0 +1,64 @@
+"""The registry of runnable processes: each chain stage and the telemetry writer, by name, with the port of
+its /healthz and /metrics. `switchyard run <name>` and `python -m services.<name>` both start one here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+from services.runtime.codec import AvroCodec
+from services.runtime.observability import configure_logging
+from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.stage import Stage
+from services.runtime.worker import WorkerConfig, run_stage
+from services.settings import Settings, get_settings
+
+CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
+PROCESSES = [*CHAIN, "telemetry"]
+DEFAULT_HTTP_PORTS = {name: 9101 + index for index, name in enumerate(PROCESSES)}
+
+
+def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
+    """The stage object for a name; imports lazily so each process loads only what it runs."""
+    if name == "router":
+        from services.router.stage import Router
+
+        return Router()
+    if name == "stitcher":
+        from services.stitcher.stage import Stitcher
+
+        return Stitcher(settings, AvroCodec(SchemaRegistry.load(settings.schemas_dir)))
+    if name == "governor":
+        from services.governor.stage import Governor
+
+        return Governor()
+    if name == "answerer":
+        from services.answerer.stage import Answerer
+
+        return Answerer(settings.model_provider_config())
+    if name == "auditor":
+        from services.auditor.stage import Auditor
+
+        return Auditor()
+    raise KeyError(name)
+
+
+def run_process(name: str, *, replica: str | None = None, http_port: int | None = None) -> None:
+    """Run one process in the foreground until SIGTERM; the entry point of every stage."""
+    if name not in PROCESSES:
+        raise SystemExit(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
+    configure_logging(os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+    settings = get_settings()
+    port = http_port if http_port is not None else DEFAULT_HTTP_PORTS[name]
+    if name == "telemetry":
+        from services.telemetry.writer import WriterConfig, run_writer
+
+        asyncio.run(run_writer(WriterConfig(http_port=port)))
+        return
+    overrides: dict[str, Any] = {"http_port": port}
+    if replica is not None:
+        overrides["replica"] = replica
+    runner: Callable[[], Any] = lambda: run_stage(build_stage(name, settings), WorkerConfig(**overrides))  # noqa: E731
+    asyncio.run(runner())

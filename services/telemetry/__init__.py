@@ -1,0 +1,2 @@
+"""The telemetry writer: its own consumer group on `audited` and the dead-letter topics, batch-inserting
+stage timings, answers and dead letters into ClickHouse."""

@@ -1,0 +1,219 @@
+"""Runs the whole chain for tests: the five stages and the telemetry writer as real processes, on topics of
+their own (a unique SWITCHYARD_TOPIC_PREFIX), with the OpenAI-compatible stub model answering model routes.
+Tests publish requests, read `audited` as a store would, and kill or add processes to see what happens."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from services.infra.topics import reconcile
+from services.runtime.codec import AvroCodec
+from services.runtime.models import Channel, Request
+from services.settings import REPO_ROOT, Settings
+from services.stages import CHAIN, PROCESSES
+from services.stitcher.seed import publish_stores, stores
+from tests.integration.conftest import delete_topics
+
+STORES = [f"{n:04d}" for n in range(1, 21)]
+TEXTS = [
+    "What time do you close today?",
+    "Is the waxed field jacket in stock in size M?",
+    "Can I give this customer 25% off? Email me at jane.doe@example.com",
+    "Summarise this return: customer brought back boots, call +1 415 555 0142",
+    "Does this blender come with a warranty?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Chain:
+    settings: Settings
+    codec: AvroCodec
+    log_dir: Path
+    model_url: str
+    prefix: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}.")
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SWITCHYARD_TOPIC_PREFIX": self.prefix,
+            "SWITCHYARD_MODEL_PROVIDER": "openai",
+            "SWITCHYARD_MODEL_BASE_URL": self.model_url,
+            "SWITCHYARD_MODEL_NAME": "stub",
+            "SWITCHYARD_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def prepare(self) -> None:
+        reconcile(REPO_ROOT / "topics", self.settings.kafka_bootstrap, out=io.StringIO(), prefix=self.prefix)
+        publish_stores(self.settings.kafka_bootstrap, self.codec, stores(len(STORES)), self.topic("ref.stores"))
+
+    def start(self, name: str, replica: str = "0") -> str:
+        """Start one process; returns its key in `processes` (name/replica)."""
+        key = f"{name}/{replica}"
+        port = free_port()
+        log = (self.log_dir / f"{name}-{replica}.log").open("ab")
+        command = [sys.executable, "-m", "services.cli", "run", name, "--replica", replica, "--http-port", str(port)]
+        self.processes[key] = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        self.ports[key] = port
+        return key
+
+    def start_all(self) -> None:
+        for name in PROCESSES:
+            self.start(name)
+        for key in list(self.processes):
+            self.wait_ready(key)
+
+    def healthz(self, key: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[key]}/healthz", timeout=2) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
+        except OSError as error:
+            return 0, str(error)
+
+    def wait_ready(self, key: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.processes[key].poll() is not None:
+                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
+            if self.healthz(key)[0] == 200:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not ready after {timeout_s}s: {self.healthz(key)}; see {self.log_dir}")
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> int:
+        process = self.processes.pop(key)
+        process.send_signal(sig)
+        return process.wait(60)
+
+    def stop_all(self) -> dict[str, int]:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        codes = {key: process.wait(60) for key, process in self.processes.items()}
+        self.processes.clear()
+        return codes
+
+    def delete_topics(self, admin: AdminClient) -> None:
+        delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.prefix)])
+
+    # -- traffic ---------------------------------------------------------------------------------
+
+    def requests(self, count: int, run: str) -> list[Request]:
+        now = int(time.time() * 1000)
+        return [
+            Request(
+                request_id=str(uuid.uuid4()),
+                store_id=STORES[n % len(STORES)],
+                terminal_id=f"pos-{n % 7}",
+                customer_id=f"C-{n % 50}" if n % 3 else None,
+                channel=Channel.POS,
+                text=TEXTS[n % len(TEXTS)],
+                created_at=now,
+                attributes={"run": run, "seq": str(n)},
+            )
+            for n in range(count)
+        ]
+
+    def publish(self, requests: list[Request], rate_per_s: float | None = None) -> None:
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
+        started = time.monotonic()
+        for index, request in enumerate(requests):
+            if rate_per_s:
+                time.sleep(max(0.0, started + index / rate_per_s - time.monotonic()))
+            producer.produce(
+                self.topic("requests"),
+                key=request.store_id.encode(),
+                value=self.codec.encode("Request", request.model_dump()),
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def publish_raw(self, topic: str, value: bytes, key: bytes = b"0001") -> None:
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 12 << 20})
+        producer.produce(self.topic(topic), key=key, value=value)
+        assert producer.flush(30) == 0
+
+    def read(self, topic: str, until: int, run: str | None = None, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+        """Every committed record on a topic from the start, as (decoded) dicts, until `until` records of
+        this run were seen or the time is up; then a further second to catch duplicates."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([self.topic(topic)])
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        try:
+            while time.monotonic() < (settle_until or deadline):
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                value = message.value()
+                assert value is not None
+                _, record = self.codec.decode(value)
+                record["_partition"] = message.partition()
+                if run is None or run_of(record) == run:
+                    seen.append(record)
+                if settle_until is None and len(seen) >= until:
+                    settle_until = time.monotonic() + 1.0
+        finally:
+            consumer.close()
+        return seen
+
+    def end_offsets(self, topic: str) -> int:
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "offsets"})
+        metadata = consumer.list_topics(self.topic(topic), timeout=10).topics[self.topic(topic)]
+        total = 0
+        for partition in metadata.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(self.topic(topic), partition), timeout=10)
+            total += high
+        consumer.close()
+        return total
+
+
+def run_of(record: dict[str, Any]) -> str | None:
+    request = record.get("request", record)
+    attributes = request.get("attributes", {}) if isinstance(request, dict) else {}
+    run = attributes.get("run")
+    return run if isinstance(run, str) else None
+
+
+def duplicates(records: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(r["request"]["request_id"] for r in records)
+    return {rid: n for rid, n in counts.items() if n > 1}
+
+
+__all__ = ["CHAIN", "Chain", "duplicates", "free_port", "run_of"]
