@@ -14,6 +14,8 @@ export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
 INSTALLED := $(VENV)/.installed
 COMPONENTS := kafka clickhouse weaviate
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help
 help: ## list every target with what it does
@@ -74,8 +76,16 @@ schemas-check: $(INSTALLED) ## check every schema against its history, both dire
 	@$(PY) -m services.runtime.gen_models --check
 
 .PHONY: demo
-demo: up ## set up everything and run the main job: one POS request through Kafka into ClickHouse
-	@$(PY) -m services.demo
+demo: up ## set up everything and run the main job: the six-stage chain answering a mix of POS requests
+	@$(PY) -m services.demo $(DEMO_ARGS)
+
+.PHONY: bench
+bench: up ## full-chain throughput and latency as JSON (BENCH_ARGS='--rate 100 --duration 30')
+	@$(PY) -m services.bench $(BENCH_ARGS)
+
+.PHONY: seed
+seed: up ## publish the 1,600-store directory to ref.stores
+	@$(PY) -m services.stitcher.seed --stores 1600
 
 .PHONY: lint
 lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict

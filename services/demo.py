@@ -1,159 +1,121 @@
-"""`make demo` (foundation version): one POS request through Kafka into ClickHouse, narrated.
+"""`make demo`: the whole chain on this machine. Brings up the six processes on the running infrastructure,
+publishes a realistic mix of POS requests from many stores, prints each answer as it is released from
+`audited` with its route and stage timings, and ends with a summary. Ctrl-C stops the processes cleanly.
 
-A POS terminal publishes a Request (validated by its pydantic model, Avro single-object encoded) to the
-`requests` topic with confluent-kafka; a sink consumer (aiokafka, its own consumer group) reads it back,
-decodes it against the current schema, writes it to ClickHouse over the HTTP interface, and commits its
-offset only after the insert. The stage services of the next issue replace the sink with the full chain.
+usage: python -m services.demo [--requests N] [--rate R] [--model local_gguf|openai]
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import io
+import json
+import os
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka import Producer
-
-from services.infra.clickhouse import get_client
+from services.infra.topics import reconcile
+from services.launcher import Launcher
+from services.pos.answers import AnswerReader, Received
+from services.pos.report import model_ms, stage_stats, summary, work_split
+from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.codec import AvroCodec
-from services.runtime.models import Channel, Request
 from services.runtime.schema_registry import SchemaRegistry
-from services.settings import Settings, get_settings
+from services.settings import REPO_ROOT, get_settings
+from services.stages import CHAIN
+from services.stitcher.seed import publish_stores, stores
 
-REQUESTS_TOPIC = "requests"
-SINK_GROUP = "switchyard-demo-sink"
-
-
-def say(step: str, message: str) -> None:
-    print(f"  {step:<9} {message}", flush=True)
+STORE_COUNT = 1600
 
 
-def sample_request() -> Request:
-    return Request(
-        request_id=str(uuid.uuid4()),
-        store_id="0417",
-        terminal_id="pos-03",
-        customer_id="C-100234",
-        channel=Channel.POS,
-        locale="en-US",
-        text="Is the waxed field jacket in stock in size M at this store?",
-        created_at=int(time.time() * 1000),
-        attributes={"sku": "JKT-4471-OLV", "size": "M"},
+def print_answer(received: Received) -> None:
+    record = received.record
+    request, route, answer = record["request"], record["route"], record["answer"]
+    stages = " ".join(f"{t['stage'][:5]}={(t['finished_at'] - t['started_at']) / 1000:.1f}" for t in record["timings"])
+    text = answer["text"].replace("\n", " ")
+    print(
+        f"[{request['store_id']}] {route['intent']:<16} {route['kind']:<11} {received.end_to_end_ms:7.0f} ms  "
+        f"{request['text'][:48]!r:<52} -> {text[:90]!r}  ({stages} ms)",
+        flush=True,
     )
 
 
-def publish(settings: Settings, codec: AvroCodec, request: Request) -> tuple[int, int]:
-    """Produce with acks=all and idempotence, as a POS client does; returns (partition, offset)."""
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0}
-    )
-    delivered: list[Any] = []
-    producer.produce(
-        REQUESTS_TOPIC,
-        key=request.store_id.encode(),
-        value=codec.encode("Request", request.model_dump()),
-        on_delivery=lambda err, msg: delivered.append((err, msg)),
-    )
-    producer.flush(15)
-    if not delivered or delivered[0][0] is not None:
-        raise RuntimeError(f"produce to {REQUESTS_TOPIC} failed: {delivered[0][0] if delivered else 'timed out'}")
-    message = delivered[0][1]
-    return int(message.partition()), int(message.offset())
+def dead_letter_count(bootstrap: str, prefix: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
 
-
-async def sink_one(settings: Settings, codec: AvroCodec, request_id: str, partition: int, offset: int) -> None:
-    """Consume the record back, write it to ClickHouse, then commit the offset past it."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=SINK_GROUP,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "switchyard-demo-offsets"})
+    total = 0
     try:
-        tp = TopicPartition(REQUESTS_TOPIC, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        message = None
-        deadline = time.monotonic() + 15
-        while message is None and time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-            message = next(iter(batch.get(tp, [])), None)
-        if message is None:
-            raise RuntimeError(f"record {REQUESTS_TOPIC}[{partition}]@{offset} did not come back within 15 s")
-        writer, value = codec.decode(message.value, reader="Request")
-        say("consumed", f"{REQUESTS_TOPIC}[{partition}]@{offset} by aiokafka, decoded as {writer}")
-        if value["request_id"] != request_id:
-            raise RuntimeError(f"expected request {request_id} at that offset, found {value['request_id']}")
-        insert_request(settings, value, REQUESTS_TOPIC, partition, offset)
-        await consumer.commit({tp: offset + 1})
-        say("committed", f"group {SINK_GROUP} offset {offset + 1} on partition {partition}, after the insert")
+        for stage in CHAIN:
+            topic = f"{prefix}dlq.{stage}"
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            for partition in metadata.partitions if metadata else []:
+                total += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
     finally:
-        await consumer.stop()
+        consumer.close()
+    return total
 
 
-def insert_request(settings: Settings, value: dict[str, Any], topic: str, partition: int, offset: int) -> None:
-    columns = ["request_id", "store_id", "terminal_id", "customer_id", "channel", "locale", "text"]
-    row = [value[c] for c in columns] + [
-        datetime.fromtimestamp(value["created_at"] / 1000, tz=UTC),
-        value["attributes"],
-        topic,
-        partition,
-        offset,
-    ]
-    client = get_client(settings)
-    client.insert(
-        "requests",
-        [row],
-        column_names=[*columns, "created_at", "attributes", "topic", "partition", "offset"],
-        database=settings.clickhouse_database,
-    )
-    say("stored", f"1 row in {settings.clickhouse_database}.requests at {settings.clickhouse_url}")
-
-
-def read_back(settings: Settings, request_id: str) -> dict[str, Any]:
-    client = get_client(settings)
-    result = client.query(
-        "SELECT request_id, store_id, channel, text, partition, offset, created_at, ingested_at "
-        "FROM switchyard.requests FINAL WHERE request_id = {rid:String}",
-        parameters={"rid": request_id},
-    )
-    if result.row_count != 1:
-        raise RuntimeError(f"expected exactly one row for {request_id} in ClickHouse, found {result.row_count}")
-    return dict(zip(result.column_names, result.result_rows[0], strict=True))
-
-
-def run(settings: Settings | None = None) -> dict[str, Any]:
-    """The whole demo; returns the row read back from ClickHouse."""
-    settings = settings or get_settings()
+def run(count: int, rate: float, model: str | None) -> int:
+    settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-    request = sample_request()
-    print(f"Switchyard demo: one POS request through Kafka ({settings.kafka_bootstrap}) into ClickHouse", flush=True)
-    say("request", f"{request.request_id} from store {request.store_id}: {request.text!r}")
-    started = time.perf_counter()
-    partition, offset = publish(settings, codec, request)
-    say("produced", f"{REQUESTS_TOPIC}[{partition}]@{offset} by confluent-kafka (acks=all, idempotent, key=store id)")
-    asyncio.run(sink_one(settings, codec, request.request_id, partition, offset))
-    row = read_back(settings, request.request_id)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    say("queried", ", ".join(f"{k}={v}" for k, v in row.items()))
-    total = get_client(settings).command("SELECT count() FROM switchyard.requests FINAL")
-    print(f"done in {elapsed_ms:.0f} ms; switchyard.requests now holds {total} request(s).", flush=True)
-    print("Try: make query SQL='SELECT store_id, count() FROM switchyard.requests GROUP BY store_id'", flush=True)
-    return row
+    print(f"Switchyard demo: {count} POS requests at {rate:g}/s through the six-stage chain", flush=True)
+    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=settings.topic_prefix)
+    seeded = publish_stores(settings.kafka_bootstrap, codec, stores(STORE_COUNT), settings.topic("ref.stores"))
+    print(f"  topics reconciled; {seeded} stores published to {settings.topic('ref.stores')}", flush=True)
 
-
-def main() -> int:
+    env = {"SWITCHYARD_MODEL_PROVIDER": model} if model else {}
+    log_dir = Path(os.environ.get("SWITCHYARD_VAR", settings.var_dir)) / "demo"
+    launcher = Launcher(log_dir, env=env)
+    reader = AnswerReader(settings.kafka_bootstrap, settings.topic("audited"), codec, on_answer=print_answer)
+    dead_before = dead_letter_count(settings.kafka_bootstrap, settings.topic_prefix)
+    started = time.monotonic()
     try:
-        run()
+        launcher.start_all()
+        print(f"  six processes ready in {time.monotonic() - started:.1f} s (logs in {log_dir})", flush=True)
+        reader.start()
+        reader.assigned.wait(30)
+        publisher = PosPublisher(settings.kafka_bootstrap, settings.topic("requests"), codec)
+        sent = publisher.publish(request_mix([s.store_id for s in stores(STORE_COUNT)]), count, rate)
+        missing = reader.wait_for({r.request_id for r in sent}, timeout_s=120)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the processes", flush=True)
+        return 130
+    finally:
+        reader.stop()
+        codes = launcher.stop_all()
+        print(f"  processes stopped: {json.dumps(codes)}", flush=True)
+
+    answers = list(reader.received.values())
+    end_to_end = [a.end_to_end_ms for a in answers]
+    overhead = [a.end_to_end_ms - model_ms(a.record) for a in answers]
+    print("\nSummary", flush=True)
+    print(f"  sent {len(sent)}, answered {len(answers)}, unanswered {len(missing)}, "
+          f"dead-lettered {dead_letter_count(settings.kafka_bootstrap, settings.topic_prefix) - dead_before}, "
+          f"answered twice {reader.duplicates}")  # fmt: skip
+    print(f"  end to end ms: {summary(end_to_end)}   orchestration overhead ms: {summary(overhead)}")
+    for stage, numbers in stage_stats(answers).items():
+        print(f"  {stage:<9} {numbers}")
+    split = work_split(answers)
+    shown = ", ".join(f"{k} {v}%" if v is not None else f"{k} n/a" for k, v in split.items())
+    print(f"  orchestration work split: {shown}")
+    print("  Query it: make query SQL='SELECT route, count(), quantile(0.99)(end_to_end_ms) "
+          "FROM switchyard.answers FINAL GROUP BY route'", flush=True)  # fmt: skip
+    return 0 if not missing else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
+    parser.add_argument("--model", choices=["local_gguf", "openai"], help="default: SWITCHYARD_MODEL_PROVIDER")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.requests, args.rate, args.model)
     except Exception as exc:  # the demo reports any failure in one line, then exits non-zero
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

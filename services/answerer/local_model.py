@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from services.answerer.providers import (
     ChatMessage,
@@ -97,6 +97,13 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(model_file, "sha256").hexdigest()
 
 
+class Generated(NamedTuple):
+    text: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str
+
+
 def plain_prompt(messages: Sequence[ChatMessage]) -> str:
     """A transcript a base model continues: the system text, then `User:`/`Assistant:` turns, then the cue."""
     lines: list[str] = []
@@ -152,17 +159,17 @@ class LocalGGUFProvider:
     ) -> Completion:
         started = time.perf_counter()
         generate = functools.partial(self._generate, list(messages), max_tokens, temperature, request_id)
-        text, usage, finish_reason = await asyncio.get_running_loop().run_in_executor(self._executor, generate)
+        generated = await asyncio.get_running_loop().run_in_executor(self._executor, generate)
         assert self._gguf is not None  # set by the load that _generate did
         return Completion(
-            text=text,
+            text=generated.text,
             provider=self.name,
             model=self.model,
             model_version=self._gguf.model_version,
-            tokens_in=usage["prompt_tokens"],
-            tokens_out=usage["completion_tokens"],
+            tokens_in=generated.tokens_in,
+            tokens_out=generated.tokens_out,
             latency_ms=(time.perf_counter() - started) * 1000,
-            finish_reason=finish_reason,
+            finish_reason=generated.finish_reason,
         )
 
     async def aclose(self) -> None:
@@ -189,15 +196,17 @@ class LocalGGUFProvider:
             verbose=False,
         )
         has_template = "tokenizer.chat_template" in llama.metadata
-        self._use_chat_template = self.config.prompt_format == "chat_template" or (
-            self.config.prompt_format == "auto" and has_template
-        )
+        if self.config.prompt_format == "chat_template" and not has_template:
+            llama.close()
+            reason = f"{gguf.path} has no chat template: set prompt_format to 'plain' or 'auto'"
+            raise ProviderMisconfigured(reason, provider=self.name)
+        self._use_chat_template = has_template and self.config.prompt_format != "plain"
         self._llama, self._gguf = llama, gguf
         return llama
 
     def _generate(
         self, messages: list[ChatMessage], max_tokens: int, temperature: float, request_id: str | None
-    ) -> tuple[str, dict[str, int], str]:
+    ) -> Generated:
         llama = self._loaded()
         try:
             if self._use_chat_template:
@@ -206,9 +215,7 @@ class LocalGGUFProvider:
         except ValueError as exc:  # llama.cpp's word for a prompt longer than the context window
             raise ProviderRejected(str(exc), provider=self.name, request_id=request_id) from exc
 
-    def _chat(
-        self, llama: Llama, messages: list[ChatMessage], max_tokens: int, temperature: float
-    ) -> tuple[str, dict[str, int], str]:
+    def _chat(self, llama: Llama, messages: list[ChatMessage], max_tokens: int, temperature: float) -> Generated:
         chat = cast(
             "CreateChatCompletionResponse",
             llama.create_chat_completion(
@@ -222,11 +229,11 @@ class LocalGGUFProvider:
         )
         choice = chat["choices"][0]
         text = choice["message"]["content"] or ""
-        return text.strip(), dict(chat["usage"]), str(choice["finish_reason"] or "stop")
+        usage = chat["usage"]
+        finish_reason = str(choice["finish_reason"] or "stop")
+        return Generated(text.strip(), usage["prompt_tokens"], usage["completion_tokens"], finish_reason)
 
-    def _continue(
-        self, llama: Llama, prompt: str, max_tokens: int, temperature: float
-    ) -> tuple[str, dict[str, int], str]:
+    def _continue(self, llama: Llama, prompt: str, max_tokens: int, temperature: float) -> Generated:
         completion = cast(
             "CreateCompletionResponse",
             llama.create_completion(
@@ -239,8 +246,9 @@ class LocalGGUFProvider:
             ),
         )
         choice = completion["choices"][0]
-        usage = completion.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
-        return choice["text"].strip(), dict(usage), str(choice["finish_reason"] or "stop")
+        usage = completion["usage"]  # always there when not streaming
+        finish_reason = str(choice["finish_reason"] or "stop")
+        return Generated(choice["text"].strip(), usage["prompt_tokens"], usage["completion_tokens"], finish_reason)
 
     def _free(self) -> None:
         if self._llama is not None:

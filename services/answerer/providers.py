@@ -172,6 +172,8 @@ def parse_provider_config(
     config: Mapping[str, Any], *, source: str = "provider config"
 ) -> OpenAIProviderConfig | LocalGGUFConfig:
     """Validate a provider's configuration, raising one error that lists every bad key and its fix."""
+    if not isinstance(config, Mapping):
+        raise ProviderConfigError(source, [f"must be a mapping with keys such as kind and model, not {config!r}"])
     try:
         return _PROVIDER_CONFIG.validate_python(dict(config))
     except ValidationError as exc:
@@ -196,7 +198,7 @@ def provider_from_config(config: Mapping[str, Any], *, source: str = "provider c
     parsed = parse_provider_config(config, source=source)
     if isinstance(parsed, OpenAIProviderConfig):
         return OpenAICompatibleProvider.from_config(parsed, source=source)
-    from services.answerer.local_model import LocalGGUFProvider  # llama.cpp only loads when a local model is used
+    from services.answerer.local_model import LocalGGUFProvider  # imported here: local_model imports this module
 
     return LocalGGUFProvider.from_config(parsed, source=source)
 

@@ -48,6 +48,7 @@ class WorkerConfig:
     retry_initial_s: float = 0.05
     retry_max_s: float = 5.0
     transaction_timeout_ms: int = 15_000
+    retry_backoff_ms: int = 5
     http_host: str = "127.0.0.1"
     http_port: int = 0
 
@@ -135,6 +136,10 @@ class StageWorker:
             enable_idempotence=True,
             acks="all",
             linger_ms=0,
+            # A transaction begun while the coordinator still writes the last one's markers is refused with
+            # CONCURRENT_TRANSACTIONS and retried after this backoff; the default 100 ms would add that much
+            # to every hop under steady traffic.
+            retry_backoff_ms=self.config.retry_backoff_ms,
             max_request_size=self.config.max_record_bytes * 12,
         )
         self._consumer, self._producer = consumer, producer

@@ -5,13 +5,8 @@ Tests publish requests, read `audited` as a store would, and kill or add process
 from __future__ import annotations
 
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,10 +17,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from services.infra.topics import reconcile
+from services.launcher import Launcher, free_port
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
 from services.settings import REPO_ROOT, Settings
-from services.stages import CHAIN, PROCESSES
+from services.stages import CHAIN
 from services.stitcher.seed import publish_stores, stores
 from tests.integration.conftest import delete_topics
 
@@ -39,12 +35,6 @@ TEXTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Chain:
     settings: Settings
@@ -52,21 +42,21 @@ class Chain:
     log_dir: Path
     model_url: str
     prefix: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}.")
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
+    launcher: Launcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.launcher = Launcher(self.log_dir, env=self.env())
 
     def topic(self, name: str) -> str:
         return self.prefix + name
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ,
             "SWITCHYARD_TOPIC_PREFIX": self.prefix,
             "SWITCHYARD_MODEL_PROVIDER": "openai",
             "SWITCHYARD_MODEL_BASE_URL": self.model_url,
             "SWITCHYARD_MODEL_NAME": "stub",
             "SWITCHYARD_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
         }
 
     def prepare(self) -> None:
@@ -74,51 +64,22 @@ class Chain:
         publish_stores(self.settings.kafka_bootstrap, self.codec, stores(len(STORES)), self.topic("ref.stores"))
 
     def start(self, name: str, replica: str = "0") -> str:
-        """Start one process; returns its key in `processes` (name/replica)."""
-        key = f"{name}/{replica}"
-        port = free_port()
-        log = (self.log_dir / f"{name}-{replica}.log").open("ab")
-        command = [sys.executable, "-m", "services.cli", "run", name, "--replica", replica, "--http-port", str(port)]
-        self.processes[key] = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        self.ports[key] = port
-        return key
+        return self.launcher.start(name, replica)
 
     def start_all(self) -> None:
-        for name in PROCESSES:
-            self.start(name)
-        for key in list(self.processes):
-            self.wait_ready(key)
+        self.launcher.start_all()
 
     def healthz(self, key: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[key]}/healthz", timeout=2) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return int(error.code), error.read().decode()
-        except OSError as error:
-            return 0, str(error)
+        return self.launcher.healthz(key)
 
     def wait_ready(self, key: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.processes[key].poll() is not None:
-                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
-            if self.healthz(key)[0] == 200:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{key} not ready after {timeout_s}s: {self.healthz(key)}; see {self.log_dir}")
+        self.launcher.wait_ready(key, timeout_s)
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> int:
-        process = self.processes.pop(key)
-        process.send_signal(sig)
-        return process.wait(60)
+        return self.launcher.kill(key, sig)
 
     def stop_all(self) -> dict[str, int]:
-        for process in self.processes.values():
-            process.send_signal(signal.SIGTERM)
-        codes = {key: process.wait(60) for key, process in self.processes.items()}
-        self.processes.clear()
-        return codes
+        return self.launcher.stop_all()
 
     def delete_topics(self, admin: AdminClient) -> None:
         delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.prefix)])

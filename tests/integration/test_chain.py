@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,14 @@ def test_500_requests_are_answered_exactly_once_in_store_order_and_counted_once_
         "<EMAIL_1>" in masked["governance"]["redacted_text"] and "jane.doe" not in masked["governance"]["redacted_text"]
     )
     assert clickhouse_counts(settings, [r.request_id for r in requests]) == (500, 500 * len(CHAIN))
+    port = chain.launcher.ports["router/0"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    counted = next(
+        line for line in metrics.splitlines() if line.startswith('switchyard_records_in_total{stage="router"}')
+    )
+    assert float(counted.split()[-1]) >= 500
+    assert "switchyard_processing_seconds_bucket" in metrics and "switchyard_consumer_lag" in metrics
 
 
 @pytest.mark.parametrize("stage", CHAIN)

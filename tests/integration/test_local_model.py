@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.answerer.local_model import GGUF_MAGIC, LocalGGUFProvider, resolve_packaged
-from services.answerer.providers import ChatMessage, ProviderRejected, provider_from_config
+from services.answerer.providers import ChatMessage, ProviderMisconfigured, ProviderRejected, provider_from_config
 
 GEMMA_SIZE_BYTES = 253_113_024
 GEMMA_SHA256_PREFIX = "a5fd3b62230a"
@@ -73,3 +73,13 @@ async def test_a_prompt_longer_than_the_context_is_rejected(gemma: LocalGGUFProv
     too_long: list[ChatMessage] = [{"role": "user", "content": "bread " * 3000}]
     with pytest.raises(ProviderRejected, match="context window"):
         await gemma.complete(too_long, max_tokens=8, request_id="req-long")
+
+
+async def test_asking_for_a_chat_template_the_base_model_lacks_fails_at_load() -> None:
+    provider = provider_from_config({"kind": "local_gguf", "prompt_format": "chat_template"})
+    assert isinstance(provider, LocalGGUFProvider)
+    try:
+        with pytest.raises(ProviderMisconfigured, match="has no chat template"):
+            await provider.load()
+    finally:
+        await provider.aclose()

@@ -51,6 +51,11 @@ def test_an_openai_config_gets_the_documented_defaults() -> None:
     assert (parsed.timeout_s, parsed.retries, parsed.api_key_env) == (10.0, 2, None)
 
 
+def test_a_config_that_is_not_a_mapping_says_so() -> None:
+    message = config_error(["openai"])  # type: ignore[arg-type]
+    assert message == "providers.yaml: must be a mapping with keys such as kind and model, not ['openai']"
+
+
 def test_a_missing_kind_names_the_key_and_the_choices() -> None:
     message = config_error({"base_url": "http://x/v1", "model": "m"})
     assert message == "providers.yaml: key 'kind' is missing: set it to 'openai' or 'local_gguf'"

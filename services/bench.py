@@ -1,0 +1,128 @@
+"""`make bench`: the full chain's throughput and latency on this machine, printed as JSON.
+
+The model route is served by the OpenAI-compatible stub model with a fixed, stated latency (the way peer
+gateways measure their own overhead), so `overhead` = end to end minus the model's own time is what
+Switchyard adds: five transactional hops through Kafka, decoding, deciding, encoding, auditing.
+Runs on topics of its own (a fresh prefix), deleted afterwards.
+
+usage: python -m services.bench [--rate 100] [--duration 30] [--model-latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from services.infra.probe import http_ok
+from services.infra.topics import reconcile
+from services.launcher import Launcher, free_port
+from services.pos.answers import AnswerReader
+from services.pos.report import model_ms, stage_stats, summary, work_split
+from services.pos.simulator import PosPublisher, request_mix
+from services.runtime.codec import AvroCodec
+from services.runtime.schema_registry import SchemaRegistry
+from services.settings import REPO_ROOT, get_settings
+from services.stitcher.seed import publish_stores, stores
+
+
+def serve_stub(latency_ms: float) -> tuple[str, subprocess.Popen[bytes]]:
+    """The stub model in a process of its own, so it does not share a GIL with the load generator."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "services.answerer.stub_model",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+    ]
+    stub = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not http_ok(f"http://127.0.0.1:{port}/health") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}/v1", stub
+
+
+def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: int) -> dict[str, Any]:
+    settings = get_settings()
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
+    publish_stores(settings.kafka_bootstrap, codec, stores(store_count), f"{prefix}ref.stores")
+    url, stub = serve_stub(model_latency_ms)
+    env = {
+        "SWITCHYARD_TOPIC_PREFIX": prefix,
+        "SWITCHYARD_MODEL_PROVIDER": "openai",
+        "SWITCHYARD_MODEL_BASE_URL": url,
+        "SWITCHYARD_MODEL_NAME": "stub",
+        "SWITCHYARD_LOG_LEVEL": "WARNING",
+    }
+    launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-bench-")), env=env)
+    reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}audited", codec)
+    count = int(rate * duration_s)
+    try:
+        launcher.start_all()
+        reader.start()
+        reader.assigned.wait(30)
+        publisher = PosPublisher(settings.kafka_bootstrap, f"{prefix}requests", codec)
+        started = time.monotonic()
+        sent = publisher.publish(request_mix([s.store_id for s in stores(store_count)]), count, rate)
+        publish_s = time.monotonic() - started
+        missing = reader.wait_for({r.request_id for r in sent}, timeout_s=max(60.0, duration_s))
+        drained_s = time.monotonic() - started
+    finally:
+        reader.stop()
+        launcher.stop_all()
+        stub.terminate()
+        stub.wait(10)
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(30)
+    answers = list(reader.received.values())
+    model_answers = [a for a in answers if model_ms(a.record) > 0]
+    return {
+        "rate_target_per_s": rate,
+        "duration_s": duration_s,
+        "model": {"kind": "openai-compatible stub", "fixed_latency_ms": model_latency_ms},
+        "sent": len(sent),
+        "answered": len(answers),
+        "lost": len(missing),
+        "answered_twice": reader.duplicates,
+        "publish_rate_per_s": round(len(sent) / publish_s, 1),
+        "sustained_answers_per_s": round(len(answers) / drained_s, 1),
+        "end_to_end_ms": summary([a.end_to_end_ms for a in answers]),
+        "model_route_share": round(len(model_answers) / max(1, len(answers)), 3),
+        "overhead_ms": summary([a.end_to_end_ms - model_ms(a.record) for a in answers]),
+        "overhead_model_route_ms": summary([a.end_to_end_ms - model_ms(a.record) for a in model_answers]),
+        "stages_ms": stage_stats(answers),
+        "work_split_percent": work_split(answers),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second offered")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of offered load")
+    parser.add_argument("--model-latency-ms", type=float, default=50.0, help="the stub model's fixed latency")
+    parser.add_argument("--stores", type=int, default=1600)
+    args = parser.parse_args(argv)
+    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0 if result["lost"] == 0 and result["answered_twice"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

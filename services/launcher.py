@@ -1,0 +1,91 @@
+"""Starts the chain's six processes (five stages and the telemetry writer) as child processes, waits until
+each reports ready on /healthz, and stops them with SIGTERM. Used by the demo, the benchmark and the tests;
+in production each process is started on its own (`switchyard run <stage>`, one Deployment per stage)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.stages import PROCESSES
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Launcher:
+    """The running processes, by key "name/replica"."""
+
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start(self, name: str, replica: str = "0") -> str:
+        key = f"{name}/{replica}"
+        port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}-{replica}.log").open("ab")
+        command = [sys.executable, "-m", "services.cli", "run", name, "--replica", replica, "--http-port", str(port)]
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.processes[key] = subprocess.Popen(
+            command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.ports[key] = port
+        return key
+
+    def start_all(self, timeout_s: float = 90.0) -> None:
+        for name in PROCESSES:
+            self.start(name)
+        for key in list(self.processes):
+            self.wait_ready(key, timeout_s)
+
+    def healthz(self, key: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[key]}/healthz", timeout=2) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
+        except OSError as error:
+            return 0, str(error)
+
+    def wait_ready(self, key: str, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.processes[key].poll() is not None:
+                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
+            if self.healthz(key)[0] == 200:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not ready after {timeout_s}s: {self.healthz(key)}; see {self.log_dir}")
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> int:
+        process = self.processes.pop(key)
+        process.send_signal(sig)
+        return process.wait(60)
+
+    def stop_all(self, grace_s: float = 60.0) -> dict[str, int]:
+        """SIGTERM to all at once, then wait; a process past the grace period is killed."""
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for key, process in self.processes.items():
+            try:
+                codes[key] = process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[key] = process.wait()
+        self.processes.clear()
+        return codes

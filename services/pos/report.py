@@ -1,0 +1,72 @@
+"""Numbers from answered records: end-to-end and per-stage latency percentiles, orchestration overhead
+(end to end minus the model's own time), and the orchestration-work split in the reference form."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from services.pos.answers import Received
+
+# The reference deployment reports its orchestration work in these categories.
+SPLIT_OF_STAGE = {
+    "router": "routing",
+    "governor": "governance",
+    "stitcher": "context stitching",
+    "auditor": "audit",
+}
+SPLIT_ORDER = ["routing", "governance", "context stitching", "monitoring", "policy", "data prep", "audit"]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {q: round(percentile(values, n), 2) for q, n in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def model_ms(record: dict[str, Any]) -> float:
+    answer = record["answer"]
+    return float(answer["latency_ms"]) if answer["provider"] not in ("workflow", "governance") else 0.0
+
+
+def stage_stats(answers: Iterable[Received]) -> dict[str, dict[str, float]]:
+    """Per stage: decision time (started→finished) and time queued before it (previous finish→started)."""
+    decide: dict[str, list[float]] = defaultdict(list)
+    queued: dict[str, list[float]] = defaultdict(list)
+    for received in answers:
+        previous = received.record["request"]["created_at"] * 1000
+        for timing in received.record["timings"]:
+            decide[timing["stage"]].append((timing["finished_at"] - timing["started_at"]) / 1000)
+            queued[timing["stage"]].append((timing["started_at"] - previous) / 1000)
+            previous = timing["finished_at"]
+    return {
+        stage: {**{f"decide_{k}": v for k, v in summary(decide[stage]).items()},
+                **{f"wait_{k}": v for k, v in summary(queued[stage]).items()}}
+        for stage in decide
+    }  # fmt: skip
+
+
+def work_split(answers: Iterable[Received]) -> dict[str, float | None]:
+    """Share of measured orchestration time per reference category, in percent. Data prep is decoding and
+    validating each record (fetch→decision start); policy and monitoring have no separate measurement yet
+    (policy runs inside governance; telemetry is written off the request path) and are reported as None."""
+    totals: dict[str, float] = defaultdict(float)
+    for received in answers:
+        for timing in received.record["timings"]:
+            category = SPLIT_OF_STAGE.get(timing["stage"])
+            if category is not None:
+                totals[category] += timing["finished_at"] - timing["started_at"]
+            totals["data prep"] += timing["started_at"] - timing["received_at"]
+    grand = sum(totals.values()) or 1.0
+    return {
+        category: (round(100 * totals[category] / grand, 1) if category in totals else None) for category in SPLIT_ORDER
+    }
