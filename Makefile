@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 export PYTHON := $(abspath $(PY))
 export SWITCHYARD_VAR ?= $(CURDIR)/var
 export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
+# llama-cpp-python compiles llama.cpp once (about 5 min on 2 cores); a portable CPU build, so the wheel pip
+# caches runs on any x86-64 machine with AVX2, not only the one that built it
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 INSTALLED := $(VENV)/.installed
 COMPONENTS := kafka clickhouse weaviate
 PYTEST_ARGS ?=

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from services.answerer.local_model import LocalGGUFProvider
 from services.answerer.providers import ChatMessage, Completion, Provider, provider_from_config
 from services.runtime.models import Answer, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage
@@ -96,7 +97,9 @@ class Answerer(Stage[Governed, Answer]):
         self.provider: Provider | None = None
 
     async def start(self) -> None:
-        self.provider = provider_from_config(self.provider_config)
+        self.provider = provider_from_config(self.provider_config, source="answerer model settings")
+        if isinstance(self.provider, LocalGGUFProvider):
+            await self.provider.load()  # before the first record, not during it
 
     async def stop(self) -> None:
         if self.provider is not None:
@@ -109,5 +112,7 @@ class Answerer(Stage[Governed, Answer]):
             return workflow_answer(record)
         assert self.provider is not None, "start() loads the provider"
         messages = prompt_for(record)
-        completion = await self.provider.complete(messages, max_tokens=self.max_tokens, temperature=0.0)
+        completion = await self.provider.complete(
+            messages, max_tokens=self.max_tokens, temperature=0.0, request_id=record.request.request_id
+        )
         return model_answer(completion, messages, self.cost_per_1k_tokens)

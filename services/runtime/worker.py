@@ -1,22 +1,25 @@
-"""The stream runtime: runs one Stage as a consumer-group member, exactly once.
+"""The stream runtime: runs one Stage as a consumer-group member, exactly once, as a pipeline.
 
-For each batch it consumes (aiokafka), decodes and validates every record, calls the stage's decision with
-bounded concurrency, and in ONE Kafka transaction produces the results (or dead letters) and commits the
-consumed offsets. A crash before the commit aborts the transaction: nothing downstream (read_committed)
-sees its output and the batch is processed again by whoever owns the partition next; a crash after it loses
-nothing. Records keep their key (the store id), and results are produced in input order, so each store's
-requests stay in order. The next batch is fetched only after the last one committed: a slow stage slows
-consumption instead of growing memory.
+Records are dispatched to the stage's decision as soon as they are fetched (at most `max_in_flight` at
+once: a slow stage slows consumption instead of growing memory). A single committer loop takes, for every
+partition, the contiguous run of finished records at its head and, in ONE Kafka transaction, produces their
+results (or dead letters) in offset order and commits the consumed offsets: a group commit, so one
+transaction carries whatever finished while the previous one was committing. A crash before a commit aborts
+the transaction: nothing downstream (read_committed) sees its output and the records are processed again by
+whoever owns the partition next; a crash after it loses nothing. Keys (store ids) are kept and results leave
+in offset order, so each store's requests stay in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import signal
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +45,7 @@ class WorkerConfig:
 
     replica: str = field(default_factory=lambda: os.environ.get("SWITCHYARD_REPLICA", socket.gethostname()))
     max_batch: int = 500
-    max_in_flight: int = 64
+    max_in_flight: int = 256
     max_record_bytes: int = 1 << 20
     fetch_wait_ms: int = 5
     retry_initial_s: float = 0.05
@@ -69,15 +72,22 @@ class Outgoing:
     dead_lettered: bool = False
 
 
-class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revocation waits for the batch in flight to commit, so the next owner starts after it."""
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revocation waits until every record in flight is decided and committed, so the next owner of a
+    partition starts exactly after what this one committed."""
 
     def __init__(self, worker: StageWorker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.worker.batch_lock:
-            log.info("partitions revoked", extra={"stage": self.worker.stage.name, "partitions": str(revoked)})
+        # A record stuck retrying a transient failure must not hold the rebalance: it is interrupted and
+        # left uncommitted, and its partition's next owner retries it.
+        self.worker.interrupt_retries.set()
+        try:
+            await self.worker.drain()
+        finally:
+            self.worker.interrupt_retries.clear()
+        log.info("partitions revoked", extra={"stage": self.worker.stage.name, "partitions": str(revoked)})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.worker.metrics.assigned_partitions.set(len(assigned))
@@ -100,12 +110,16 @@ class StageWorker:
         self.config = config or WorkerConfig()
         self.codec = codec or AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
         self.metrics = StageMetrics(stage.name)
-        self.batch_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
+        self.interrupt_retries = asyncio.Event()
         self.http_port: int | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._in_flight = asyncio.Semaphore(self.config.max_in_flight)
+        self._capacity = asyncio.Semaphore(self.config.max_in_flight)
+        self._pending: dict[TopicPartition, deque[tuple[ConsumerRecord[bytes, bytes], asyncio.Task[Outgoing]]]] = {}
+        self._finished = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._committer_error: BaseException | None = None
         self.group_id = self.settings.topic(stage.group_id)
         self.input_topic = self.settings.topic(stage.input_topic)
         self.output_topic = self.settings.topic(stage.output_topic)
@@ -145,23 +159,28 @@ class StageWorker:
         self._consumer, self._producer = consumer, producer
         await producer.start()
         await consumer.start()
-        consumer.subscribe([self.input_topic], listener=_WaitForBatch(self))
+        consumer.subscribe([self.input_topic], listener=_DrainOnRevoke(self))
         runner = await serve_http(self.config.http_host, self.config.http_port, self.metrics, self.health)
         self.http_port = runner.addresses[0][1] if runner.addresses else None
         log.info(
             "stage started",
             extra={"stage": self.stage.name, "replica": self.config.replica, "http_port": self.http_port},
         )
+        committer = asyncio.create_task(self._commit_loop(), name=f"{self.stage.name}-committer")
         try:
             while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_batch)
-                if batch:
-                    async with self.batch_lock:
-                        await self._process_batch(batch)
+                if self._committer_error is not None:
+                    raise self._committer_error
+                batch = await consumer.getmany(timeout_ms=50, max_records=self.config.max_batch)
+                for tp, messages in batch.items():
+                    for message in messages:
+                        await self._dispatch(tp, message)
                 self._record_lag()
-        except ShuttingDown:
-            log.info("shutdown interrupted a retry; the batch stays uncommitted", extra={"stage": self.stage.name})
+            await self.drain()
         finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
             await consumer.stop()
             await producer.stop()
             await runner.cleanup()
@@ -185,48 +204,117 @@ class StageWorker:
 
     # -- one batch -----------------------------------------------------------------------------------
 
-    async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        assert self._producer is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        received_at = now_us()
-        messages = [m for records in batch.values() for m in records]
-        self.metrics.records_in.inc(len(messages))
-        self.metrics.batch_size.observe(len(messages))
-        results = await asyncio.gather(*(self._handle(m, received_at) for m in messages))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        async with self._producer.transaction():
-            for out in results:
-                await self._producer.send(out.topic, out.value, key=out.key)
-            await self._producer.send_offsets_to_transaction(offsets, self.group_id)
-        self._positions.update(offsets)
-        produced = sum(not r.dead_lettered for r in results)
-        self.metrics.records_out.inc(produced)
-        self.metrics.batch_seconds.observe(loop.time() - started)
+    async def _dispatch(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
+        """Start deciding one record; waits while `max_in_flight` records are already in flight."""
+        consumer = self._consumer
+        if consumer is not None and tp not in consumer.assignment():
+            return  # fetched just before a revocation; its next owner processes it
+        # Capacity returns when a record is committed, not when it is decided: finished records waiting behind
+        # a slow one at the head of their partition count too, so memory stays bounded.
+        await self._capacity.acquire()
+        self.metrics.records_in.inc()
+        task = asyncio.create_task(self._handle(message))
+        task.add_done_callback(self._on_finished)
+        self._pending.setdefault(tp, deque()).append((message, task))
 
-    async def _handle(self, message: ConsumerRecord[bytes, bytes], received_at: int) -> Outgoing:
-        async with self._in_flight:
-            value: dict[str, Any] | None = None
-            try:
-                raw = message.value or b""
-                if len(raw) > self.config.max_record_bytes:
-                    raise RecordTooLarge(
-                        f"record is {len(raw):,} bytes, over this stage's limit of {self.config.max_record_bytes:,}"
-                    )
-                _, value = self.codec.decode(raw, reader=self.stage.input_record)
-                record = self.stage.input_model.model_validate(value)
-                started_at = now_us()
-                section = await self._decide_with_retries(record, request_id_of(value))
-                finished_at = now_us()
-                self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
-                timing = stage_timing(self.stage.name, received_at, started_at, finished_at)
-                outgoing = compose(value, self.stage.section, section.model_dump(), timing)
-                encoded = self.codec.encode(self.stage.output_record, outgoing)
-                return Outgoing(self.output_topic, message.key, encoded)
-            except ShuttingDown:
-                raise
-            except Exception as error:  # every other failure dead-letters this record alone
-                return self._dead_letter(message, error, value)
+    def _on_finished(self, _task: asyncio.Task[Outgoing]) -> None:
+        self._finished.set()
+
+    def _ready_prefixes(self) -> dict[TopicPartition, list[Outgoing]]:
+        """Per partition, the results of the finished records at the head, in offset order. A record whose
+        decision was interrupted by shutdown ends the run: it and everything behind it stay uncommitted."""
+        ready: dict[TopicPartition, list[Outgoing]] = {}
+        for tp, queue in self._pending.items():
+            results: list[Outgoing] = []
+            for _message, task in queue:
+                if not task.done() or task.cancelled() or task.exception() is not None:
+                    break
+                results.append(task.result())
+            if results:
+                ready[tp] = results
+        return ready
+
+    async def _commit_ready(self) -> int:
+        """One transaction for everything finished so far; returns the number of records committed."""
+        assert self._producer is not None
+        async with self._commit_lock:
+            ready = self._ready_prefixes()
+            if not ready:
+                return 0
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            offsets: dict[TopicPartition, int] = {}
+            async with self._producer.transaction():
+                for tp, results in ready.items():
+                    for out in results:
+                        await self._producer.send(out.topic, out.value, key=out.key)
+                    last_message, _ = self._pending[tp][len(results) - 1]
+                    offsets[tp] = last_message.offset + 1
+                await self._producer.send_offsets_to_transaction(offsets, self.group_id)
+            count = 0
+            for tp, results in ready.items():
+                for _ in results:
+                    self._pending[tp].popleft()
+                    self._capacity.release()
+                count += len(results)
+                self.metrics.records_out.inc(sum(not r.dead_lettered for r in results))
+            self._positions.update(offsets)
+            self.metrics.batch_size.observe(count)
+            self.metrics.batch_seconds.observe(loop.time() - started)
+            return count
+
+    async def _commit_loop(self) -> None:
+        try:
+            while True:
+                await self._finished.wait()
+                self._finished.clear()
+                await self._commit_ready()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # a failed transaction is fatal: the process exits, a replica takes over
+            log.error("commit failed; stopping", extra={"stage": self.stage.name, "error": repr(error)})
+            self._committer_error = error
+            self.stopping.set()
+
+    async def drain(self) -> None:
+        """Wait for every record in flight, then commit what finished (all of it, unless shutting down)."""
+        tasks = [task for queue in self._pending.values() for _message, task in queue]
+        if tasks:
+            await asyncio.wait(tasks)
+        await self._commit_ready()
+        interrupted = sum(len(queue) for queue in self._pending.values())
+        for _ in range(interrupted):
+            self._capacity.release()
+        if interrupted:
+            log.info(
+                "records left uncommitted for the next owner",
+                extra={"stage": self.stage.name, "records": interrupted},
+            )
+        self._pending.clear()
+
+    async def _handle(self, message: ConsumerRecord[bytes, bytes]) -> Outgoing:
+        received_at = now_us()
+        value: dict[str, Any] | None = None
+        try:
+            raw = message.value or b""
+            if len(raw) > self.config.max_record_bytes:
+                raise RecordTooLarge(
+                    f"record is {len(raw):,} bytes, over this stage's limit of {self.config.max_record_bytes:,}"
+                )
+            _, value = self.codec.decode(raw, reader=self.stage.input_record)
+            record = self.stage.input_model.model_validate(value)
+            started_at = now_us()
+            section = await self._decide_with_retries(record, request_id_of(value))
+            finished_at = now_us()
+            self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
+            timing = stage_timing(self.stage.name, received_at, started_at, finished_at)
+            outgoing = compose(value, self.stage.section, section.model_dump(), timing)
+            encoded = self.codec.encode(self.stage.output_record, outgoing)
+            return Outgoing(self.output_topic, message.key, encoded)
+        except ShuttingDown:
+            raise
+        except Exception as error:  # every other failure dead-letters this record alone
+            return self._dead_letter(message, error, value)
 
     async def _decide_with_retries(self, record: BaseModel, request_id: str | None) -> BaseModel:
         delay = self.config.retry_initial_s
@@ -245,12 +333,19 @@ class StageWorker:
                         "retry_in_s": delay,
                     },
                 )
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), timeout=delay * (0.5 + random.random()))
-                except TimeoutError:
-                    delay = min(delay * 2, self.config.retry_max_s)
-                    continue
-                raise ShuttingDown from error
+                if await self._interrupted_within(delay * (0.5 + random.random())):
+                    raise ShuttingDown from error
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    async def _interrupted_within(self, seconds: float) -> bool:
+        """Sleeps, unless shutdown or a revocation interrupts the wait first (then True)."""
+        if self.stopping.is_set() or self.interrupt_retries.is_set():
+            return True
+        waits = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.interrupt_retries.wait())]
+        done, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        return bool(done)
 
     def _dead_letter(
         self, message: ConsumerRecord[bytes, bytes], error: Exception, value: dict[str, Any] | None
