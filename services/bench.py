@@ -90,7 +90,7 @@ def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: 
         doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result(30)
-    answers = list(reader.received.values())
+    answers = [reader.received[r.request_id] for r in sent if r.request_id in reader.received]
     model_answers = [a for a in answers if model_ms(a.record) > 0]
     return {
         "rate_target_per_s": rate,

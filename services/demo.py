@@ -21,6 +21,7 @@ from services.pos.answers import AnswerReader, Received
 from services.pos.report import model_ms, stage_stats, summary, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.codec import AvroCodec
+from services.runtime.models import Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, get_settings
 from services.stages import CHAIN
@@ -68,7 +69,16 @@ def run(count: int, rate: float, model: str | None) -> int:
     env = {"SWITCHYARD_MODEL_PROVIDER": model} if model else {}
     log_dir = Path(os.environ.get("SWITCHYARD_VAR", settings.var_dir)) / "demo"
     launcher = Launcher(log_dir, env=env)
-    reader = AnswerReader(settings.kafka_bootstrap, settings.topic("audited"), codec, on_answer=print_answer)
+    mix = request_mix([s.store_id for s in stores(STORE_COUNT)])
+    planned = [next(mix) for _ in range(count)]
+    wanted = {r.request_id for r in planned}
+    sent: list[Request] = []
+
+    def show(received: Received) -> None:
+        if received.record["request"]["request_id"] in wanted:  # not leftovers of an earlier run
+            print_answer(received)
+
+    reader = AnswerReader(settings.kafka_bootstrap, settings.topic("audited"), codec, on_answer=show)
     dead_before = dead_letter_count(settings.kafka_bootstrap, settings.topic_prefix)
     started = time.monotonic()
     try:
@@ -77,7 +87,7 @@ def run(count: int, rate: float, model: str | None) -> int:
         reader.start()
         reader.assigned.wait(30)
         publisher = PosPublisher(settings.kafka_bootstrap, settings.topic("requests"), codec)
-        sent = publisher.publish(request_mix([s.store_id for s in stores(STORE_COUNT)]), count, rate)
+        sent = publisher.publish(iter(planned), count, rate)
         missing = reader.wait_for({r.request_id for r in sent}, timeout_s=120)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the processes", flush=True)
@@ -87,7 +97,7 @@ def run(count: int, rate: float, model: str | None) -> int:
         codes = launcher.stop_all()
         print(f"  processes stopped: {json.dumps(codes)}", flush=True)
 
-    answers = list(reader.received.values())
+    answers = [reader.received[r.request_id] for r in sent if r.request_id in reader.received]
     end_to_end = [a.end_to_end_ms for a in answers]
     overhead = [a.end_to_end_ms - model_ms(a.record) for a in answers]
     print("\nSummary", flush=True)
@@ -107,8 +117,9 @@ def run(count: int, rate: float, model: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
+    # The local model answers one request at a time on one core (about 0.5-1 s each): a gentle default load.
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--rate", type=float, default=1.5, help="requests per second")
     parser.add_argument("--model", choices=["local_gguf", "openai"], help="default: SWITCHYARD_MODEL_PROVIDER")
     args = parser.parse_args(argv)
     try:

@@ -22,12 +22,18 @@ SYSTEM_PROMPT = (
 HOLD_REPLY = "Thanks for your patience: a colleague will help you with this request shortly."
 
 
+# Context a model route gets; store hours are answered by the workflow route, and a small base model
+# given them for an unrelated question tends to repeat them back.
+MODEL_CONTEXT_SOURCES = frozenset({"inventory", "knowledge_base", "customer_history"})
+
+
 def prompt_for(record: Governed) -> list[ChatMessage]:
-    context = "\n".join(f"- [{item.source}] {item.text}" for item in record.context.items)
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {record.governance.redacted_text}"},
-    ]
+    items = [item for item in record.context.items if item.source in MODEL_CONTEXT_SOURCES]
+    question = record.governance.redacted_text
+    user = (
+        question if not items else "Context:\n" + "\n".join(f"- {i.text}" for i in items) + f"\n\nQuestion: {question}"
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def prompt_hash(messages: list[ChatMessage]) -> str:
