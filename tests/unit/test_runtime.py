@@ -129,3 +129,45 @@ def test_the_work_split_adds_up_to_100_percent_over_measured_categories() -> Non
     assert split["data prep"] == pytest.approx(100 * 30 / 120)
     assert split["policy"] is None and split["monitoring"] is None
     assert sum(v for v in split.values() if v is not None) == pytest.approx(100, abs=0.2)
+
+
+async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_offset_order() -> None:
+    from collections import deque
+
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    from services.runtime.worker import Outgoing
+
+    worker = worker_for(Flaky(failures=0))
+
+    def message(tp: TopicPartition, offset: int) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+
+    async def result(value: bytes) -> Outgoing:
+        return Outgoing("routed", b"k", value)
+
+    blocker = asyncio.Event()
+
+    async def slow() -> Outgoing:
+        await blocker.wait()
+        return Outgoing("routed", b"k", b"slow")
+
+    first, second = TopicPartition("requests", 0), TopicPartition("requests", 1)
+    worker._pending = {
+        first: deque(
+            [
+                (message(first, 10), asyncio.create_task(result(b"a"))),
+                (message(first, 11), asyncio.create_task(slow())),
+                (message(first, 12), asyncio.create_task(result(b"c"))),
+            ]
+        ),
+        second: deque([(message(second, 5), asyncio.create_task(result(b"x")))]),
+    }
+    await asyncio.sleep(0)
+    ready = worker._ready_prefixes()
+    assert [o.value for o in ready[first]] == [b"a"], "a record behind an unfinished one waits for it"
+    assert [o.value for o in ready[second]] == [b"x"]
+    blocker.set()
+    await asyncio.sleep(0)
+    assert [o.value for o in worker._ready_prefixes()[first]] == [b"a", b"slow", b"c"]
