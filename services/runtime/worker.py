@@ -118,6 +118,8 @@ class StageWorker:
         self._capacity = asyncio.Semaphore(self.config.max_in_flight)
         self._pending: dict[TopicPartition, deque[tuple[ConsumerRecord[bytes, bytes], asyncio.Task[Outgoing]]]] = {}
         self._finished = asyncio.Event()
+        self._dispatch_open = asyncio.Event()
+        self._dispatch_open.set()
         self._commit_lock = asyncio.Lock()
         self._committer_error: BaseException | None = None
         self.group_id = self.settings.topic(stage.group_id)
@@ -205,13 +207,15 @@ class StageWorker:
     # -- one batch -----------------------------------------------------------------------------------
 
     async def _dispatch(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
-        """Start deciding one record; waits while `max_in_flight` records are already in flight."""
-        consumer = self._consumer
-        if consumer is not None and tp not in consumer.assignment():
-            return  # fetched just before a revocation; its next owner processes it
+        """Start deciding one record; waits while `max_in_flight` records are in flight or a drain runs."""
+        await self._dispatch_open.wait()
         # Capacity returns when a record is committed, not when it is decided: finished records waiting behind
         # a slow one at the head of their partition count too, so memory stays bounded.
         await self._capacity.acquire()
+        consumer = self._consumer
+        if consumer is not None and tp not in consumer.assignment():
+            self._capacity.release()
+            return  # fetched just before a revocation; the partition's next owner processes it
         self.metrics.records_in.inc()
         task = asyncio.create_task(self._handle(message))
         task.add_done_callback(self._on_finished)
@@ -277,7 +281,15 @@ class StageWorker:
             self.stopping.set()
 
     async def drain(self) -> None:
-        """Wait for every record in flight, then commit what finished (all of it, unless shutting down)."""
+        """Wait for every record in flight, then commit what finished (all of it, unless shutting down).
+        No record is dispatched meanwhile."""
+        self._dispatch_open.clear()
+        try:
+            await self._drain_pending()
+        finally:
+            self._dispatch_open.set()
+
+    async def _drain_pending(self) -> None:
         tasks = [task for queue in self._pending.values() for _message, task in queue]
         if tasks:
             await asyncio.wait(tasks)

@@ -1,0 +1,107 @@
+"""The router's intent classifier at run time: sentence embedding, then the trained linear layer.
+
+Thread-safe once loaded (nothing is mutated after `load`); `classify` blocks for a few milliseconds of CPU, so an
+async stage calls it through a thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.router.intents import artifact
+from services.router.intents.artifact import IntentArtifactError, LinearIntentModel, default_artifact_dir
+from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256
+from services.router.intents.embedder import SentenceEmbedder
+
+
+@dataclass(frozen=True)
+class IntentPrediction:
+    intent: str
+    confidence: float
+    runner_up: str
+    runner_up_confidence: float
+
+
+class IntentClassifier:
+    def __init__(self, model: LinearIntentModel, embedder: SentenceEmbedder, card: dict[str, Any]) -> None:
+        self._model = model
+        self._embedder = embedder
+        self.card = card
+        self.version = model.fingerprint(embedder.version)
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, embedder: SentenceEmbedder | None = None) -> IntentClassifier:
+        """The artifact in `path` (default var/models/intent); refuses one trained on another embedding space."""
+        path = path or default_artifact_dir()
+        card = artifact.read_card(path)
+        if card is None:
+            raise IntentArtifactError(
+                f"no trained intent model in {path}: run `python -m services.router.intents.train`"
+            )
+        model = artifact.load_model(path)
+        embedder = embedder or SentenceEmbedder()
+        if card.get("embedder") != embedder.version:
+            raise IntentArtifactError(
+                f"{path} was trained on embedder {card.get('embedder')!r}, this one is {embedder.version!r}: retrain"
+            )
+        classifier = cls(model, embedder, card)
+        if card.get("version") != classifier.version:
+            raise IntentArtifactError(f"{path}: weights do not match their card's version: retrain into {path}")
+        return classifier
+
+    @property
+    def intents(self) -> tuple[str, ...]:
+        """The column order of `probabilities`."""
+        return self._model.classes
+
+    def probabilities(self, texts: Sequence[str]) -> NDArray[np.float64]:
+        """One row per text, one column per intent in `intents` order; rows sum to 1."""
+        return self._model.probabilities(self._embedder.embed(texts))
+
+    def classify(self, text: str) -> IntentPrediction:
+        return self.classify_many([text])[0]
+
+    def classify_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
+        return [self._prediction(row) for row in self.probabilities(texts)]
+
+    def _prediction(self, row: NDArray[np.float64]) -> IntentPrediction:
+        second, first = np.argsort(row, kind="stable")[-2:]
+        return IntentPrediction(
+            intent=self._model.classes[first],
+            confidence=float(row[first]),
+            runner_up=self._model.classes[second],
+            runner_up_confidence=float(row[second]),
+        )
+
+
+def ensure_trained(
+    path: Path | None = None,
+    *,
+    data_path: Path = DEFAULT_DATA_PATH,
+    embedder: SentenceEmbedder | None = None,
+) -> IntentClassifier:
+    """The classifier in `path`, trained first when it is missing, or was trained on other data or embeddings,
+    so a fresh clone routes without a manual step (training takes seconds)."""
+    path = path or default_artifact_dir()
+    embedder = embedder or SentenceEmbedder()
+    try:
+        card = artifact.read_card(path)
+    except IntentArtifactError:
+        card = None  # an unreadable or older-format card is replaced, not repaired
+    stale = (
+        card is None
+        or card.get("data", {}).get("sha256") != data_sha256(data_path)
+        or card.get("embedder") != embedder.version
+    )
+    if stale:
+        # imported here so that loading a current model never imports scikit-learn: inference is numpy only
+        from services.router.intents.train import train
+
+        train(data_path, path, embedder=embedder)
+    return IntentClassifier.load(path, embedder=embedder)
