@@ -78,6 +78,11 @@ schemas-check: $(INSTALLED) ## check every schema against its history, both dire
 	@$(PY) -m services.runtime.compatibility
 	@$(PY) -m services.runtime.gen_models --check
 
+.PHONY: schema-release
+schema-release: $(INSTALLED) ## keep schemas in history before changing them: make schema-release NAMES='Request Routed'
+	@test -n "$${NAMES:-}" || { echo "usage: make schema-release NAMES='Request ...'" >&2; exit 2; }
+	@$(PY) -m services.runtime.schema_registry release $$NAMES
+
 .PHONY: demo
 demo: up ## set up everything and run the main job: the six-stage chain answering a mix of POS requests
 	@$(PY) -m services.demo $(DEMO_ARGS)

@@ -135,6 +135,9 @@ def _default(field: Schema) -> list[str]:
         return ["default_factory=dict"]
     if default == []:
         return ["default_factory=list"]
+    field_type = field["type"]
+    if isinstance(default, str) and isinstance(field_type, dict) and field_type.get("type") == "enum":
+        return [f"default={field_type['name'].split('.')[-1]}.{default}"]
     if isinstance(default, str):
         return [f"default={json.dumps(default)}"]
     if default is None or isinstance(default, int | float | bool):

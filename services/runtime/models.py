@@ -361,6 +361,44 @@ class InventoryItem(BaseModel):
     )
 
 
+class CallOutcome(enum.StrEnum):
+    """How the call ended. Unknown symbols read as ERROR."""
+
+    OK = "OK"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+    REJECTED = "REJECTED"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+
+
+class ModelCall(BaseModel):
+    """One call to a model provider, as the answerer made it: the input of provider health monitoring (topic model.calls, keyed by provider)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(description="Unique id of this call (a retry of the same request is another call).")
+    request_id: str | None = Field(
+        default=None,
+        description="The request the call served; null for health probes.",
+    )
+    provider: str = Field(description="Provider name, as in providers/providers.yaml.")
+    model: str = Field(description="Model name at the provider.")
+    started_at: TimestampMicros = Field(
+        description="When the call started: microseconds since the Unix epoch, UTC.",
+    )
+    latency_ms: float = Field(
+        description="Time from the call's start to its answer or failure, milliseconds.",
+    )
+    ttft_ms: float | None = Field(
+        default=None,
+        description="Time to the first token when streamed, milliseconds; null otherwise.",
+    )
+    tokens_in: AvroInt = Field(default=0, description="Prompt tokens.")
+    tokens_out: AvroInt = Field(default=0, description="Completion tokens.")
+    outcome: CallOutcome = Field(description="How the call ended.")
+    error: str = Field(default="", description="Why it failed; empty when OK.")
+
+
 class OpeningHours(BaseModel):
     """Regular opening hours of a store on one weekday, in the store's time zone."""
 
@@ -371,6 +409,14 @@ class OpeningHours(BaseModel):
     closes: str = Field(description="Closing time, HH:MM.")
 
 
+class ProviderState(enum.StrEnum):
+    """Health state. A reader meeting a symbol it does not know reads DEGRADED."""
+
+    HEALTHY = "HEALTHY"
+    DEGRADED = "DEGRADED"
+    DOWN = "DOWN"
+
+
 class ProviderHealth(BaseModel):
     """Latest health of one provider model, on compacted topic model.health keyed by provider and model."""
 
@@ -379,6 +425,10 @@ class ProviderHealth(BaseModel):
     provider: str = Field(description="Model provider.")
     model: str = Field(description="Model name at the provider.")
     healthy: bool = Field(description="Whether the router may send traffic to it.")
+    state: ProviderState = Field(
+        default=ProviderState.HEALTHY,
+        description="HEALTHY: within its limits; DEGRADED: breaching a limit but not yet long enough to be taken out; DOWN: the router skips it until it recovers (with hysteresis).",
+    )
     p50_ms: float = Field(description="Median latency over the window, milliseconds.")
     p95_ms: float = Field(description="95th percentile latency over the window, milliseconds.")
     error_rate: float = Field(description="Share of failed calls over the window, 0.0 to 1.0.")
@@ -447,6 +497,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.Governed": Governed,
     "switchyard.HoursException": HoursException,
     "switchyard.InventoryItem": InventoryItem,
+    "switchyard.ModelCall": ModelCall,
     "switchyard.OpeningHours": OpeningHours,
     "switchyard.ProviderHealth": ProviderHealth,
     "switchyard.Request": Request,

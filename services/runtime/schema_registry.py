@@ -188,3 +188,36 @@ def _load_current(schema_file: Path, history: list[RegisteredSchema]) -> Registe
     # Unreleased changes are the version after the newest history file.
     version = released[-1] if released else max((entry.version for entry in history), default=0) + 1
     return RegisteredSchema(schema["name"], version, schema, parsed, fingerprint, is_current=True)
+
+
+def release(schemas_dir: Path, name: str) -> Path | None:
+    """Save the current schema of `name` as its next history version (self-contained), unless the newest
+    history version already is it; returns the file written, or None."""
+    registry = SchemaRegistry.load(schemas_dir)
+    entry = registry.entry(name)
+    if any(version.fingerprint == entry.fingerprint for version in registry.versions(name)):
+        return None
+    target = schemas_dir / HISTORY_DIR / entry.name / f"v{entry.version}.avsc"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(entry.schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m services.runtime.schema_registry release NAME [...]`: keep the current schemas in history, so
+    the compatibility check holds every later change against them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="schemas release", description=main.__doc__)
+    parser.add_argument("action", choices=["release"])
+    parser.add_argument("names", nargs="+", help="record names, short (Request) or full (switchyard.Request)")
+    parser.add_argument("--dir", type=Path, default=REPO_SCHEMAS_DIR)
+    args = parser.parse_args(argv)
+    for name in args.names:
+        written = release(args.dir, name)
+        print(f"{name}: {'saved ' + str(written) if written else 'already released'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

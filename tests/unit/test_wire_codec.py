@@ -79,7 +79,7 @@ def test_encoding_starts_with_the_marker_and_the_writer_fingerprint() -> None:
 
 
 def test_a_request_written_with_v1_reads_with_default_locale_and_attributes() -> None:
-    [(version, _)] = REGISTRY.history("Request")
+    version, _ = REGISTRY.history("Request")[0]
     v1 = REGISTRY.versions("Request")[0]
     data = SINGLE_OBJECT_MARKER + v1.fingerprint + _written_with(v1.schema, REQUEST)
 
