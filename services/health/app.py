@@ -1,0 +1,145 @@
+"""The provider health app: a faust-streaming worker over `model.calls`.
+
+Per provider it keeps a sliding window of step-long buckets (calls, errors, a bounded latency sample) in a
+changelogged table; every step it reads the buckets covering the last window,
+evaluates the window with hysteresis (services.health.state) and publishes the provider's ProviderHealth to
+the compacted `model.health` topic. Providers that are DOWN receive no traffic, so the app probes them
+itself (one small completion per step, through the same provider layer) until they recover.
+
+usage: python -m services.health   (SWITCHYARD_HEALTH_WINDOW_S, _STEP_S, _P95_LIMIT_MS tune it)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from services.health.state import HealthPolicy, ProviderHealthState, WindowFigures, figures
+from services.runtime.codec import AvroCodec
+from services.runtime.models import ModelCall, ProviderHealth, ProviderState
+from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.stage import now_us
+from services.settings import get_settings
+
+log = logging.getLogger("switchyard.health")
+Prober = Callable[[str], Awaitable[None]]
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+settings = get_settings()
+codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+WINDOW_S = env_float("SWITCHYARD_HEALTH_WINDOW_S", 30.0)
+STEP_S = env_float("SWITCHYARD_HEALTH_STEP_S", 5.0)
+POLICY = HealthPolicy(
+    latency_p95_limit_ms=env_float("SWITCHYARD_HEALTH_P95_LIMIT_MS", 1500.0),
+    error_rate_limit=env_float("SWITCHYARD_HEALTH_ERROR_RATE_LIMIT", 0.5),
+    min_calls=int(env_float("SWITCHYARD_HEALTH_MIN_CALLS", 5)),
+)
+
+app = faust.App(
+    settings.topic("switchyard-health"),
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    store="memory://",
+    topic_partitions=3,  # co-partitioned with model.calls (topics/side.yaml)
+    topic_replication_factor=1,
+    web_enabled=False,
+    datadir=str(settings.var_dir / "health"),
+)
+calls_topic = app.topic(settings.topic("model.calls"), key_serializer="raw", value_serializer="raw")
+health_topic = app.topic(settings.topic("model.health"), key_serializer="raw", value_serializer="raw")
+
+
+# provider -> {bucket start (s, as text): [calls, errors, latency sample]}: a sliding window made of buckets of
+# one step, in a changelogged table. (Faust's own windowed tables read windows only inside a stream
+# iteration, and the timer that evaluates health has none.)
+window_stats = app.Table("provider_window_stats", default=dict, partitions=3)
+SAMPLES_PER_BUCKET = 100
+
+
+def add_call(stats: dict[str, list[Any]], at: float, latency_ms: float, failed: bool) -> dict[str, list[Any]]:
+    """A copy of a provider's buckets with one call added and buckets older than the window dropped."""
+    bucket = str(int(at // STEP_S * STEP_S))
+    kept = {start: values for start, values in stats.items() if float(start) > at - WINDOW_S - STEP_S}
+    calls, errors, samples = kept.get(bucket, [0, 0, []])
+    kept[bucket] = [calls + 1, errors + int(failed), [*samples, latency_ms][-SAMPLES_PER_BUCKET:]]
+    return kept
+
+
+def window_of(stats: dict[str, list[Any]], now: float) -> WindowFigures:
+    """Figures over the buckets that started within the last WINDOW_S seconds."""
+    recent = [values for start, values in stats.items() if float(start) > now - WINDOW_S]
+    samples = [latency for _calls, _errors, bucket in recent for latency in bucket]
+    calls = sum(values[0] for values in recent)
+    errors = sum(values[1] for values in recent)
+    window = figures(samples, errors)
+    return WindowFigures(calls, errors, window.p50_ms, window.p95_ms)
+
+
+states: dict[str, ProviderHealthState] = {}
+models: dict[str, str] = {}
+probers: list[Prober] = []
+
+
+@app.agent(calls_topic)
+async def observe(stream: Any) -> None:
+    async for raw in stream:
+        try:
+            call = ModelCall.model_validate(codec.decode(raw, reader="ModelCall")[1])
+        except Exception as error:  # a bad event is skipped and logged; health goes on
+            log.warning("model call event rejected", extra={"error": str(error)})
+            continue
+        provider = call.provider
+        models[provider] = call.model
+        states.setdefault(provider, ProviderHealthState(POLICY))
+        failed = call.outcome.value != "OK"
+        window_stats[provider] = add_call(dict(window_stats[provider]), time.time(), call.latency_ms, failed)
+
+
+def current_window(provider: str) -> WindowFigures:
+    return window_of(dict(window_stats.get(provider) or {}), time.time())
+
+
+def health_record(provider: str, state: ProviderHealthState, window: WindowFigures) -> ProviderHealth:
+    return ProviderHealth(
+        provider=provider,
+        model=models.get(provider, ""),
+        healthy=state.state != ProviderState.DOWN,
+        state=state.state,
+        p50_ms=window.p50_ms,
+        p95_ms=window.p95_ms,
+        error_rate=window.error_rate,
+        window_seconds=int(WINDOW_S),
+        observed_at=now_us(),
+        reason=state.reason,
+    )
+
+
+@app.timer(STEP_S)  # type: ignore[untyped-decorator]
+async def publish_health() -> None:
+    for provider, state in list(states.items()):
+        if state.state == ProviderState.DOWN:
+            for probe in probers:
+                await probe(provider)
+        window = current_window(provider)
+        before = state.state
+        state.evaluate(window, WINDOW_S)
+        record = health_record(provider, state, window)
+        await health_topic.send(key=provider.encode(), value=codec.encode("ProviderHealth", record.model_dump()))
+        if state.state != before:
+            log.warning(
+                "provider state changed",
+                extra={"provider": provider, "from": before.value, "to": state.state.value, "reason": state.reason},
+            )
+
+
+def main() -> None:
+    log.info("health app starting", extra={"window_s": WINDOW_S, "step_s": STEP_S, "at": time.time()})
+    app.main()
