@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.stages import PROCESSES
+from services.stages import NO_HTTP, PROCESSES
 
 
 def free_port() -> int:
@@ -62,6 +62,11 @@ class Launcher:
             return 0, str(error)
 
     def wait_ready(self, key: str, timeout_s: float = 90.0) -> None:
+        if key.split("/")[0] in NO_HTTP:
+            time.sleep(1.0)  # no /healthz: alive after a second is the best available sign
+            if self.processes[key].poll() is not None:
+                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
+            return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.processes[key].poll() is not None:

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     var_dir: Path = Field(REPO_ROOT / "var", description="run-time state: broker logs, databases")
     schemas_dir: Path = Field(REPO_ROOT / "schemas", description="the Avro wire contract")
     topics_dir: Path = Field(REPO_ROOT / "topics", description="declarative topic definitions")
+    route_table: Path = Field(
+        REPO_ROOT / "routes" / "route_table.yaml", description="the router's route table, reloaded when it changes"
+    )
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     topic_prefix: str = Field(

@@ -16,7 +16,9 @@ from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
-PROCESSES = [*CHAIN, "telemetry"]
+PROCESSES = [*CHAIN, "telemetry", "health"]
+# processes without /healthz: the faust worker reports through its logs and model.health itself
+NO_HTTP = {"health"}
 DEFAULT_HTTP_PORTS = {name: 9101 + index for index, name in enumerate(PROCESSES)}
 
 
@@ -24,8 +26,18 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
     """The stage object for a name; imports lazily so each process loads only what it runs."""
     if name == "router":
         from services.router.stage import Router
+        from services.runtime.models import ProviderHealth
+        from services.runtime.reference import ReferenceTable
 
-        return Router()
+        health: ReferenceTable[ProviderHealth] = ReferenceTable(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.topic("model.health"),
+            record="ProviderHealth",
+            model=ProviderHealth,
+            codec=AvroCodec(SchemaRegistry.load(settings.schemas_dir)),
+            key_of=lambda row: row.provider,
+        )
+        return Router(settings, provider_health=health)
     if name == "stitcher":
         from services.stitcher.stage import Stitcher
 
@@ -35,9 +47,12 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
 
         return Governor()
     if name == "answerer":
+        from services.answerer.call_events import ModelCallPublisher
+        from services.answerer.registry import answerer_registry
         from services.answerer.stage import Answerer
 
-        return Answerer(settings.model_provider_config())
+        codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+        return Answerer(answerer_registry(settings), call_events=ModelCallPublisher(settings, codec))
     if name == "auditor":
         from services.auditor.stage import Auditor
 
@@ -52,6 +67,14 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
     configure_logging(os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
     settings = get_settings()
     port = http_port if http_port is not None else DEFAULT_HTTP_PORTS[name]
+    if name == "health":
+        import sys
+
+        from services.health.app import main as run_health
+
+        sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
+        run_health()
+        return
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer
 

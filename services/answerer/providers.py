@@ -1,5 +1,6 @@
 """The models the answerer calls, behind one async `complete()`: any OpenAI-compatible endpoint over pooled
-HTTP, or a local GGUF model (local_model.py); failures become the runtime's retry or dead-letter faults."""
+HTTP (a hosted model or Switchyard's own custom models), or a local GGUF model (local_model.py); failures become
+the runtime's retry or dead-letter faults. resilience.py guards each one with a breaker, a limit and a price."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Completion:
     tokens_out: int
     latency_ms: float  # what the caller waited, queueing and retries included
     finish_reason: str  # "stop", "length", or what the endpoint said
+    cost_usd: float = 0.0  # set from the provider's price by resilience.GuardedProvider
 
 
 class Provider(Protocol):
@@ -88,6 +90,10 @@ class ProviderUnavailable(ProviderError, TransientError):
     """The provider is down, overloaded or rate-limiting (5xx, 429, refused connection, garbled answer)."""
 
 
+class ProviderMalformed(ProviderUnavailable):
+    """The provider answered 2xx with a body that is not a chat completion (not JSON, or no choices)."""
+
+
 class ProviderMisconfigured(ProviderUnavailable):
     """401, 403 or 404: our key, URL or model name is wrong, not the record. Not retried within the call (it
     cannot heal in milliseconds), but transient for the runtime, so records wait for the fix instead of all
@@ -111,14 +117,51 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HTTP_URL = re.compile(r"^https?://[^/\s]+")
 
 
-class OpenAIProviderConfig(BaseModel):
-    """An OpenAI-compatible `/v1/chat/completions` endpoint: vLLM, TGI, Ollama or a hosted API."""
+class CircuitBreakerConfig(BaseModel):
+    """When a provider's circuit opens (calls fail fast, so the next provider answers) and when it is probed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["openai"]
+    failure_threshold: int = Field(5, ge=1, description="consecutive failed calls that open the circuit")
+    error_rate: float = Field(0.5, gt=0, le=1, description="share of failed calls in the window that opens it")
+    window_s: float = Field(30.0, gt=0, description="length of the sliding window error_rate is measured over")
+    min_calls: int = Field(20, ge=1, description="calls the window needs before error_rate can open the circuit")
+    cooldown_s: float = Field(10.0, gt=0, description="how long an open circuit rejects calls before one probe")
+
+
+class TokenPrice(BaseModel):
+    """What a provider charges, so every completion carries its cost; a local model costs 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_usd: float = Field(0.0, ge=0, description="USD per `per_tokens` prompt tokens")
+    output_usd: float = Field(0.0, ge=0, description="USD per `per_tokens` completion tokens")
+    per_tokens: Literal[1000, 1000000] = Field(1000000, description="the prices are per 1000 or per 1000000 tokens")
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_usd + tokens_out * self.output_usd) / self.per_tokens
+
+
+class GuardedProviderConfig(BaseModel):
+    """What every provider kind shares: the guards around its calls and who answers when it fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrency: int | None = Field(None, ge=1, description="calls in flight at once; more wait for a slot")
+    call_timeout_s: float | None = Field(
+        None, gt=0, description="deadline of a whole call, waiting for a slot and retries included; none: no deadline"
+    )
+    breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    price: TokenPrice = Field(default_factory=TokenPrice)
+    fallback: tuple[str, ...] = Field((), description="providers of the same file that answer, in order, if it fails")
+
+
+class HTTPEndpointConfig(GuardedProviderConfig):
+    """An OpenAI-compatible `/v1/chat/completions` endpoint; the fields the openai and custom kinds share."""
+
     name: str = Field("openai", min_length=1, description="the provider's name in telemetry and route tables")
     base_url: str = Field(description="endpoint root including /v1, e.g. http://127.0.0.1:8000/v1")
+    base_url_env: str | None = Field(None, description="NAME of an environment variable that overrides base_url")
     model: str = Field(min_length=1, description="model name sent in each request")
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")
     timeout_s: float = Field(10.0, gt=0, description="deadline of one attempt, connect to last byte")
@@ -136,18 +179,30 @@ class OpenAIProviderConfig(BaseModel):
             raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8000/v1")
         return value.rstrip("/")
 
-    @field_validator("api_key_env")
+    @field_validator("api_key_env", "base_url_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.match(value):
-            raise ValueError("must be the NAME of an environment variable (like OPENAI_API_KEY), never the key")
+            raise ValueError("must be the NAME of an environment variable (like OPENAI_API_KEY), never its value")
         return value
 
 
-class LocalGGUFConfig(BaseModel):
-    """A GGUF model run in-process by llama.cpp, shipped by a registry package or found at `path`."""
+class OpenAIProviderConfig(HTTPEndpointConfig):
+    """An OpenAI-compatible endpoint: vLLM, TGI, Ollama or a hosted API."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["openai"]
+
+
+class CustomModelConfig(HTTPEndpointConfig):
+    """Switchyard's own trained models, served OpenAI-compatibly; the learning loop deploys them and names the
+    served model, so routes can send an intent to the model trained for it."""
+
+    kind: Literal["custom"]
+    name: str = Field("custom", min_length=1, description="the provider's name in telemetry and route tables")
+
+
+class LocalGGUFConfig(GuardedProviderConfig):
+    """A GGUF model run in-process by llama.cpp, shipped by a registry package or found at `path`."""
 
     kind: Literal["local_gguf"]
     name: str = Field("local_gguf", min_length=1, description="the provider's name in telemetry")
@@ -164,29 +219,34 @@ class LocalGGUFConfig(BaseModel):
     stop: tuple[str, ...] | None = Field(None, description="stop strings; default suits the prompt format")
 
 
-ProviderConfig = Annotated[OpenAIProviderConfig | LocalGGUFConfig, Field(discriminator="kind")]
-_PROVIDER_CONFIG: TypeAdapter[OpenAIProviderConfig | LocalGGUFConfig] = TypeAdapter(ProviderConfig)
-_KINDS = "'openai' or 'local_gguf'"
+AnyProviderConfig = OpenAIProviderConfig | CustomModelConfig | LocalGGUFConfig
+ProviderConfig = Annotated[AnyProviderConfig, Field(discriminator="kind")]
+_PROVIDER_CONFIG: TypeAdapter[AnyProviderConfig] = TypeAdapter(ProviderConfig)
+_KINDS = "'openai', 'custom' or 'local_gguf'"
 
 
 def parse_provider_config(
-    config: Mapping[str, Any], *, source: str = "provider config"
-) -> OpenAIProviderConfig | LocalGGUFConfig:
-    """Validate a provider's configuration, raising one error that lists every bad key and its fix."""
+    config: Mapping[str, Any], *, source: str = "provider config", key_prefix: str = ""
+) -> AnyProviderConfig:
+    """Validate a provider's configuration, raising one error that lists every bad key and its fix; keys are
+    named after `key_prefix` (like "providers.default.") when the config sits inside a larger file."""
     if not isinstance(config, Mapping):
-        raise ProviderConfigError(source, [f"must be a mapping with keys such as kind and model, not {config!r}"])
+        where = f"key {key_prefix.rstrip('.')!r} " if key_prefix else ""
+        raise ProviderConfigError(
+            source, [f"{where}must be a mapping with keys such as kind and model, not {config!r}"]
+        )
     try:
         return _PROVIDER_CONFIG.validate_python(dict(config))
     except ValidationError as exc:
-        raise ProviderConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        raise ProviderConfigError(source, [_describe(error, key_prefix) for error in exc.errors()]) from None
 
 
-def _describe(error: ErrorDetails) -> str:
+def _describe(error: ErrorDetails, key_prefix: str = "") -> str:
     if error["type"] == "union_tag_not_found":
-        return f"key 'kind' is missing: set it to {_KINDS}"
+        return f"key '{key_prefix}kind' is missing: set it to {_KINDS}"
     if error["type"] == "union_tag_invalid":
-        return f"key 'kind' is {error['input'].get('kind')!r}: set it to {_KINDS}"
-    key = ".".join(str(part) for part in error["loc"][1:])  # loc[0] is the kind's tag
+        return f"key '{key_prefix}kind' is {error['input'].get('kind')!r}: set it to {_KINDS}"
+    key = key_prefix + ".".join(str(part) for part in error["loc"][1:])  # loc[0] is the kind's tag
     if error["type"] == "missing":
         return f"key {key!r} is required: add it"
     if error["type"] == "extra_forbidden":
@@ -194,14 +254,22 @@ def _describe(error: ErrorDetails) -> str:
     return f"key {key!r}: {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})"
 
 
-def provider_from_config(config: Mapping[str, Any], *, source: str = "provider config") -> Provider:
+def provider_from_config(
+    config: Mapping[str, Any], *, source: str = "provider config", environ: Mapping[str, str] = os.environ
+) -> Provider:
     """Build the provider a config dict describes; `source` (a file name) leads every error message."""
-    parsed = parse_provider_config(config, source=source)
-    if isinstance(parsed, OpenAIProviderConfig):
-        return OpenAICompatibleProvider.from_config(parsed, source=source)
+    return build_provider(parse_provider_config(config, source=source), source=source, environ=environ)
+
+
+def build_provider(
+    config: AnyProviderConfig, *, source: str = "provider config", environ: Mapping[str, str] = os.environ
+) -> Provider:
+    """The unguarded provider of a validated config (resilience.GuardedProvider wraps it)."""
+    if isinstance(config, HTTPEndpointConfig):
+        return OpenAICompatibleProvider.from_config(config, environ=environ, source=source)
     from services.answerer.local_model import LocalGGUFProvider  # imported here: local_model imports this module
 
-    return LocalGGUFProvider.from_config(parsed, source=source)
+    return LocalGGUFProvider.from_config(config, source=source)
 
 
 def estimate_tokens(text: str) -> int:
@@ -222,7 +290,7 @@ class OpenAICompatibleProvider:
     aiohttp, not httpx: under a hundred concurrent calls httpcore's pool bookkeeping took two thirds of the
     answerer's CPU (profiled with py-spy in `make bench`); aiohttp's connector does not."""
 
-    def __init__(self, config: OpenAIProviderConfig, *, api_key: str | None = None) -> None:
+    def __init__(self, config: HTTPEndpointConfig, *, api_key: str | None = None) -> None:
         self.config = config
         self.name = config.name
         self.model = config.model
@@ -245,12 +313,14 @@ class OpenAICompatibleProvider:
     @classmethod
     def from_config(
         cls,
-        config: OpenAIProviderConfig,
+        config: HTTPEndpointConfig,
         *,
         environ: Mapping[str, str] = os.environ,
         source: str = "provider config",
     ) -> OpenAICompatibleProvider:
-        """Build the provider, reading its API key from the environment variable `api_key_env` names."""
+        """Build the provider, reading its API key from the environment variable `api_key_env` names, and its
+        base URL from the one `base_url_env` names when that is set."""
+        config = _with_env_base_url(config, environ, source)
         if config.api_key_env is None:
             return cls(config)
         api_key = environ.get(config.api_key_env, "")
@@ -323,7 +393,7 @@ class OpenAICompatibleProvider:
             return json.loads(reply.text)
         except ValueError as exc:
             reason = f"{where} answered {reply.status} with a body that is not JSON: {reply.text[:200]!r}"
-            raise ProviderUnavailable(reason, provider=self.name, request_id=request_id) from exc
+            raise ProviderMalformed(reason, provider=self.name, request_id=request_id) from exc
 
     def _fault(self, response: _Reply, request_id: str | None) -> ProviderError:
         status = response.status
@@ -352,7 +422,7 @@ class OpenAICompatibleProvider:
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             reason = f"{self.name} answered without choices[0].message: {str(payload)[:200]!r}"
-            raise ProviderUnavailable(reason, provider=self.name, request_id=request_id) from exc
+            raise ProviderMalformed(reason, provider=self.name, request_id=request_id) from exc
         usage = payload.get("usage") or {}
         prompt_words = " ".join(m["content"] for m in messages)
         resolved_model = str(payload.get("model") or self.model)
@@ -374,6 +444,16 @@ class OpenAICompatibleProvider:
             return min(retry_after_s, self.config.backoff_max_s)
         ceiling = min(self.config.backoff_s * 2.0**attempt, self.config.backoff_max_s)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _with_env_base_url(config: HTTPEndpointConfig, environ: Mapping[str, str], source: str) -> HTTPEndpointConfig:
+    base_url = environ.get(config.base_url_env, "") if config.base_url_env else ""
+    if not base_url:
+        return config
+    if not _HTTP_URL.match(base_url):
+        problem = f"key 'base_url_env' names {config.base_url_env}, whose value {base_url!r} is not an http(s) URL"
+        raise ProviderConfigError(source, [problem + ": set it to one such as http://127.0.0.1:8000/v1"])
+    return config.model_copy(update={"base_url": base_url.rstrip("/")})
 
 
 def _count(reported: Any, estimate: int) -> int:

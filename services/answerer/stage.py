@@ -1,16 +1,17 @@
 """First answering logic: a workflow route is answered deterministically from the stitched data; a model
-route goes to the configured provider (the local GGUF model by default, any OpenAI-compatible endpoint in
-production). The output guard and provider failover arrive with the governance and routing issues."""
+route goes to the route's provider and, when it fails, to the next of its fallbacks (registry.py), the Answer
+saying who answered and why. The output guard arrives with the governance issue."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from services.answerer.local_model import LocalGGUFProvider
-from services.answerer.providers import ChatMessage, Completion, Provider, provider_from_config
+from services.answerer.call_events import ModelCallPublisher
+from services.answerer.providers import ChatMessage, Completion
+from services.answerer.registry import ProviderRegistry
+from services.answerer.resilience import complete_with_failover
 from services.runtime.models import Answer, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage
 
@@ -40,9 +41,15 @@ def prompt_hash(messages: list[ChatMessage]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+# Workflow routes answered from a stitched fact: route id -> context source. Any other workflow route
+# (workflow.escalate) hands the request to staff with the hold reply.
+FACT_WORKFLOWS = {"workflow.store_hours": "store_hours"}
+
+
 def workflow_answer(record: Governed) -> Answer:
-    """Store hours and other workflow routes: the answer is the stitched fact itself, no model involved."""
-    facts = [item.text for item in record.context.items if item.source == "store_hours"]
+    """A workflow route: the stitched fact itself, or the hold reply; no model involved."""
+    source = FACT_WORKFLOWS.get(record.route.route_id)
+    facts = [item.text for item in record.context.items if item.source == source]
     return Answer(
         text=facts[0] if facts else HOLD_REPLY,
         provider="workflow",
@@ -72,7 +79,7 @@ def held_answer(record: Governed) -> Answer:
     )
 
 
-def model_answer(completion: Completion, messages: list[ChatMessage], cost_per_1k_tokens: float) -> Answer:
+def model_answer(completion: Completion, messages: list[ChatMessage], failover: list[str]) -> Answer:
     return Answer(
         text=completion.text.strip() or HOLD_REPLY,
         provider=completion.provider,
@@ -82,8 +89,9 @@ def model_answer(completion: Completion, messages: list[ChatMessage], cost_per_1
         prompt_hash=prompt_hash(messages),
         tokens_in=completion.tokens_in,
         tokens_out=completion.tokens_out,
-        cost_usd=(completion.tokens_in + completion.tokens_out) / 1000 * cost_per_1k_tokens,
+        cost_usd=completion.cost_usd,
         latency_ms=completion.latency_ms,
+        failover=failover,
     )
 
 
@@ -96,29 +104,36 @@ class Answerer(Stage[Governed, Answer]):
     output_record: ClassVar[str] = "Answered"
     section: ClassVar[str] = "answer"
 
-    def __init__(self, provider_config: Mapping[str, Any], *, max_tokens: int = 64, cost_per_1k_tokens: float = 0.0):
-        self.provider_config = dict(provider_config)
+    def __init__(
+        self, providers: ProviderRegistry, *, max_tokens: int = 64, call_events: ModelCallPublisher | None = None
+    ):
+        self.providers = providers
         self.max_tokens = max_tokens
-        self.cost_per_1k_tokens = cost_per_1k_tokens
-        self.provider: Provider | None = None
+        self.call_events = call_events
 
     async def start(self) -> None:
-        self.provider = provider_from_config(self.provider_config, source="answerer model settings")
-        if isinstance(self.provider, LocalGGUFProvider):
-            await self.provider.load()  # before the first record, not during it
+        await self.providers.load()  # local models load before the first record, not during it
+        if self.call_events is not None:
+            await self.call_events.start(self.providers)
 
     async def stop(self) -> None:
-        if self.provider is not None:
-            await self.provider.aclose()
+        if self.call_events is not None:
+            await self.call_events.stop()
+        await self.providers.aclose()
 
     async def decide(self, record: Governed) -> Answer:
         if record.governance.verdict in (Verdict.BLOCK, Verdict.ESCALATE):
             return held_answer(record)
         if record.route.kind == RouteKind.WORKFLOW:
             return workflow_answer(record)
-        assert self.provider is not None, "start() loads the provider"
         messages = prompt_for(record)
-        completion = await self.provider.complete(
-            messages, max_tokens=self.max_tokens, temperature=0.0, request_id=record.request.request_id
+        chain, skipped = self.providers.chain(record.route.provider)
+        completion, failover = await complete_with_failover(
+            chain,
+            messages,
+            max_tokens=self.max_tokens,
+            temperature=0.0,
+            request_id=record.request.request_id,
+            skipped=skipped,
         )
-        return model_answer(completion, messages, self.cost_per_1k_tokens)
+        return model_answer(completion, messages, failover)

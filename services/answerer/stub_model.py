@@ -2,6 +2,7 @@
 overhead apart from model time, and tests can drive the HTTP provider through real faults.
 
     python -m services.answerer.stub_model --port 8199 --latency-ms 50 [--fail-rate 0.1] [--status 503]
+        [--malformed-rate 0.1]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class StubBehaviour:
     latency_ms: float = 50.0
     fail_rate: float = 0.0  # share of completion requests answered with `status` instead
     status: int = 500
+    malformed_rate: float = 0.0  # share answered 200 with a truncated, unparseable JSON body
     seed: int = 0
     requests: int = 0
     failures: int = 0
@@ -62,6 +64,9 @@ async def chat_completions(request: web.Request) -> web.Response:
     if behaviour.fail_rate and behaviour.rng.random() < behaviour.fail_rate:
         behaviour.failures += 1
         return _error(behaviour.status, f"stub failure injected with status {behaviour.status}", "stub_fault")
+    if behaviour.malformed_rate and behaviour.rng.random() < behaviour.malformed_rate:
+        behaviour.failures += 1
+        return web.Response(text='{"id": "chatcmpl-stub", "choices": [', content_type="application/json")
     try:
         body = await request.json()
         messages = body["messages"]
@@ -115,11 +120,12 @@ async def start_stub(
     *,
     fail_rate: float = 0.0,
     status: int = 500,
+    malformed_rate: float = 0.0,
     host: str = "127.0.0.1",
 ) -> tuple[web.AppRunner, str]:
     """Serve the stub in this event loop; returns the runner (`await runner.cleanup()` stops it) and the
     base URL to give a provider, ending in /v1. `runner.app[STUB_BEHAVIOUR]` holds counters and knobs."""
-    behaviour = StubBehaviour(latency_ms, fail_rate, status)
+    behaviour = StubBehaviour(latency_ms, fail_rate, status, malformed_rate)
     # a test's cleanup should not wait out answers nobody awaits any more
     runner = web.AppRunner(build_app(behaviour), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
@@ -135,10 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="fixed delay of every completion")
     parser.add_argument("--fail-rate", type=float, help="share of completions that fail (default 1 with --status)")
     parser.add_argument("--status", type=int, help="HTTP status of a failed completion (default 500)")
+    parser.add_argument("--malformed-rate", type=float, default=0.0, help="share answered with broken JSON")
     args = parser.parse_args(argv)
     fail_rate = args.fail_rate if args.fail_rate is not None else (1.0 if args.status else 0.0)
     configure_logging()
-    behaviour = StubBehaviour(args.latency_ms, fail_rate, args.status or 500)
+    behaviour = StubBehaviour(args.latency_ms, fail_rate, args.status or 500, args.malformed_rate)
     log.info(
         "stub model serving",
         extra={"url": f"http://{args.host}:{args.port}/v1", "latency_ms": args.latency_ms, "fail_rate": fail_rate},

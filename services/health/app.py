@@ -11,6 +11,8 @@ usage: python -m services.health   (SWITCHYARD_HEALTH_WINDOW_S, _STEP_S, _P95_LI
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import time
@@ -44,6 +46,9 @@ POLICY = HealthPolicy(
     min_calls=int(env_float("SWITCHYARD_HEALTH_MIN_CALLS", 5)),
 )
 
+DATA_DIR = settings.var_dir / "health" / settings.topic("switchyard-health")
+DATA_DIR.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+
 app = faust.App(
     settings.topic("switchyard-health"),
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -51,7 +56,7 @@ app = faust.App(
     topic_partitions=3,  # co-partitioned with model.calls (topics/side.yaml)
     topic_replication_factor=1,
     web_enabled=False,
-    datadir=str(settings.var_dir / "health"),
+    datadir=str(DATA_DIR),
 )
 calls_topic = app.topic(settings.topic("model.calls"), key_serializer="raw", value_serializer="raw")
 health_topic = app.topic(settings.topic("model.health"), key_serializer="raw", value_serializer="raw")
@@ -86,6 +91,7 @@ def window_of(stats: dict[str, list[Any]], now: float) -> WindowFigures:
 states: dict[str, ProviderHealthState] = {}
 models: dict[str, str] = {}
 probers: list[Prober] = []
+probing: dict[str, asyncio.Future[None]] = {}
 
 
 @app.agent(calls_topic)
@@ -122,12 +128,18 @@ def health_record(provider: str, state: ProviderHealthState, window: WindowFigur
     )
 
 
+def forget_probe(provider: str, _done: asyncio.Future[None]) -> None:
+    probing.pop(provider, None)
+
+
 @app.timer(STEP_S)  # type: ignore[untyped-decorator]
 async def publish_health() -> None:
     for provider, state in list(states.items()):
-        if state.state == ProviderState.DOWN:
+        if state.state == ProviderState.DOWN and provider not in probing:
+            # in the background: a slow provider must not stall every other provider's evaluation
             for probe in probers:
-                await probe(provider)
+                probing[provider] = asyncio.ensure_future(probe(provider))
+                probing[provider].add_done_callback(functools.partial(forget_probe, provider))
         window = current_window(provider)
         before = state.state
         state.evaluate(window, WINDOW_S)
@@ -138,6 +150,40 @@ async def publish_health() -> None:
                 "provider state changed",
                 extra={"provider": provider, "from": before.value, "to": state.state.value, "reason": state.reason},
             )
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def start_probes() -> None:
+    """Probe DOWN providers through the answerer's own provider configuration: one tiny completion each step,
+    bypassing the circuit breaker, reported to model.calls like any call. In-process models are not probed:
+    they do not go down over a network."""
+    from services.answerer.call_events import ModelCallPublisher
+    from services.answerer.local_model import LocalGGUFProvider
+    from services.answerer.registry import answerer_registry
+    from services.answerer.resilience import CallRecord
+    from services.runtime.faults import StageError
+
+    registry = answerer_registry(settings)
+    publisher = ModelCallPublisher(settings, codec)
+    await publisher.open()
+
+    async def probe(name: str) -> None:
+        if name not in registry.providers:
+            return
+        guarded = registry[name]
+        if isinstance(guarded.provider, LocalGGUFProvider):
+            return
+        started, started_at = time.perf_counter(), now_us()
+        outcome, error, tokens = "OK", "", (0, 0)
+        try:
+            answer = await guarded.provider.complete([{"role": "user", "content": "health probe"}], max_tokens=1)
+            tokens = (answer.tokens_in, answer.tokens_out)
+        except StageError as fault:
+            outcome, error = "ERROR", fault.reason
+        latency_ms = (time.perf_counter() - started) * 1000
+        publisher.publish(CallRecord(name, guarded.model, None, started_at, latency_ms, *tokens, outcome, error))
+
+    probers.append(probe)
 
 
 def main() -> None:

@@ -1,61 +1,30 @@
-"""First routing logic: a few keyword intents, each with a fixed route. The trained intent classifier and
-the declarative, health-aware route table replace this in the routing issue; the record shape stays."""
+"""The router stage (requests → routed): the trained intent classifier reads the request, the declarative route
+table (routes/route_table.yaml, reloaded on change) picks its route and fallbacks."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
-from services.runtime.models import Request, RouteDecision, RouteKind
+from services.router.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
+from services.router.intents.classifier import IntentClassifier, IntentPrediction, ensure_trained
+from services.router.route_table import (
+    DEFAULT_CHECK_EVERY_S,
+    NO_UNHEALTHY_PROVIDERS,
+    RouteTable,
+    RouteTableWatcher,
+)
+from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision
+from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage
-
-ROUTE_TABLE_VERSION = "builtin-1"
-
-
-@dataclass(frozen=True)
-class Route:
-    route_id: str
-    kind: RouteKind
-    provider: str | None
-    fallbacks: tuple[str, ...] = ()
+from services.settings import Settings, get_settings
 
 
-WORKFLOW_STORE_HOURS = Route("workflow.store_hours", RouteKind.WORKFLOW, None)
-MODEL_GENERAL = Route("model.general", RouteKind.SMALL_MODEL, "default", ("workflow.escalate",))
-
-INTENT_PATTERNS: list[tuple[str, re.Pattern[str], Route]] = [
-    (
-        "store_hours",
-        re.compile(r"\b(open|opens|opening|close|closes|closing|hours)\b", re.IGNORECASE),
-        WORKFLOW_STORE_HOURS,
-    ),
-    ("stock_check", re.compile(r"\b(in stock|stock|available|availability)\b", re.IGNORECASE), MODEL_GENERAL),
-    ("discount_request", re.compile(r"\b(discount|% off|percent off|coupon)\b", re.IGNORECASE), MODEL_GENERAL),
-    ("return_or_refund", re.compile(r"\b(return|refund|exchange)\b", re.IGNORECASE), MODEL_GENERAL),
-]
-
-
-def route_request(request: Request) -> RouteDecision:
-    """The first intent whose pattern matches wins; anything else is a general model question."""
-    for intent, pattern, route in INTENT_PATTERNS:
-        match = pattern.search(request.text)
-        if match:
-            return _decision(route, intent, 0.9, f"matched {match.group(0)!r} for intent {intent}")
-    return _decision(MODEL_GENERAL, "other", 0.5, "no intent pattern matched; general model route")
-
-
-def _decision(route: Route, intent: str, confidence: float, reason: str) -> RouteDecision:
-    return RouteDecision(
-        route_id=route.route_id,
-        kind=route.kind,
-        intent=intent,
-        confidence=confidence,
-        provider=route.provider,
-        fallbacks=list(route.fallbacks),
-        reason=reason,
-        route_table_version=ROUTE_TABLE_VERSION,
-    )
+def intent_model_dir(settings: Settings) -> Path:
+    """Where the router keeps its trained intent classifier (git-ignored run-time state)."""
+    return settings.var_dir / "models" / "intent"
 
 
 class Router(Stage[Request, RouteDecision]):
@@ -67,5 +36,75 @@ class Router(Stage[Request, RouteDecision]):
     output_record: ClassVar[str] = "Routed"
     section: ClassVar[str] = "route"
 
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        route_table_path: Path | None = None,
+        intent_model_path: Path | None = None,
+        reload_every_s: float = DEFAULT_CHECK_EVERY_S,
+        batch_window_s: float = DEFAULT_WINDOW_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        classify_concurrency: int = DEFAULT_CONCURRENCY,
+        provider_health: ReferenceTable[ProviderHealth] | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        self.route_tables = RouteTableWatcher(route_table_path or settings.route_table, check_every_s=reload_every_s)
+        self.intent_model_path = intent_model_path or intent_model_dir(settings)
+        self.batch_window_s = batch_window_s
+        self.max_batch = max_batch
+        self.classify_concurrency = classify_concurrency
+        # provider -> why it is unhealthy: fixed here, or read live from the model.health topic
+        self.unhealthy_providers: Mapping[str, str] = NO_UNHEALTHY_PROVIDERS
+        self.provider_health = provider_health
+        self.classifier: IntentClassifier | None = None
+        self._classify: MicroBatcher[str, IntentPrediction] | None = None
+
+    async def start(self) -> None:
+        """The route table first (a bad one fails fast), then the classifier: trained here on a fresh clone (~10 s),
+        in a worker thread like every later classification."""
+        await asyncio.to_thread(self.route_tables.load)
+        if self.provider_health is not None:
+            await self.provider_health.start()
+            await self.provider_health.ready.wait()
+        self.classifier = await asyncio.to_thread(ensure_trained, self.intent_model_path)
+        self._classify = MicroBatcher(
+            self.classifier.classify_many,
+            window_s=self.batch_window_s,
+            max_batch=self.max_batch,
+            concurrency=self.classify_concurrency,
+        )
+
+    async def stop(self) -> None:
+        if self.provider_health is not None:
+            await self.provider_health.stop()
+        if self._classify is not None:
+            await self._classify.aclose()
+            self._classify = None
+
+    async def healthy(self) -> tuple[bool, str]:
+        if self.classifier is None or self._classify is None:
+            return False, "router not started: no route table or intent classifier loaded"
+        return True, f"route table {self.route_tables.table.version}; intent classifier {self.classifier.version}"
+
+    @property
+    def route_table(self) -> RouteTable:
+        return self.route_tables.table
+
     async def decide(self, record: Request) -> RouteDecision:
-        return route_request(record)
+        if self._classify is None:
+            raise RuntimeError("Router.start() has not run")
+        prediction = await self._classify.submit(record.text)
+        table = self.route_tables.current()
+        return table.decide(record, prediction, unhealthy_providers=self.current_unhealthy())
+
+    def current_unhealthy(self) -> Mapping[str, str]:
+        """Providers the health app has marked DOWN, with its reason; else the fixed mapping."""
+        if self.provider_health is None:
+            return self.unhealthy_providers
+        down = {
+            name: health.reason
+            for name, health in self.provider_health.rows.items()
+            if health.state == ProviderState.DOWN
+        }
+        return down or NO_UNHEALTHY_PROVIDERS

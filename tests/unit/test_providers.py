@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from services.answerer.providers import (
     ChatMessage,
@@ -19,30 +17,14 @@ from services.answerer.providers import (
     ProviderUnavailable,
     provider_from_config,
 )
-from services.answerer.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
+from services.answerer.stub_model import start_stub
 from services.runtime.faults import RejectedRecord, TransientError
+from tests.unit.conftest import StubFactory
 
 QUESTION: list[ChatMessage] = [
     {"role": "system", "content": "You answer store staff briefly."},
     {"role": "user", "content": "Is the blue kettle in stock at store 0412?"},
 ]
-
-StubFactory = Callable[..., Awaitable[tuple[StubBehaviour, str]]]
-
-
-@pytest.fixture
-async def stub() -> AsyncIterator[StubFactory]:
-    """Starts stub models on free loopback ports; stops them after the test."""
-    runners: list[web.AppRunner] = []
-
-    async def start(latency_ms: float = 20.0, **faults: Any) -> tuple[StubBehaviour, str]:
-        runner, url = await start_stub(0, latency_ms, **faults)
-        runners.append(runner)
-        return runner.app[STUB_BEHAVIOUR], url
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 def openai_provider(url: str, **overrides: Any) -> OpenAICompatibleProvider:

@@ -58,11 +58,12 @@ def test_a_config_that_is_not_a_mapping_says_so() -> None:
 
 def test_a_missing_kind_names_the_key_and_the_choices() -> None:
     message = config_error({"base_url": "http://x/v1", "model": "m"})
-    assert message == "providers.yaml: key 'kind' is missing: set it to 'openai' or 'local_gguf'"
+    assert message == "providers.yaml: key 'kind' is missing: set it to 'openai', 'custom' or 'local_gguf'"
 
 
 def test_an_unknown_kind_names_the_value_and_the_choices() -> None:
-    assert "key 'kind' is 'anthropic': set it to 'openai' or 'local_gguf'" in config_error({"kind": "anthropic"})
+    message = config_error({"kind": "anthropic"})
+    assert "key 'kind' is 'anthropic': set it to 'openai', 'custom' or 'local_gguf'" in message
 
 
 def test_a_missing_base_url_names_the_key() -> None:

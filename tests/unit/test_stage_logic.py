@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from services.auditor.stage import Auditor, decision_hash
 from services.governor.stage import mask_pii
-from services.router.stage import route_request
+from services.router.intents.classifier import IntentPrediction
+from services.router.route_table import load_route_table
 from services.runtime.models import Channel, HoursException, OpeningHours, Request, RouteKind, Store
 from services.runtime.stage import compose, request_id_of, stage_timing
+from services.settings import get_settings
 from services.stitcher.seed import stores
 from services.stitcher.store_hours import describe_hours
 
@@ -25,17 +27,22 @@ def request(text: str, store_id: str = "0417") -> Request:
 
 
 def test_a_store_hours_question_takes_the_deterministic_workflow_route() -> None:
-    decision = route_request(request("What time do you close today?"))
+    table = load_route_table(get_settings().route_table)
+    prediction = IntentPrediction("store_hours", 0.97, "small_talk_other", 0.01)
+    decision = table.decide(request("What time do you close today?"), prediction)
     assert decision.kind == RouteKind.WORKFLOW
     assert decision.intent == "store_hours"
-    assert "'close'" in decision.reason
+    assert decision.provider is None
+    assert decision.reason.startswith("intent store_hours 0.97")
 
 
-def test_a_question_without_a_known_intent_goes_to_the_model_route_with_lower_confidence() -> None:
-    decision = route_request(request("Summarise this customer's complaint about the delivery."))
-    assert decision.kind == RouteKind.SMALL_MODEL
-    assert decision.intent == "other"
-    assert decision.confidence < 0.9
+def test_an_unsure_prediction_goes_to_the_safer_large_model_route_with_fallbacks() -> None:
+    table = load_route_table(get_settings().route_table)
+    prediction = IntentPrediction("complaint", 0.31, "small_talk_other", 0.28)
+    decision = table.decide(request("Summarise this customer's complaint about the delivery."), prediction)
+    assert decision.kind == RouteKind.LARGE_MODEL
+    assert decision.intent == "complaint"
+    assert decision.confidence < 0.5
     assert decision.fallbacks
 
 
@@ -118,3 +125,24 @@ def test_each_audit_record_chains_to_the_previous_one_of_its_store() -> None:
     assert second.prev_hash == first.hash
     assert second.hash == decision_hash(first.hash, answered("c", store_id="0417").model_dump(mode="json"))
     assert first.audit_id != second.audit_id
+
+
+def test_the_escalation_workflow_hands_over_to_staff_instead_of_telling_store_hours() -> None:
+    from services.answerer.stage import HOLD_REPLY, workflow_answer
+    from services.runtime.models import Governance, Governed, Verdict
+    from tests.unit.chain_records import answered
+
+    record = answered("r-1").model_dump()
+    record["route"].update(route_id="workflow.escalate", kind="WORKFLOW", provider=None)
+    governed = Governed.model_validate(
+        {
+            **{k: v for k, v in record.items() if k != "answer"},
+            "governance": Governance(verdict=Verdict.ALLOW, findings=[], redacted_text="hi"),
+        }
+    )
+    assert workflow_answer(governed).text == HOLD_REPLY
+    record["route"]["route_id"] = "workflow.store_hours"
+    governed = governed.model_copy(
+        update={"route": governed.route.model_copy(update={"route_id": "workflow.store_hours"})}
+    )
+    assert workflow_answer(governed).text == "open"

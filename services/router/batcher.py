@@ -1,0 +1,118 @@
+"""Micro-batching of a blocking batch function: callers that arrive within a few milliseconds share one thread call.
+
+The intent classifier costs a few ms of CPU per call and much less per text in a batch, so under load the router
+classifies whatever arrived together in one `asyncio.to_thread` call; each caller awaits its own result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Final, Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+DEFAULT_WINDOW_S: Final = 0.002
+DEFAULT_MAX_BATCH: Final = 32
+# batches computed at once: onnxruntime releases the GIL, so two use both cores of a 2-core box
+DEFAULT_CONCURRENCY: Final = 2
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher was closed before this item's batch ran; the caller may retry elsewhere."""
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Runs `batch_fn` in worker threads on up to `max_batch` items at once, `concurrency` batches at a time.
+
+    When nothing is computing, a batch starts at once: a lone request waits for nobody. While a batch computes,
+    the next starts when it is full or its oldest item has waited `window_s`, and items arriving while every
+    runner computes gather into the next batch: batches grow with the load. `batch_fn` must be thread-safe
+    and return one result per item, in order.
+    """
+
+    def __init__(
+        self,
+        batch_fn: Callable[[Sequence[Item]], Sequence[Result]],
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if window_s < 0 or max_batch < 1 or concurrency < 1:
+            raise ValueError("window_s must be at least 0, max_batch and concurrency at least 1")
+        self._batch_fn = batch_fn
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.concurrency = concurrency
+        self._pending: list[tuple[Item, asyncio.Future[Result], float]] = []
+        self._runners: set[asyncio.Task[None]] = set()
+        self._computing = 0
+        self._closed = False
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        """The result for one item, computed in a batch with whatever arrives alongside it."""
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future, time.monotonic()))
+        # another runner only when the ones gathering cannot take everything waiting
+        gathering = len(self._runners) - self._computing
+        if len(self._runners) < self.concurrency and len(self._pending) > gathering * self.max_batch:
+            runner = asyncio.create_task(self._run())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+        return await future
+
+    async def aclose(self) -> None:
+        """Stops taking items; callers still waiting, in the batch in flight or after it, get BatcherClosed."""
+        self._closed = True
+        runners = list(self._runners)
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._fail(self._pending, BatcherClosed("the batcher closed before this item was batched"))
+        self._pending = []
+
+    async def _run(self) -> None:
+        while self._pending:
+            waited = time.monotonic() - self._pending[0][2]
+            # an idle batcher starts at once; while a batch computes, the next one gathers for up to window_s
+            if self._computing and len(self._pending) < self.max_batch and waited < self.window_s:
+                await asyncio.sleep(self.window_s - waited)
+            if not self._pending:
+                return  # another runner took them
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._computing += 1
+            try:
+                await self._run_batch(batch)
+            finally:
+                self._computing -= 1
+
+    async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result], float]]) -> None:
+        try:
+            results = await asyncio.to_thread(self._batch_fn, [item for item, _, _ in batch])
+        except asyncio.CancelledError:
+            self._fail(batch, BatcherClosed("the batcher closed while this item's batch ran"))
+            raise
+        except Exception as error:
+            self._fail(batch, error)
+            return
+        if len(results) != len(batch):
+            self._fail(batch, RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items"))
+            return
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future, _), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: Sequence[tuple[Item, asyncio.Future[Result], float]], error: BaseException) -> None:
+        for _, future, _ in batch:
+            if not future.done():
+                future.set_exception(error)
