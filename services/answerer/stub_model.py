@@ -53,7 +53,19 @@ def build_app(behaviour: StubBehaviour) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_post("/stub/behaviour", set_behaviour)
     return app
+
+
+async def set_behaviour(request: web.Request) -> web.Response:
+    """Change the stub's knobs while it runs (a latency spike, then recovery): POST {"latency_ms": 3000}.
+    A test double's control; a real provider has no such endpoint."""
+    behaviour = request.app[STUB_BEHAVIOUR]
+    changes = await request.json()
+    for knob in ("latency_ms", "fail_rate", "status", "malformed_rate"):
+        if knob in changes:
+            setattr(behaviour, knob, type(getattr(behaviour, knob))(changes[knob]))
+    return web.json_response({"latency_ms": behaviour.latency_ms, "fail_rate": behaviour.fail_rate})
 
 
 async def chat_completions(request: web.Request) -> web.Response:

@@ -53,9 +53,13 @@ class ProviderHealthState:
     reason: str = "no calls yet"
     history: list[ProviderState] = field(default_factory=list)
 
+    def enough_calls(self, window: WindowFigures) -> bool:
+        """A DOWN provider gets only the health app's probes (one a step), so while DOWN any call counts."""
+        return window.calls >= (1 if self.state == ProviderState.DOWN else self.policy.min_calls)
+
     def breach(self, window: WindowFigures, window_s: float) -> str | None:
         """Why the window breaches a limit, or None."""
-        if window.calls < self.policy.min_calls:
+        if not self.enough_calls(window):
             return None
         if window.error_rate >= self.policy.error_rate_limit:
             return (
@@ -75,7 +79,7 @@ class ProviderHealthState:
             self.reason = problem
             if self.state != ProviderState.DOWN:
                 self.state = ProviderState.DOWN if self.bad_streak >= self.policy.down_after else ProviderState.DEGRADED
-        elif window.calls >= self.policy.min_calls:
+        elif self.enough_calls(window):
             self.good_streak, self.bad_streak = self.good_streak + 1, 0
             if self.state == ProviderState.DOWN and self.good_streak < self.policy.recover_after:
                 self.reason = f"recovering: {self.good_streak} of {self.policy.recover_after} good windows"

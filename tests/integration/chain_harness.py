@@ -42,6 +42,7 @@ class Chain:
     log_dir: Path
     model_url: str
     prefix: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}.")
+    extra_env: dict[str, str] = field(default_factory=dict)
     launcher: Launcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class Chain:
             "SWITCHYARD_MODEL_BASE_URL": self.model_url,
             "SWITCHYARD_MODEL_NAME": "stub",
             "SWITCHYARD_LOG_LEVEL": "INFO",
+            **self.extra_env,
         }
 
     def prepare(self) -> None:

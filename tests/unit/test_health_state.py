@@ -49,3 +49,10 @@ def test_a_single_bad_window_between_good_ones_never_takes_it_down() -> None:
 def test_too_few_calls_change_nothing() -> None:
     quiet = WindowFigures(calls=2, errors=2, p50_ms=9000, p95_ms=9000)
     assert run([quiet, quiet, quiet]).state == ProviderState.HEALTHY
+
+
+def test_a_down_provider_recovers_on_probes_alone() -> None:
+    probe = WindowFigures(calls=1, errors=0, p50_ms=30, p95_ms=30)
+    assert run([SLOW, SLOW, probe, probe, probe]).state == ProviderState.HEALTHY
+    failing_probe = WindowFigures(calls=1, errors=1, p50_ms=30, p95_ms=30)
+    assert run([SLOW, SLOW, failing_probe, failing_probe, failing_probe]).state == ProviderState.DOWN
