@@ -4,6 +4,7 @@ table (routes/route_table.yaml, reloaded on change) picks its route and fallback
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +21,8 @@ from services.runtime.models import ProviderHealth, ProviderState, Request, Rout
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage
 from services.settings import Settings, get_settings
+
+RECENT_PREDICTIONS = 10_000  # exact request texts whose intent is kept (a few MB)
 
 
 def intent_model_dir(settings: Settings) -> Path:
@@ -58,6 +61,7 @@ class Router(Stage[Request, RouteDecision]):
         self.unhealthy_providers: Mapping[str, str] = NO_UNHEALTHY_PROVIDERS
         self.provider_health = provider_health
         self.classifier: IntentClassifier | None = None
+        self._recent: OrderedDict[str, IntentPrediction] = OrderedDict()
         self._classify: MicroBatcher[str, IntentPrediction] | None = None
 
     async def start(self) -> None:
@@ -94,9 +98,21 @@ class Router(Stage[Request, RouteDecision]):
     async def decide(self, record: Request) -> RouteDecision:
         if self._classify is None:
             raise RuntimeError("Router.start() has not run")
-        prediction = await self._classify.submit(record.text)
+        prediction = self._recent.get(record.text)
+        if prediction is None:
+            prediction = await self._classify.submit(record.text)
+            self._remember(record.text, prediction)
+        else:
+            self._recent.move_to_end(record.text)
         table = self.route_tables.current()
         return table.decide(record, prediction, unhealthy_providers=self.current_unhealthy())
+
+    def _remember(self, text: str, prediction: IntentPrediction) -> None:
+        """Store and counter staff ask the same few questions all day: an exact repeat reuses its intent
+        instead of paying for another embedding (the classifier is deterministic, so nothing changes)."""
+        self._recent[text] = prediction
+        if len(self._recent) > RECENT_PREDICTIONS:
+            self._recent.popitem(last=False)
 
     def current_unhealthy(self) -> Mapping[str, str]:
         """Providers the health app has marked DOWN, with its reason; else the fixed mapping."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from services.router.batcher import MicroBatcher
+from services.router.intents.classifier import IntentPrediction
 from services.router.stage import Router, intent_model_dir
 from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
@@ -119,3 +121,23 @@ async def test_a_router_that_has_not_started_is_not_healthy() -> None:
     ok, detail = await Router().healthy()
     assert not ok
     assert "not started" in detail
+
+
+async def test_an_exact_repeat_reuses_its_intent_without_classifying_again(router: Router) -> None:
+    assert router.classifier is not None
+    classify_many = router.classifier.classify_many
+    calls: list[list[str]] = []
+
+    def counting(texts: Sequence[str]) -> list[IntentPrediction]:
+        calls.append(list(texts))
+        return classify_many(texts)
+
+    original, router._classify = router._classify, MicroBatcher(counting)
+    try:
+        text = "Could you tell me when the Harbor store shuts tonight?"
+        first = await router.decide(request(text))
+        second = await router.decide(request(text, request_id="r-2"))
+    finally:
+        router._classify = original
+    assert first.intent == second.intent
+    assert calls == [[text]]
