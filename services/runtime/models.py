@@ -53,7 +53,7 @@ class Answer(BaseModel):
     latency_ms: float = Field(description="Provider latency in milliseconds.")
     failover: list[str] = Field(
         default_factory=list,
-        description="Providers tried and failed before this one, in order.",
+        description="The provider chain as tried, in order: each that failed with why (\"primary: timeout\"), then the one that answered; empty when the first answered.",
     )
     output_findings: list[Finding] = Field(
         default_factory=list,
@@ -126,7 +126,7 @@ class RouteDecision(BaseModel):
     )
     fallbacks: list[str] = Field(
         default_factory=list,
-        description="Providers to try in order when the chosen one fails.",
+        description="Route ids to fall back to, in order, when the chosen route's provider is unhealthy (the rest of the route table's list).",
     )
     reason: str = Field(
         description="Human-readable explanation of the decision, for audits and route corrections.",
