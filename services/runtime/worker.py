@@ -171,13 +171,14 @@ class StageWorker:
         committer = asyncio.create_task(self._commit_loop(), name=f"{self.stage.name}-committer")
         try:
             while not self.stopping.is_set():
-                if self._committer_error is not None:
-                    raise self._committer_error
                 batch = await consumer.getmany(timeout_ms=50, max_records=self.config.max_batch)
                 for tp, messages in batch.items():
                     for message in messages:
                         await self._dispatch(tp, message)
                 self._record_lag()
+            if self._committer_error is not None:
+                # a failed transaction (fenced by a newer replica, broker gone): exit non-zero, commit nothing
+                raise self._committer_error
             await self.drain()
         finally:
             committer.cancel()
