@@ -43,7 +43,7 @@ def print_answer(received: Received) -> None:
 
 
 def dead_letter_count(bootstrap: str, prefix: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "switchyard-demo-offsets"})
     total = 0
@@ -52,7 +52,14 @@ def dead_letter_count(bootstrap: str, prefix: str) -> int:
             topic = f"{prefix}dlq.{stage}"
             metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
             for partition in metadata.partitions if metadata else []:
-                total += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                for attempt in range(5):  # a partition just created may still be electing its leader
+                    try:
+                        total += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                        break
+                    except KafkaException:
+                        if attempt == 4:
+                            raise
+                        time.sleep(0.5)
     finally:
         consumer.close()
     return total

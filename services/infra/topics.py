@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -162,6 +163,7 @@ def apply(admin: AdminClient, planned: Plan) -> None:
     if creates:
         for future in admin.create_topics(creates, request_timeout=TIMEOUT_S).values():
             future.result(TIMEOUT_S)
+        wait_for_leaders(admin, [topic.topic for topic in creates])
     grows = [NewPartitions(c.spec.name, c.spec.partitions) for c in planned.changes if c.partitions_from is not None]
     if grows:
         for future in admin.create_partitions(grows, request_timeout=TIMEOUT_S).values():
@@ -180,6 +182,27 @@ def apply(admin: AdminClient, planned: Plan) -> None:
     if alters:
         for future in admin.incremental_alter_configs(alters, request_timeout=TIMEOUT_S).values():
             future.result(TIMEOUT_S)
+
+
+def wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float = TIMEOUT_S) -> None:
+    """CreateTopics returns before every partition has a leader; a produce or offset lookup in between fails
+    with NOT_LEADER_FOR_PARTITION. Wait until each new partition has one."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        topics = admin.list_topics(timeout=TIMEOUT_S).topics
+        pending = {
+            name
+            for name in pending
+            if name not in topics
+            or topics[name].error is not None
+            or not topics[name].partitions
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        }
+        if pending and time.monotonic() > deadline:
+            raise KafkaException(f"no leader after {timeout_s:g}s for: {', '.join(sorted(pending))}")
+        if pending:
+            time.sleep(0.1)
 
 
 def reconcile(

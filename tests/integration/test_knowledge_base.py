@@ -1,0 +1,182 @@
+"""The knowledge base against the real Weaviate: ingest of the shipped sources, idempotent re-ingest, updates and
+deletions from edited sources, and hybrid retrieval with region and category filters."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import weaviate
+from weaviate import WeaviateClient
+
+from services.router.intents.embedder import SentenceEmbedder
+from services.settings import Settings
+from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, IngestReport, Passage, chunk_markdown, ingest, search
+
+# (question, region, the source that answers it)
+RETRIEVAL_CHECKS = [
+    ("can I return shoes without a receipt", None, "policies/returns.md"),
+    ("do you match amazon prices", "us-east", "policies/price-match.md"),
+    ("how many points do gold members earn", None, "policies/loyalty.md"),
+    ("does the warranty cover a cracked phone screen", None, "policies/warranty.md"),
+    ("who has to approve a 25 percent discount", None, "policies/discounts.md"),
+    (
+        "how long is the battery life of the noise cancelling headphones",
+        None,
+        "products/aurora-noise-cancelling-headphones.md",
+    ),
+    ("do gift cards expire", None, "faq/payments-and-gift-cards.md"),
+    ("right of withdrawal for an online order in Germany", "eu-central", "policies/returns-eu-central.md"),
+]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceEmbedder:
+    return SentenceEmbedder(max_tokens=256)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, weaviate_url: str) -> Iterator[WeaviateClient]:
+    connection = weaviate.connect_to_local(
+        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
+    )
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def new_collection(client: WeaviateClient) -> Iterator[Callable[[], str]]:
+    """Unique collection names for one test, deleted after it."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"ItKnowledge{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        client.collections.delete(name)
+
+
+@pytest.fixture(scope="module")
+def shipped(client: WeaviateClient, embedder: SentenceEmbedder) -> Iterator[tuple[str, IngestReport]]:
+    """The shipped knowledge/ ingested once into a collection of its own: (collection, cold ingest report)."""
+    name = f"ItKnowledge{uuid.uuid4().hex[:10]}"
+    try:
+        yield name, ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name)
+    finally:
+        client.collections.delete(name)
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    copy = tmp_path / "knowledge"
+    shutil.copytree(DEFAULT_SOURCES_DIR, copy)
+    return copy
+
+
+def sources_of(passages: list[Passage]) -> list[str]:
+    return [p.source for p in passages]
+
+
+def test_a_cold_ingest_writes_every_passage_of_the_shipped_sources(
+    client: WeaviateClient, shipped: tuple[str, IngestReport]
+) -> None:
+    name, report = shipped
+    assert report.passages >= 200
+    assert (report.written, report.unchanged, report.deleted) == (report.passages, 0, 0)
+    assert client.collections.get(name).aggregate.over_all(total_count=True).total_count == report.passages
+
+
+def test_a_second_ingest_of_unchanged_sources_writes_nothing(
+    client: WeaviateClient, embedder: SentenceEmbedder, shipped: tuple[str, IngestReport]
+) -> None:
+    name, cold = shipped
+    again = ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name)
+    assert (again.written, again.unchanged, again.deleted) == (0, cold.passages, 0)
+    assert client.collections.get(name).aggregate.over_all(total_count=True).total_count == cold.passages
+
+
+def test_editing_one_passage_rewrites_exactly_that_passage(
+    client: WeaviateClient, embedder: SentenceEmbedder, sources: Path, new_collection: Callable[[], str]
+) -> None:
+    name = new_collection()
+    cold = ingest(client, embedder, sources, collection=name)
+    returns = sources / "policies" / "returns.md"
+    returns.write_text(returns.read_text().replace("within 48 hours if damaged", "within 72 hours if damaged"))
+    edited = ingest(client, embedder, sources, collection=name)
+    assert (edited.written, edited.unchanged, edited.deleted) == (1, cold.passages - 1, 0)
+    hits = search(client, embedder, "damaged in transit 72 hours", category="returns", k=1, collection=name)
+    assert "within 72 hours" in hits[0].text
+
+
+def test_removing_a_source_deletes_its_passages(
+    client: WeaviateClient, embedder: SentenceEmbedder, sources: Path, new_collection: Callable[[], str]
+) -> None:
+    name = new_collection()
+    cold = ingest(client, embedder, sources, collection=name)
+    loyalty = sources / "policies" / "loyalty.md"
+    loyalty_passages = len(chunk_markdown(loyalty.read_text(), "policies/loyalty.md"))
+    loyalty.unlink()
+    after = ingest(client, embedder, sources, collection=name)
+    assert (after.written, after.deleted, after.passages) == (0, loyalty_passages, cold.passages - loyalty_passages)
+    assert "policies/loyalty.md" not in sources_of(search(client, embedder, "gold tier points", collection=name))
+
+
+def test_shortening_a_source_deletes_the_passages_it_lost(
+    client: WeaviateClient, embedder: SentenceEmbedder, sources: Path, new_collection: Callable[[], str]
+) -> None:
+    name = new_collection()
+    ingest(client, embedder, sources, collection=name)
+    warranty = sources / "policies" / "warranty.md"
+    text = warranty.read_text()
+    warranty.write_text(text[: text.index("## Protection Plan")])
+    after = ingest(client, embedder, sources, collection=name)
+    assert (after.written, after.deleted) == (0, 3)
+
+
+@pytest.mark.parametrize(("question", "region", "expected"), RETRIEVAL_CHECKS)
+def test_a_realistic_question_finds_the_source_that_answers_it_in_the_top_3(
+    client: WeaviateClient,
+    embedder: SentenceEmbedder,
+    shipped: tuple[str, IngestReport],
+    question: str,
+    region: str | None,
+    expected: str,
+) -> None:
+    hits = search(client, embedder, question, region=region, k=3, collection=shipped[0])
+    assert expected in sources_of(hits), f"{question!r} → {sources_of(hits)}"
+
+
+def test_the_returns_policy_answers_returning_shoes_without_a_receipt(
+    client: WeaviateClient, embedder: SentenceEmbedder, shipped: tuple[str, IngestReport]
+) -> None:
+    hits = search(client, embedder, "can I return shoes without a receipt", category="returns", collection=shipped[0])
+    assert hits[0].source == "policies/returns.md"
+    assert hits[0].heading == "Returns and refunds > Returns without a receipt"
+    assert hits[0].score >= hits[-1].score
+
+
+def test_a_region_filter_keeps_only_that_region_and_passages_for_all_regions(
+    client: WeaviateClient, embedder: SentenceEmbedder, shipped: tuple[str, IngestReport]
+) -> None:
+    question = "do you match amazon prices"
+    us_east = search(client, embedder, question, region="us-east", k=10, collection=shipped[0])
+    assert {p.region for p in us_east} == {"all"}
+    assert us_east[0].source == "policies/price-match.md"
+    eu_central = search(client, embedder, question, region="eu-central", k=10, collection=shipped[0])
+    assert {p.region for p in eu_central} == {"all", "eu-central"}
+    assert "policies/price-match-eu-central.md" in sources_of(eu_central[:3])
+    eu_west = search(client, embedder, question, region="eu-west", k=10, collection=shipped[0])
+    assert "policies/price-match-eu-central.md" not in sources_of(eu_west)
+
+
+def test_a_category_filter_keeps_only_that_category(
+    client: WeaviateClient, embedder: SentenceEmbedder, shipped: tuple[str, IngestReport]
+) -> None:
+    hits = search(client, embedder, "can I return worn shoes", category="faq", k=5, collection=shipped[0])
+    assert hits and {p.category for p in hits} == {"faq"}
+    assert hits[0].heading == "Returns FAQ > Can I return worn shoes?"
