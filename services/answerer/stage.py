@@ -50,27 +50,22 @@ def workflow_answer(record: Governed) -> Answer:
     """A workflow route: the stitched fact itself, or the hold reply; no model involved."""
     source = FACT_WORKFLOWS.get(record.route.route_id)
     facts = [item.text for item in record.context.items if item.source == source]
-    return Answer(
-        text=facts[0] if facts else HOLD_REPLY,
-        provider="workflow",
-        model=record.route.route_id,
-        model_version=record.route.route_table_version,
-        prompt_template_version="workflow",
-        prompt_hash="",
-        tokens_in=0,
-        tokens_out=0,
-        cost_usd=0.0,
-        latency_ms=0.0,
-    )
+    text = facts[0] if facts else HOLD_REPLY
+    return answer_without_model(text, "workflow", record.route.route_id, record.route.route_table_version, "workflow")
 
 
 def held_answer(record: Governed) -> Answer:
+    return answer_without_model(HOLD_REPLY, "governance", record.governance.verdict.value, "", "hold")
+
+
+def answer_without_model(text: str, provider: str, model: str, model_version: str, template: str) -> Answer:
+    """An answer no model produced: no prompt, no tokens, no cost, no model latency."""
     return Answer(
-        text=HOLD_REPLY,
-        provider="governance",
-        model=record.governance.verdict.value,
-        model_version="",
-        prompt_template_version="hold",
+        text=text,
+        provider=provider,
+        model=model,
+        model_version=model_version,
+        prompt_template_version=template,
         prompt_hash="",
         tokens_in=0,
         tokens_out=0,

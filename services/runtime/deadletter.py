@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
+
 from services.runtime.stage import now_us
 
 MAX_REASON_CHARS = 2000
@@ -38,3 +40,20 @@ def dead_letter(
         "request_id": request_id,
         "failed_at": now_us(),
     }
+
+
+def dead_letter_for(
+    message: ConsumerRecord[bytes, bytes], *, stage: str, reason: str, error: BaseException, request_id: str | None
+) -> dict[str, Any]:
+    """The DeadLetter record for a consumed Kafka record: its bytes, key and position come from the record."""
+    return dead_letter(
+        stage=stage,
+        reason=reason,
+        error=error,
+        original=message.value or b"",
+        key=message.key,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        request_id=request_id,
+    )

@@ -28,7 +28,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel, ValidationError
 
 from services.runtime.codec import AvroCodec
-from services.runtime.deadletter import dead_letter
+from services.runtime.deadletter import dead_letter_for
 from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
 from services.runtime.observability import StageMetrics, serve_http
@@ -378,17 +378,7 @@ class StageWorker:
                 "offset": message.offset,
             },
         )
-        record = dead_letter(
-            stage=self.stage.name,
-            reason=reason,
-            error=error,
-            original=message.value or b"",
-            key=message.key,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            request_id=request_id,
-        )
+        record = dead_letter_for(message, stage=self.stage.name, reason=reason, error=error, request_id=request_id)
         return Outgoing(
             self.dead_letter_topic, message.key, self.codec.encode("DeadLetter", record), dead_lettered=True
         )

@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
-from services.runtime.deadletter import dead_letter
+from services.runtime.deadletter import dead_letter_for
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
@@ -150,17 +150,7 @@ class TelemetryWriter:
             else:
                 raise ValueError(f"{writer} records do not belong on {message.topic}")
         except Exception as error:  # one bad record goes to dlq.telemetry; the batch goes on
-            record = dead_letter(
-                stage="telemetry",
-                reason=str(error),
-                error=error,
-                original=message.value or b"",
-                key=message.key,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                request_id=None,
-            )
+            record = dead_letter_for(message, stage="telemetry", reason=str(error), error=error, request_id=None)
             self.buffer.rejected.append(self.codec.encode("DeadLetter", record))
             self.metrics.dead_letter(type(error).__name__)
 

@@ -167,7 +167,7 @@ def test_prediction_exposes_runner_up_and_probabilities(classifier: IntentClassi
     prediction = classifier.classify("is the blue linen shirt in stock in a large")
     assert prediction.intent == "stock_check"
     assert prediction.runner_up != prediction.intent
-    assert 1.0 >= prediction.confidence >= prediction.runner_up_confidence >= 0.0
+    assert 0.0 <= prediction.runner_up_confidence <= prediction.confidence <= 1.0
     probabilities = classifier.probabilities(["hi", "where is my order"])
     assert probabilities.shape == (2, len(INTENTS))
     assert np.allclose(probabilities.sum(axis=1), 1.0)
