@@ -32,6 +32,10 @@ class Finding(BaseModel):
     kind: str = Field(description="What was found, e.g. pii.card_number, policy.discount_limit.")
     action: str = Field(description="What the rule did: allow, mask, block or escalate.")
     detail: str = Field(description="Why the rule matched, without repeating the sensitive text.")
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="The facts the rule was evaluated on (intent, amounts, tier, ...), without sensitive text.",
+    )
 
 
 class Answer(BaseModel):
@@ -147,6 +151,34 @@ class ContextItem(BaseModel):
         description="Retrieval relevance score; null for items fetched by key.",
     )
     text: str = Field(description="The text given to the model.")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Marks for later stages, e.g. instruction_like for a passage that reads like instructions to the model.",
+    )
+    tokens: AvroInt = Field(
+        default=0,
+        description="Tokens the text takes with the route's tokenizer; 0 when not counted.",
+    )
+
+
+class PromptMessage(BaseModel):
+    """One chat message of a prompt, in the OpenAI chat form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(description="system, user or assistant.")
+    content: str = Field(description="The message text.")
+
+
+class DroppedContext(BaseModel):
+    """A context item the stitcher found but left out of the prompt, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="Source of the item, as in ContextItem.source.")
+    source_id: str = Field(description="Identifier of the item in its source.")
+    tokens: AvroInt = Field(description="Tokens the item would have taken.")
+    reason: str = Field(description="Why it was left out: over_budget, duplicate, consent, ...")
 
 
 class Context(BaseModel):
@@ -157,6 +189,20 @@ class Context(BaseModel):
     items: list[ContextItem] = Field(description="Context items in the order they enter the prompt.")
     token_count: AvroInt = Field(description="Tokens the items take up.")
     token_budget: AvroInt = Field(description="Tokens the route allowed for context.")
+    prompt: list[PromptMessage] = Field(
+        default_factory=list,
+        description="The rendered prompt for a model route (before governance); empty for workflow routes.",
+    )
+    template_id: str = Field(default="", description="Prompt template the prompt was rendered from.")
+    template_version: str = Field(default="", description="Version of that template.")
+    dropped: list[DroppedContext] = Field(
+        default_factory=list,
+        description="Items found but left out (budget, duplicates, consent), so the audit can say what the model did not see.",
+    )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Sources that were unavailable for this request, e.g. knowledge_base; empty when all answered.",
+    )
 
 
 class Verdict(enum.StrEnum):
@@ -178,6 +224,19 @@ class Governance(BaseModel):
     redacted_text: str = Field(
         description="Request text with masked spans replaced; the only text later stages may send to a model.",
     )
+    redacted_prompt: list[PromptMessage] = Field(
+        default_factory=list,
+        description="The stitched prompt with PII replaced by typed tokens: the most any model may see.",
+    )
+    vault_key: str = Field(
+        default="",
+        description="Key of the encrypted token-to-value mapping in the PII vault; empty when nothing was tokenised.",
+    )
+    facts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Facts extracted from the request for the policy rules, e.g. discount_percent, days_since_purchase.",
+    )
+    policy_version: str = Field(default="", description="Version of the policy rule set that was evaluated.")
 
 
 class StageTiming(BaseModel):
@@ -222,6 +281,7 @@ class AuditInfo(BaseModel):
     recorded_at: TimestampMicros = Field(
         description="When the auditor recorded the entry: microseconds since the Unix epoch, UTC.",
     )
+    seq: AvroLong = Field(default=0, description="Position of the record in its chain, from 1.")
 
 
 class Audited(BaseModel):
@@ -491,6 +551,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.ContextItem": ContextItem,
     "switchyard.Customer": Customer,
     "switchyard.DeadLetter": DeadLetter,
+    "switchyard.DroppedContext": DroppedContext,
     "switchyard.Feedback": Feedback,
     "switchyard.Finding": Finding,
     "switchyard.Governance": Governance,
@@ -499,6 +560,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.InventoryItem": InventoryItem,
     "switchyard.ModelCall": ModelCall,
     "switchyard.OpeningHours": OpeningHours,
+    "switchyard.PromptMessage": PromptMessage,
     "switchyard.ProviderHealth": ProviderHealth,
     "switchyard.Request": Request,
     "switchyard.RouteDecision": RouteDecision,

@@ -57,7 +57,10 @@ def values_of(schema: Any, named: dict[str, st.SearchStrategy[Any]] | None = Non
 
 def with_defaults(value: Any, schema: Any, named: dict[str, Any] | None = None) -> Any:
     """`value` as a reader returns it: every missing field with a default filled in."""
-    named = {} if named is None else named
+    if named is None:
+        # Register every named type first: its definition may sit in a field this value leaves out.
+        named = {}
+        _register_all(schema, named)
     if isinstance(schema, str):
         schema = named.get(schema, schema)
     if isinstance(schema, list):
@@ -86,3 +89,17 @@ def with_defaults(value: Any, schema: Any, named: dict[str, Any] | None = None) 
 def _register(schema: Any, named: dict[str, Any]) -> None:
     if isinstance(schema, dict) and schema["type"] in ("record", "enum"):
         named.setdefault(schema["name"], schema)
+
+
+def _register_all(schema: Any, named: dict[str, Any]) -> None:
+    if isinstance(schema, list):
+        for branch in schema:
+            _register_all(branch, named)
+    if not isinstance(schema, dict):
+        return
+    _register(schema, named)
+    for field in schema.get("fields", []):
+        _register_all(field["type"], named)
+    for key in ("items", "values"):
+        if key in schema:
+            _register_all(schema[key], named)
