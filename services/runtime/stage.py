@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -19,6 +20,17 @@ Section = TypeVar("Section", bound=BaseModel)
 def now_us() -> int:
     """Wall-clock microseconds since the epoch: stage timings are compared across processes."""
     return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class SideRecord:
+    """A record a stage emits beside its output: a topic named as in topics/ (the runtime adds the prefix), the
+    Avro record name, the key and the value."""
+
+    topic: str
+    record: str
+    key: str
+    value: dict[str, Any]
 
 
 class Stage(ABC, Generic[In, Section]):
@@ -46,6 +58,15 @@ class Stage(ABC, Generic[In, Section]):
 
     async def stop(self) -> None:
         """Release what start() took. Default: nothing."""
+
+    async def on_assigned(self, partitions: list[int]) -> None:
+        """Partitions of the input topic were assigned (the whole new assignment); runs before any of their
+        records is decided, so a stage can load per-partition state. Default: nothing."""
+
+    def side_records(self, record: In, section: Section) -> list[SideRecord]:
+        """Records to produce beside this record's output, in the same Kafka transaction (e.g. the governor's
+        encrypted PII vault entry); called right after `decide`. Default: none."""
+        return []
 
     async def healthy(self) -> tuple[bool, str]:
         """Whether this stage's own dependencies answer; the runtime adds the consumer's assignment."""

@@ -70,6 +70,7 @@ class Outgoing:
     key: bytes | None
     value: bytes
     dead_lettered: bool = False
+    side: tuple[Outgoing, ...] = ()  # the stage's side records, produced in the same transaction
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -91,6 +92,7 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.worker.metrics.assigned_partitions.set(len(assigned))
+        await self.worker.stage.on_assigned(sorted(tp.partition for tp in assigned))
         log.info("partitions assigned", extra={"stage": self.worker.stage.name, "partitions": str(assigned)})
 
 
@@ -252,6 +254,8 @@ class StageWorker:
             async with self._producer.transaction():
                 for tp, results in ready.items():
                     for out in results:
+                        for side in out.side:
+                            await self._producer.send(side.topic, side.value, key=side.key)
                         await self._producer.send(out.topic, out.value, key=out.key)
                     last_message, _ = self._pending[tp][len(results) - 1]
                     offsets[tp] = last_message.offset + 1
@@ -323,7 +327,13 @@ class StageWorker:
             timing = stage_timing(self.stage.name, received_at, started_at, finished_at)
             outgoing = compose(value, self.stage.section, section.model_dump(), timing)
             encoded = self.codec.encode(self.stage.output_record, outgoing)
-            return Outgoing(self.output_topic, message.key, encoded)
+            side = tuple(
+                Outgoing(
+                    self.settings.topic(extra.topic), extra.key.encode(), self.codec.encode(extra.record, extra.value)
+                )
+                for extra in self.stage.side_records(record, section)
+            )
+            return Outgoing(self.output_topic, message.key, encoded, side=side)
         except ShuttingDown:
             raise
         except Exception as error:  # every other failure dead-letters this record alone
