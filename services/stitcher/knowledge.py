@@ -101,6 +101,8 @@ class Passage:
     category: str
     region: str
     score: float
+    passage_id: str = ""
+    content_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -325,20 +327,24 @@ def search(
     k: int = 5,
     alpha: float = 0.5,
     collection: str = DEFAULT_COLLECTION,
+    categories: Sequence[str] = (),
+    vector: Sequence[float] | None = None,
 ) -> list[Passage]:
     """The top `k` passages by hybrid score (alpha 0 is pure BM25, 1 pure vector). A region keeps passages for that
-    region or for all regions; a category keeps that category only."""
-    vector = embedder.embed([query])[0].tolist()
+    region or for all regions; a category (or any of `categories`) keeps that category only. `vector` is the
+    query's embedding when the caller already has it."""
+    if vector is None:
+        vector = embedder.embed([query])[0].tolist()
     result = client.collections.get(collection).query.hybrid(
         query=query,
-        vector=vector,
+        vector=list(vector),
         alpha=alpha,
         limit=k,
         query_properties=["text", "heading"],
         fusion_type=HybridFusion.RELATIVE_SCORE,
-        filters=_filters(region, category),
+        filters=_filters(region, [category] if category is not None else list(categories)),
         return_metadata=MetadataQuery(score=True),
-        return_properties=["text", "source", "heading", "category", "region"],
+        return_properties=["text", "source", "heading", "category", "region", "content_hash"],
     )
     return [
         Passage(
@@ -348,17 +354,21 @@ def search(
             category=str(obj.properties["category"]),
             region=str(obj.properties["region"]),
             score=float(obj.metadata.score or 0.0),
+            passage_id=str(obj.uuid),
+            content_hash=str(obj.properties.get("content_hash", "")),
         )
         for obj in result.objects
     ]
 
 
-def _filters(region: str | None, category: str | None) -> Any:
+def _filters(region: str | None, categories: Sequence[str]) -> Any:
     clauses = []
     if region is not None:
         clauses.append(Filter.by_property("region").contains_any([region, ALL_REGIONS]))
-    if category is not None:
-        clauses.append(Filter.by_property("category").equal(category))
+    if len(categories) == 1:
+        clauses.append(Filter.by_property("category").equal(categories[0]))
+    elif categories:
+        clauses.append(Filter.by_property("category").contains_any(list(categories)))
     return Filter.all_of(clauses) if clauses else None
 
 

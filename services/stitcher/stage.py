@@ -1,48 +1,140 @@
-"""First stitching logic: the store's hours, from the stores reference topic, as a context item. Inventory,
-customer history and knowledge-base passages within a token budget come in the context-stitching issue."""
+"""Context stitching: the store's hours, the stock rows the request is about, the customer's tier and (with
+consent) history, and knowledge-base passages for the store's region, cleaned, ranked and trimmed to the route's
+token budget, then rendered into the route's prompt template. Every item carries its provenance (source, id,
+version, score); what was left out is recorded with the reason."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from services.runtime.codec import AvroCodec
-from services.runtime.models import Context, ContextItem, Routed, Store
+from services.runtime.models import Context, ContextItem, Customer, DroppedContext, Routed, RouteKind, Store
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage
 from services.settings import Settings
+from services.stitcher.budget import EstimatedTokens, TokenCounter, counter_for, fit_to_budget, with_tokens
+from services.stitcher.history import CustomerHistory, CustomerHistoryTable, history_context
+from services.stitcher.inventory import InventoryTable
+from services.stitcher.knowledge import Embedder, Passage
+from services.stitcher.prep import clean, instruction_like, near_duplicates
+from services.stitcher.prompt import SECTION_SOURCES, PromptTemplate, TemplateSet, render
+from services.stitcher.retrieval import (
+    INTENT_CATEGORIES,
+    KnowledgeRetriever,
+    KnowledgeUnavailableError,
+    RetrieverConfig,
+)
 from services.stitcher.store_hours import describe_hours
 
-TOKEN_BUDGET = 1024
+KNOWLEDGE_BASE: Final = "knowledge_base"
+DUPLICATE: Final = "duplicate"
+INSTRUCTION_LIKE: Final = "instruction_like"
 
 
-def estimate_tokens(text: str) -> int:
-    """About 1.3 tokens per word for English retail text; the real tokenizer arrives with the model issue."""
-    return max(1, round(len(text.split()) * 1.3))
-
-
-def stitch(record: Routed, store: Store | None, now_utc: datetime) -> Context:
+def store_item(request_store_id: str, store: Store | None, now_utc: datetime) -> ContextItem:
     if store is None:
-        items = [
-            ContextItem(
-                source="store_hours",
-                source_id=record.request.store_id,
-                version="unknown",
-                score=None,
-                text=f"Store {record.request.store_id} is not in the store directory.",
+        return ContextItem(
+            source="store_hours",
+            source_id=request_store_id,
+            version="unknown",
+            text=f"Store {request_store_id} is not in the store directory.",
+        )
+    return ContextItem(
+        source="store_hours",
+        source_id=store.store_id,
+        version=str(store.updated_at),
+        text=describe_hours(store, now_utc),
+    )
+
+
+def customer_item(customer: Customer) -> ContextItem:
+    preferences = ", ".join(f"{clean(k).replace('_', ' ')} {clean(v)}" for k, v in sorted(customer.preferences.items()))
+    offers = "may be offered" if customer.consent_marketing else "must not be offered"
+    return ContextItem(
+        source="customer",
+        source_id=customer.customer_id,
+        version=str(customer.updated_at),
+        text=f"Loyalty customer {customer.customer_id}: {customer.tier} tier; preferences: {preferences or 'none'}; "
+        f"marketing offers {offers}.",
+    )
+
+
+def passage_items(
+    passages: Sequence[Passage], count_tokens: Callable[[str], int] = lambda _: 0
+) -> tuple[list[ContextItem], list[DroppedContext]]:
+    """Passages as items, best first, cleaned of markup and flagged when they read like instructions; a passage
+    that repeats a better one is left out as a duplicate."""
+    texts = [clean(p.text) for p in passages]
+    repeats = set(near_duplicates(texts))
+    items, dropped = [], []
+    for index, (passage, text) in enumerate(zip(passages, texts, strict=True)):
+        item = ContextItem(
+            source=KNOWLEDGE_BASE,
+            source_id=passage.passage_id,
+            version=passage.content_hash,
+            score=round(passage.score, 6),
+            text=text,
+            flags=[INSTRUCTION_LIKE] if instruction_like(passage.text) else [],
+        )
+        if index in repeats:
+            dropped.append(
+                DroppedContext(
+                    source=KNOWLEDGE_BASE, source_id=passage.passage_id, tokens=count_tokens(text), reason=DUPLICATE
+                )
             )
-        ]
-    else:
-        items = [
-            ContextItem(
-                source="store_hours",
-                source_id=store.store_id,
-                version=str(store.updated_at),
-                score=None,
-                text=describe_hours(store, now_utc),
-            )
-        ]
-    return Context(items=items, token_count=sum(estimate_tokens(i.text) for i in items), token_budget=TOKEN_BUDGET)
+        else:
+            items.append(item)
+    return items, dropped
+
+
+def stitch(
+    record: Routed,
+    store: Store | None,
+    now_utc: datetime,
+    *,
+    template: PromptTemplate | None = None,
+    inventory: Sequence[ContextItem] = (),
+    customer: Customer | None = None,
+    history: CustomerHistory | None = None,
+    passages: Sequence[Passage] = (),
+    degraded: Sequence[str] = (),
+    counter: TokenCounter | None = None,
+) -> Context:
+    """The whole stitch of one record from what the stage looked up: pure, so it is tested without a broker."""
+    counter = counter or EstimatedTokens()
+    template = template or TemplateSet.load().for_route(record.route.route_id)
+    hours = with_tokens([store_item(record.request.store_id, store, now_utc)], counter)
+    if record.route.kind == RouteKind.WORKFLOW:
+        # a workflow answers from the store's facts and sends no prompt to any model
+        return Context(items=hours, token_count=hours[0].tokens, token_budget=template.token_budget)
+    found: list[ContextItem] = [*hours, *inventory]
+    if customer is not None:
+        found.append(customer_item(customer))
+    remembered, withheld = history_context(
+        record.request.customer_id, customer, history or CustomerHistory(), counter.count
+    )
+    retrieved, duplicates = passage_items(passages, counter.count)
+    found = with_tokens([*found, *remembered, *retrieved], counter)
+    kept, over_budget = fit_to_budget(found, template.token_budget, template.priority)
+    kept = _in_section_order(kept, template)
+    return Context(
+        items=kept,
+        token_count=sum(i.tokens for i in kept),
+        token_budget=template.token_budget,
+        prompt=render(template, record.request.text, kept),
+        template_id=template.id,
+        template_version=template.version,
+        dropped=[*withheld, *duplicates, *over_budget],
+        degraded=list(degraded),
+    )
+
+
+def _in_section_order(items: list[ContextItem], template: PromptTemplate) -> list[ContextItem]:
+    order = [SECTION_SOURCES[s] for s in template.sections if s in SECTION_SOURCES]
+    return sorted(items, key=lambda i: order.index(i.source) if i.source in order else len(order))
 
 
 class Stitcher(Stage[Routed, Context]):
@@ -54,27 +146,106 @@ class Stitcher(Stage[Routed, Context]):
     output_record: ClassVar[str] = "Stitched"
     section: ClassVar[str] = "context"
 
-    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        *,
+        retriever: KnowledgeRetriever | None = None,
+        templates: TemplateSet | None = None,
+        counter: TokenCounter | None = None,
+    ) -> None:
+        bootstrap = settings.kafka_bootstrap
         self.stores: ReferenceTable[Store] = ReferenceTable(
-            bootstrap=settings.kafka_bootstrap,
+            bootstrap=bootstrap,
             topic=settings.topic("ref.stores"),
             record="Store",
             model=Store,
             codec=codec,
             key_of=lambda store: store.store_id,
         )
+        self.inventory = InventoryTable(bootstrap=bootstrap, topic=settings.topic("ref.inventory"), codec=codec)
+        self.customers: ReferenceTable[Customer] = ReferenceTable(
+            bootstrap=bootstrap,
+            topic=settings.topic("ref.customers"),
+            record="Customer",
+            model=Customer,
+            codec=codec,
+            key_of=lambda customer: customer.customer_id,
+        )
+        self.history = CustomerHistoryTable(bootstrap=bootstrap, topic=settings.topic("audited"), codec=codec)
+        self.retriever = retriever or KnowledgeRetriever(
+            RetrieverConfig(
+                host=settings.weaviate_host,
+                http_port=settings.weaviate_http_port,
+                grpc_port=settings.weaviate_grpc_port,
+            ),
+            _default_embedder,
+        )
+        self.templates = templates or TemplateSet.load()
+        self.counter = counter or counter_for(settings.model_provider, settings.model_name)
+
+    @property
+    def tables(self) -> tuple[ReferenceTable[Store], InventoryTable, ReferenceTable[Customer], CustomerHistoryTable]:
+        return self.stores, self.inventory, self.customers, self.history
 
     async def start(self) -> None:
-        await self.stores.start()
-        await self.stores.ready.wait()
+        for table in self.tables:
+            await table.start()
+        await self.retriever.start()
+        while not all(table.ready.is_set() for table in self.tables):
+            failed = [f"{t.topic}: {t.error}" for t in self.tables if t.error]
+            if failed:
+                raise RuntimeError(f"a reference table cannot load: {'; '.join(failed)}")
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        await self.stores.stop()
+        for table in self.tables:
+            await table.stop()
+        await self.retriever.stop()
 
     async def healthy(self) -> tuple[bool, str]:
-        if not self.stores.ready.is_set():
-            return False, "stores reference table still loading"
-        return True, f"{len(self.stores)} stores loaded"
+        failed = [f"{t.topic}: {t.error}" for t in self.tables if t.error]
+        if failed:
+            return False, f"tables stopped: {'; '.join(failed)}"
+        loading = [t.topic for t in self.tables if not t.ready.is_set()]
+        if loading:
+            return False, f"tables still loading: {', '.join(loading)}"
+        knowledge = "knowledge base up" if self.retriever.available else "knowledge base degraded"
+        return True, (
+            f"{len(self.stores)} stores, {len(self.inventory)} stock rows, {len(self.customers)} customers, "
+            f"{len(self.history)} customer histories loaded; {knowledge}"
+        )
 
     async def decide(self, record: Routed) -> Context:
-        return stitch(record, self.stores.get(record.request.store_id), datetime.now(UTC))
+        request = record.request
+        store = self.stores.get(request.store_id)
+        template = self.templates.for_route(record.route.route_id)
+        if record.route.kind == RouteKind.WORKFLOW:
+            return stitch(record, store, datetime.now(UTC), template=template, counter=self.counter)
+        passages: list[Passage] = []
+        degraded: list[str] = []
+        try:
+            passages = await self.retriever.retrieve(
+                request.text, store.region if store else None, INTENT_CATEGORIES.get(record.route.intent, ())
+            )
+        except KnowledgeUnavailableError:
+            degraded.append(KNOWLEDGE_BASE)
+        return stitch(
+            record,
+            store,
+            datetime.now(UTC),
+            template=template,
+            inventory=self.inventory.items_for(request.store_id, request.text),
+            customer=self.customers.get(request.customer_id) if request.customer_id else None,
+            history=self.history.history,
+            passages=passages,
+            degraded=degraded,
+            counter=self.counter,
+        )
+
+
+def _default_embedder() -> Embedder:
+    from services.router.intents.embedder import SentenceEmbedder
+
+    return SentenceEmbedder(max_tokens=256)

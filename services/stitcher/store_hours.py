@@ -1,49 +1,125 @@
-"""Store hours as a customer hears them: today's hours in the store's own time zone, with today's exception
-(holiday, event) applied, and the next change of state."""
+"""Store hours as a customer hears them: open or closed now in the store's own time zone, today's hours with
+today's exception (holiday, event) applied, tomorrow's, and exceptions coming up in the next two weeks.
+
+Times are local wall-clock HH:MM; a closing time at or before the opening time runs past midnight
+(22:00-02:00), so at 01:00 the store is still open on the previous day's hours.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.runtime.models import Store
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+UPCOMING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class DayHours:
+    """A store's hours on one local date; opens/closes None when closed all day."""
+
+    day: date
+    opens: str | None
+    closes: str | None
+    note: str
+
+    @property
+    def open(self) -> bool:
+        return self.opens is not None and self.closes is not None
+
+    @property
+    def overnight(self) -> bool:
+        return self.open and self.closes is not None and self.opens is not None and self.closes <= self.opens
+
+
+def hours_on_date(store: Store, day: date) -> DayHours:
+    """The exception for that date if there is one, else the regular hours of its weekday."""
+    iso = day.isoformat()
+    for exception in store.exceptions:
+        if exception.date == iso:
+            return DayHours(day, exception.opens, exception.closes, exception.note)
+    for entry in store.opening_hours:
+        if entry.weekday == day.weekday():
+            return DayHours(day, entry.opens, entry.closes, "")
+    return DayHours(day, None, None, f"closed on {WEEKDAYS[day.weekday()]}s")
 
 
 def hours_on(store: Store, local: datetime) -> tuple[str | None, str | None, str]:
     """(opens, closes, note) for the store's local date; (None, None, note) when closed."""
-    date = local.date().isoformat()
-    for exception in store.exceptions:
-        if exception.date == date:
-            return exception.opens, exception.closes, exception.note
-    for entry in store.opening_hours:
-        if entry.weekday == local.weekday():
-            return entry.opens, entry.closes, ""
-    return None, None, "closed on " + WEEKDAYS[local.weekday()] + "s"
+    hours = hours_on_date(store, local.date())
+    return hours.opens, hours.closes, hours.note
+
+
+def local_now(store: Store, now_utc: datetime) -> datetime:
+    """The store's wall clock; an unknown time zone raises ZoneInfoNotFoundError (the record is dead-lettered)."""
+    return now_utc.astimezone(ZoneInfo(store.timezone))
 
 
 def describe_hours(store: Store, now_utc: datetime) -> str:
-    """One paragraph: open now or not, today's hours, and the rest of the week's regular hours."""
-    local = now_utc.astimezone(ZoneInfo(store.timezone))
-    opens, closes, note = hours_on(store, local)
+    """One paragraph: open now or not, today's and tomorrow's hours, upcoming exceptions, the regular week."""
+    local = local_now(store, now_utc)
     clock = local.strftime("%H:%M")
-    if opens is None or closes is None:
-        today = f"{store.name} is closed today ({WEEKDAYS[local.weekday()]} {local.date().isoformat()})"
-    elif opens <= clock < closes:
-        today = f"{store.name} is open now, until {closes} today"
-    elif clock < opens:
-        today = f"{store.name} opens at {opens} today and closes at {closes}"
-    else:
-        today = f"{store.name} closed at {closes} today"
-    if note:
-        today += f" ({note})"
-    tomorrow = local + timedelta(days=1)
-    t_opens, t_closes, t_note = hours_on(store, tomorrow)
-    later = f"Tomorrow: {t_opens}-{t_closes}" if t_opens and t_closes else "Tomorrow: closed"
-    if t_note:
-        later += f" ({t_note})"
-    week = ", ".join(
-        f"{WEEKDAYS[h.weekday][:3]} {h.opens}-{h.closes}" for h in sorted(store.opening_hours, key=lambda h: h.weekday)
-    )
-    return f"{today}. {later}. Regular hours ({store.timezone}): {week}. Local time now {clock}."
+    today = hours_on_date(store, local.date())
+    yesterday = hours_on_date(store, local.date() - timedelta(days=1))
+    tomorrow = hours_on_date(store, local.date() + timedelta(days=1))
+    parts = [f"{store.name} {_today(today, yesterday, clock)}", f"Tomorrow ({_label(tomorrow.day)}): {_day(tomorrow)}"]
+    upcoming = _upcoming(store, local.date())
+    if upcoming:
+        parts.append("Coming up: " + "; ".join(upcoming))
+    parts.append(f"Regular hours: {regular_week(store)}")
+    parts.append(f"Local time now {clock} on {_label(local.date())} ({store.timezone})")
+    return ". ".join(parts) + "."
+
+
+def regular_week(store: Store) -> str:
+    """The regular week compactly, consecutive days with the same hours joined: "Mon-Fri 09:00-21:00, Sat ..."."""
+    runs: list[tuple[int, int, str]] = []
+    for entry in sorted(store.opening_hours, key=lambda h: h.weekday):
+        span = f"{entry.opens}-{entry.closes}"
+        if runs and runs[-1][2] == span and runs[-1][1] == entry.weekday - 1:
+            runs[-1] = (runs[-1][0], entry.weekday, span)
+        else:
+            runs.append((entry.weekday, entry.weekday, span))
+    days = [WEEKDAYS[first][:3] + (f"-{WEEKDAYS[last][:3]}" if last > first else "") for first, last, _ in runs]
+    return ", ".join(f"{day} {span}" for day, (_, _, span) in zip(days, runs, strict=True)) or "none"
+
+
+def _today(today: DayHours, yesterday: DayHours, clock: str) -> str:
+    note = f" ({today.note})" if today.note else ""
+    if yesterday.overnight and yesterday.closes is not None and clock < yesterday.closes:
+        return f"is open now, until {yesterday.closes} (last night's hours); today {_day(today)}"
+    if not today.open or today.opens is None or today.closes is None:
+        return f"is closed today{note}"
+    if clock < today.opens:
+        return f"is closed now: opens at {today.opens} today and closes at {today.closes}{note}"
+    if today.overnight or clock < today.closes:
+        return f"is open now, until {today.closes} today{note}"
+    return f"is closed now: closed at {today.closes} today{note}"
+
+
+def _day(hours: DayHours) -> str:
+    if not hours.open:
+        return hours.note or "closed"
+    return f"{hours.opens}-{hours.closes} ({hours.note})" if hours.note else f"{hours.opens}-{hours.closes}"
+
+
+def _upcoming(store: Store, today: date) -> list[str]:
+    """Exceptions after tomorrow and within UPCOMING_DAYS, soonest first."""
+    first, last = today + timedelta(days=2), today + timedelta(days=UPCOMING_DAYS)
+    found = []
+    for exception in sorted(store.exceptions, key=lambda e: e.date):
+        try:
+            day = date.fromisoformat(exception.date)
+        except ValueError:
+            continue
+        if first <= day <= last:
+            hours = DayHours(day, exception.opens, exception.closes, exception.note)
+            found.append(f"{_label(day)} {_day(hours)}")
+    return found
+
+
+def _label(day: date) -> str:
+    return f"{WEEKDAYS[day.weekday()]} {day.day} {day.strftime('%B')}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.stitcher.eval import load_queries
 from services.stitcher.knowledge import (
     DEFAULT_SOURCES_DIR,
     MAX_WORDS,
@@ -109,3 +110,13 @@ def test_the_shipped_knowledge_base_has_at_least_200_passages_of_sensible_size()
 def test_loading_a_missing_folder_says_which_folder(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeSourceError, match="not a folder"):
         load_chunks(tmp_path / "nowhere")
+
+
+def test_the_labelled_query_set_has_50_questions_each_answered_by_a_shipped_passage() -> None:
+    queries = load_queries()
+    assert len(queries) >= 50
+    assert len({q.q for q in queries}) == len(queries)
+    _, chunks = load_chunks(DEFAULT_SOURCES_DIR)
+    known = {(c.source, c.heading) for c in chunks}
+    missing = [q.q for q in queries if (q.answer.source, q.answer.heading) not in known]
+    assert missing == []
