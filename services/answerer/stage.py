@@ -1,26 +1,41 @@
-"""First answering logic: a workflow route is answered deterministically from the stitched data; a model
-route goes to the route's provider and, when it fails, to the next of its fallbacks (registry.py), the Answer
-saying who answered and why. The output guard arrives with the governance issue."""
+"""The answerer (governed → answered): a workflow route is answered deterministically from the stitched data; a
+model route goes to the route's provider with the governor's redacted prompt and, when it fails, to the next of
+its fallbacks (registry.py). The output guard (guard.py) checks what the model wrote before the store sees it;
+a request the governor held gets its fixed reply without any model call.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from services.answerer.call_events import ModelCallPublisher
+from services.answerer.guard import BLOCK_REPLY, GUARD_VERSION, check_answer, held_reply, visible_for_chain
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import complete_with_failover
-from services.runtime.models import Answer, Governed, RouteKind, Verdict
+from services.governor.classifiers import TOXICITY, BinaryClassifier, ensure_trained
+from services.governor.pii import restore
+from services.governor.vault import VaultError, VaultTable
+from services.policy.engine import PolicyEngine, PolicyWatcher
+from services.router.intents.embedder import SentenceEmbedder
+from services.runtime.models import Answer, ContextItem, Finding, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage
+from services.settings import get_settings
+
+log = logging.getLogger("switchyard.answerer")
 
 PROMPT_TEMPLATE_VERSION = "answer-v1"
 SYSTEM_PROMPT = (
     "You are a helpful assistant for store staff at a retail chain. Answer in one or two short sentences, "
     "using only the context given. If the context does not say, say you will check with a colleague."
 )
-HOLD_REPLY = "Thanks for your patience: a colleague will help you with this request shortly."
+HOLD_REPLY = BLOCK_REPLY
 
 
 # Context a model route gets; store hours are answered by the workflow route, and a small base model
@@ -29,12 +44,24 @@ MODEL_CONTEXT_SOURCES = frozenset({"inventory", "knowledge_base", "customer_hist
 
 
 def prompt_for(record: Governed) -> list[ChatMessage]:
-    items = [item for item in record.context.items if item.source in MODEL_CONTEXT_SOURCES]
-    question = record.governance.redacted_text
+    """What a model may see: the governor's redacted prompt (PII tokenised, injected passages withheld)."""
+    if record.governance.redacted_prompt:
+        return [{"role": m.role, "content": m.content} for m in record.governance.redacted_prompt]
+    return fallback_prompt(record.context.items, record.governance.redacted_text)
+
+
+def fallback_prompt(items: Sequence[ContextItem], question: str) -> list[ChatMessage]:
+    """The answerer's own template where the stitcher rendered no prompt; the governor redacts its output too."""
+    shown = [item for item in items if item.source in MODEL_CONTEXT_SOURCES]
     user = (
-        question if not items else "Context:\n" + "\n".join(f"- {i.text}" for i in items) + f"\n\nQuestion: {question}"
+        question if not shown else "Context:\n" + "\n".join(f"- {i.text}" for i in shown) + f"\n\nQuestion: {question}"
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def load_toxicity() -> BinaryClassifier:
+    """The governor's toxicity classifier, for the answer (trained first where missing: seconds)."""
+    return ensure_trained(TOXICITY, embedder=SentenceEmbedder())
 
 
 def prompt_hash(messages: list[ChatMessage]) -> str:
@@ -54,8 +81,10 @@ def workflow_answer(record: Governed) -> Answer:
     return answer_without_model(text, "workflow", record.route.route_id, record.route.route_table_version, "workflow")
 
 
-def held_answer(record: Governed) -> Answer:
-    return answer_without_model(HOLD_REPLY, "governance", record.governance.verdict.value, "", "hold")
+def held_answer(record: Governed, engine: PolicyEngine | None = None) -> Answer:
+    """A request the governor blocked or escalated: its fixed reply (an escalation says a manager must approve)."""
+    text = held_reply(record.governance, engine)
+    return answer_without_model(text, "governance", record.governance.verdict.value, "", "hold")
 
 
 def answer_without_model(text: str, provider: str, model: str, model_version: str, template: str) -> Answer:
@@ -100,29 +129,53 @@ class Answerer(Stage[Governed, Answer]):
     section: ClassVar[str] = "answer"
 
     def __init__(
-        self, providers: ProviderRegistry, *, max_tokens: int = 64, call_events: ModelCallPublisher | None = None
+        self,
+        providers: ProviderRegistry,
+        *,
+        max_tokens: int = 64,
+        call_events: ModelCallPublisher | None = None,
+        policies: Path | None = None,
+        vault: VaultTable | None = None,
+        toxicity: BinaryClassifier | None = None,
+        output_toxicity: bool = True,
     ):
         self.providers = providers
         self.max_tokens = max_tokens
         self.call_events = call_events
+        self.policy = PolicyWatcher(policies or get_settings().policies)
+        self.policy.load()  # an invalid policy stops the answerer at start-up, naming the file and the rule
+        self.vault = vault
+        self.toxicity = toxicity
+        self.output_toxicity = output_toxicity
 
     async def start(self) -> None:
+        if self.output_toxicity and self.toxicity is None:
+            self.toxicity = await asyncio.to_thread(load_toxicity)
         await self.providers.load()  # local models load before the first record, not during it
+        if self.vault is not None:
+            await self.vault.start()
         if self.call_events is not None:
             await self.call_events.start(self.providers)
 
     async def stop(self) -> None:
         if self.call_events is not None:
             await self.call_events.stop()
+        if self.vault is not None:
+            await self.vault.stop()
         await self.providers.aclose()
 
     async def decide(self, record: Governed) -> Answer:
+        engine = self.policy.current()
         if record.governance.verdict in (Verdict.BLOCK, Verdict.ESCALATE):
-            return held_answer(record)
+            return held_answer(record, engine)
         if record.route.kind == RouteKind.WORKFLOW:
             return workflow_answer(record)
-        messages = prompt_for(record)
+        tokens, findings = await self._tokens(record)
         chain, skipped = self.providers.chain(record.route.provider)
+        visible = visible_for_chain(engine, [provider.name for provider in chain])
+        messages: list[ChatMessage] = [
+            {"role": m["role"], "content": restore(m["content"], tokens, visible)} for m in prompt_for(record)
+        ]
         completion, failover = await complete_with_failover(
             chain,
             messages,
@@ -131,4 +184,30 @@ class Answerer(Stage[Governed, Answer]):
             request_id=record.request.request_id,
             skipped=skipped,
         )
-        return model_answer(completion, messages, failover)
+        answer = model_answer(completion, messages, failover)
+        scorer = self._toxicity_score if self.toxicity is not None else None
+        guarded = await asyncio.to_thread(check_answer, record, answer.text, engine, tokens=tokens, toxicity=scorer)
+        return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
+
+    def _toxicity_score(self, text: str) -> float:
+        assert self.toxicity is not None
+        return self.toxicity.probabilities([text])[0]
+
+    async def _tokens(self, record: Governed) -> tuple[dict[str, str], list[Finding]]:
+        """The request's token mapping from the vault; without it the answer keeps neutral words for the tokens."""
+        key = record.governance.vault_key
+        if not key or self.vault is None:
+            return {}, []
+        try:
+            return await self.vault.mapping(key), []
+        except VaultError as error:
+            log.warning("PII vault entry unavailable", extra={"request_id": record.request.request_id})
+            finding = Finding(
+                rule_id="pii.vault_unavailable",
+                rule_version=GUARD_VERSION,
+                kind="pii.vault",
+                action="mask",
+                detail=f"tokens not restored: {error}",
+                inputs={"vault_key": key},
+            )
+            return {}, [finding]

@@ -34,6 +34,7 @@ class StubBehaviour:
     fail_rate: float = 0.0  # share of completion requests answered with `status` instead
     status: int = 500
     malformed_rate: float = 0.0  # share answered 200 with a truncated, unparseable JSON body
+    reply: str = ""  # when set, every completion answers this text instead of quoting the question
     seed: int = 0
     requests: int = 0
     failures: int = 0
@@ -62,7 +63,7 @@ async def set_behaviour(request: web.Request) -> web.Response:
     A test double's control; a real provider has no such endpoint."""
     behaviour = request.app[STUB_BEHAVIOUR]
     changes = await request.json()
-    for knob in ("latency_ms", "fail_rate", "status", "malformed_rate"):
+    for knob in ("latency_ms", "fail_rate", "status", "malformed_rate", "reply"):
         if knob in changes:
             setattr(behaviour, knob, type(getattr(behaviour, knob))(changes[knob]))
     return web.json_response({"latency_ms": behaviour.latency_ms, "fail_rate": behaviour.fail_rate})
@@ -86,12 +87,15 @@ async def chat_completions(request: web.Request) -> web.Response:
         max_tokens = int(body.get("max_tokens") or 256)
     except (ValueError, KeyError, TypeError, StopIteration):
         return _error(400, "body needs messages with at least one user message", "invalid_request_error")
-    return web.json_response(_answer(body.get("model") or STUB_MODEL, messages, question, max_tokens))
+    answer = _answer(body.get("model") or STUB_MODEL, messages, question, max_tokens, behaviour.reply)
+    return web.json_response(answer)
 
 
-def _answer(model: str, messages: list[dict[str, str]], question: str, max_tokens: int) -> dict[str, Any]:
-    """A deterministic answer that quotes the question, cut to what max_tokens allows."""
-    words = f"Stub answer to: {question}".split()
+def _answer(
+    model: str, messages: list[dict[str, str]], question: str, max_tokens: int, reply: str = ""
+) -> dict[str, Any]:
+    """A deterministic answer that quotes the question (or the reply a test set), cut to what max_tokens allows."""
+    words = (reply or f"Stub answer to: {question}").split()
     allowed_words = max(1, int(max_tokens / 1.3))
     finish_reason = "length" if len(words) > allowed_words else "stop"
     text = " ".join(words[:allowed_words])

@@ -1,47 +1,306 @@
-"""First governance logic: e-mail addresses and phone numbers are masked with stable typed tokens before any
-model sees the request. Presidio-based PII, toxicity, injection and policy rules come in their own issue."""
+"""The governor (stitched → governed): keeps PII, abuse, prompt injection and policy breaches away from every model.
+
+Per request: PII in the request text and the stitched prompt becomes typed tokens (the mapping goes, encrypted,
+to the `pii.vault` topic in the same transaction); an abusive request or one carrying an injection is blocked;
+instruction-like passages are dropped from the prompt; the policy rules run on the extracted facts. The CPU work
+(spaCy, embeddings) runs in one worker thread, batched across requests (`MicroBatcher`); `govern` is pure.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import ClassVar
+import asyncio
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
-from services.runtime.models import Finding, Governance, Stitched, Verdict
-from services.runtime.stage import Stage
+from services.answerer.stage import fallback_prompt
+from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
+from services.governor.injection import injection_signals
+from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
+from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
+from services.policy.engine import PolicyEngine, PolicyWatcher
+from services.policy.facts import extract_facts
+from services.router.batcher import MicroBatcher
+from services.router.intents.embedder import SentenceEmbedder
+from services.runtime.models import Finding, Governance, PromptMessage, Stitched, Verdict
+from services.runtime.stage import SideRecord, Stage
+from services.settings import Settings
 
-RULE_VERSION = "builtin-1"
-# RFC 5322 dot-atom local parts (letters, digits and !#$%&'*+/=?^_`{|}~.-) at a dotted domain.
-EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# International or North American numbers: 7+ digits with optional separators, not part of a longer token.
-PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{6,}\d(?!\w)")
+log = logging.getLogger("switchyard.governor")
+
+GOVERNOR_VERSION: Final = "governor-2"
+WITHHELD: Final = "[passage withheld: it contained instructions addressed to the model]"
+VERDICT_RANK: Final = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.ESCALATE: 2, Verdict.BLOCK: 3}
+PENDING_VAULT_LIMIT: Final = 10_000
+PASSAGE_MEMORY: Final = 10_000
 
 
-def mask_pii(text: str) -> tuple[str, list[Finding]]:
-    """Replace each e-mail and phone number with <EMAIL_n>/<PHONE_n>; the same value gets the same token."""
-    findings: list[Finding] = []
-    for kind, pattern in (("EMAIL", EMAIL), ("PHONE", PHONE)):
-        tokens: dict[str, str] = {}
+@dataclass(frozen=True)
+class TextAnalysis:
+    """What the models found in one request: PII spans per text, and classifier scores."""
 
-        def token_for(match: re.Match[str], kind: str = kind, tokens: dict[str, str] = tokens) -> str:
-            value = match.group(0)
-            if kind == "PHONE" and sum(c.isdigit() for c in value) < 7:
-                return value
-            if value not in tokens:
-                tokens[value] = f"<{kind}_{len(tokens) + 1}>"
-            return tokens[value]
+    request_spans: list[PiiSpan]
+    prompt_spans: list[list[PiiSpan]]
+    toxicity: float
+    request_injection: float
+    passage_injection: list[float]
 
-        text = pattern.sub(token_for, text)
-        findings += [
-            Finding(
-                rule_id=f"pii.{kind.lower()}",
-                rule_version=RULE_VERSION,
-                kind="pii",
-                action="mask",
-                detail=f"{kind.lower()} replaced by {token}",
-            )
-            for token in tokens.values()
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    request_text: str
+    prompt_texts: list[str]
+    passage_texts: list[str]
+
+
+class Analyzer:
+    """The governor's models: Presidio + spaCy, and the toxicity and injection classifiers over one embedding."""
+
+    def __init__(
+        self,
+        detector: PiiDetector,
+        toxicity: BinaryClassifier,
+        injection: BinaryClassifier,
+        prompt_detector: PiiDetector | None = None,
+    ) -> None:
+        self.detector, self.toxicity, self.injection = detector, toxicity, injection
+        # The request text is the untrusted part and gets the full NER pass. The rest of the prompt is built from
+        # the store's own data (reference rows, curated passages, history already redacted here), so it gets the
+        # pattern recognizers only, as a safety net, and every value found in the request is replaced in it too
+        # (Tokeniser.replace_known). NER over the whole ~2 KB prompt cost ~10x the request alone on 2 cores.
+        self.prompt_detector = prompt_detector or (detector if not detector.use_ner else PiiDetector(use_ner=False))
+        # retrieved passages repeat across requests (the same policy page answers many questions): their
+        # injection score is remembered, so a passage is embedded once, not once per request
+        self._passage_scores: OrderedDict[str, float] = OrderedDict()
+
+    @classmethod
+    def load(cls, *, use_ner: bool = True) -> Analyzer:
+        embedder = SentenceEmbedder()  # shared: the two classifiers read the same embedding of a text
+        return cls(
+            PiiDetector(use_ner=use_ner),
+            ensure_trained(TOXICITY, embedder=embedder),
+            ensure_trained(INJECTION, embedder=embedder),
+        )
+
+    @property
+    def version(self) -> str:
+        return f"{self.detector.version};toxicity {self.toxicity.version};injection {self.injection.version}"
+
+    def analyse(self, inputs: Sequence[AnalysisInput]) -> list[TextAnalysis]:
+        """Blocking: everything the models find in a batch (the governor runs the two halves in two threads)."""
+        return [
+            combined(spans, scores) for spans, scores in zip(self.find_pii(inputs), self.classify(inputs), strict=True)
         ]
-    return text, findings
+
+    def find_pii(self, inputs: Sequence[AnalysisInput]) -> list[tuple[list[PiiSpan], list[list[PiiSpan]]]]:
+        """Blocking: PII spans of each request text (NER and patterns, one spaCy pass over the batch) and of its
+        prompt texts (patterns)."""
+        requests = iter(self.detector.detect_many([item.request_text for item in inputs]))
+        prompts = iter(self.prompt_detector.detect_many([t for item in inputs for t in item.prompt_texts]))
+        return [(next(requests), [next(prompts) for _ in item.prompt_texts]) for item in inputs]
+
+    def classify(self, inputs: Sequence[AnalysisInput]) -> list[tuple[float, float, list[float]]]:
+        """Blocking: (toxicity, request injection, passage injections) per input, one embedding pass serving both
+        classifiers; passages already scored are not embedded again."""
+        requests = [item.request_text for item in inputs]
+        new_passages = list(
+            dict.fromkeys(t for item in inputs for t in item.passage_texts if t not in self._passage_scores)
+        )
+        embeddings = self.toxicity.embed(requests + new_passages)
+        toxicity = self.toxicity.probabilities_of(embeddings[: len(requests)])
+        injection_scores = self.injection.probabilities_of(embeddings)
+        for text, score in zip(new_passages, injection_scores[len(requests) :], strict=True):
+            self._passage_scores[text] = score
+        passage_scores = {t: self._passage_scores[t] for item in inputs for t in item.passage_texts}
+        while len(self._passage_scores) > PASSAGE_MEMORY:
+            self._passage_scores.popitem(last=False)
+        return [
+            (tox, inj, [passage_scores[text] for text in item.passage_texts])
+            for item, tox, inj in zip(inputs, toxicity, injection_scores[: len(requests)], strict=True)
+        ]
+
+
+def combined(
+    spans: tuple[list[PiiSpan], list[list[PiiSpan]]], scores: tuple[float, float, list[float]]
+) -> TextAnalysis:
+    (request_spans, prompt_spans), (toxicity, request_injection, passage_injection) = spans, scores
+    return TextAnalysis(request_spans, prompt_spans, toxicity, request_injection, passage_injection)
+
+
+def analysis_input(record: Stitched) -> AnalysisInput:
+    return AnalysisInput(
+        request_text=record.request.text,
+        prompt_texts=[message.content for message in prompt_of(record)],
+        passage_texts=[item.text for item in record.context.items],
+    )
+
+
+def prompt_of(record: Stitched) -> list[PromptMessage]:
+    """The stitched prompt, or the answerer's own template where the stitcher rendered none."""
+    if record.context.prompt:
+        return list(record.context.prompt)
+    rendered = fallback_prompt(record.context.items, record.request.text)
+    return [PromptMessage(role=m["role"], content=m["content"]) for m in rendered]
+
+
+@dataclass(frozen=True)
+class GovernorResult:
+    """The governor's section and the token mapping to seal in the vault (empty when nothing was tokenised)."""
+
+    governance: Governance
+    tokens: dict[str, str]
+
+
+def govern(
+    record: Stitched, analysis: TextAnalysis, engine: PolicyEngine, *, toxicity_threshold: float = 0.5
+) -> GovernorResult:
+    """The whole decision for one request, given what the models found. Pure and deterministic."""
+    request = record.request
+    findings: list[Finding] = []
+    verdicts: list[Verdict] = [Verdict.ALLOW]
+
+    if analysis.toxicity >= toxicity_threshold:
+        findings.append(_toxicity_finding(analysis.toxicity))
+        verdicts.append(Verdict.BLOCK)
+    request_signals = injection_signals(request.text)
+    if request_signals or analysis.request_injection >= INJECTION.threshold:
+        findings.append(_injection_finding("request", request.request_id, request_signals, analysis.request_injection))
+        verdicts.append(Verdict.BLOCK)
+
+    withheld: list[str] = []
+    for item, score in zip(record.context.items, analysis.passage_injection, strict=True):
+        signals = injection_signals(item.text)
+        if "instruction_like" in item.flags:
+            signals = ["flagged instruction_like by the stitcher", *signals]
+        if signals or score >= INJECTION.threshold:
+            withheld.append(item.text)
+            finding = _injection_finding(f"{item.source}:{item.source_id}", request.request_id, signals, score)
+            findings.append(finding.model_copy(update={"action": "drop", "rule_id": "injection.passage"}))
+
+    tokeniser = Tokeniser()
+    redacted_text = tokeniser.apply(request.text, analysis.request_spans)
+    prompt = [
+        PromptMessage(role=message.role, content=tokeniser.apply(message.content, spans))
+        for message, spans in zip(prompt_of(record), analysis.prompt_spans, strict=True)
+    ]
+    # a value found in one text is replaced in all of them, whatever the NER saw in each
+    redacted_text = tokeniser.replace_known(redacted_text)
+    prompt = [PromptMessage(role=m.role, content=tokeniser.replace_known(m.content)) for m in prompt]
+    prompt = _without_passages(prompt, withheld, record, redacted_text, tokeniser)
+    pii_findings = _pii_findings(tokeniser, analysis)
+    if pii_findings:
+        findings += pii_findings
+        verdicts.append(Verdict.MASK)
+
+    facts = extract_facts(request, record.route.intent, record.context)
+    outcome = engine.decide(facts)
+    findings += outcome.findings
+    verdicts.append(outcome.verdict)
+    for fact, cap in sorted(outcome.caps.items()):
+        facts[f"cap_{fact}"] = f"{cap:g}"
+        prompt.insert(
+            1 if prompt and prompt[0].role == "system" else 0,
+            PromptMessage(role="system", content=f"Store policy: never offer more than {cap:g} for {fact}."),
+        )
+    verdict = max(verdicts, key=VERDICT_RANK.__getitem__)
+    return GovernorResult(
+        governance=Governance(
+            verdict=verdict,
+            findings=findings,
+            redacted_text=redacted_text,
+            redacted_prompt=prompt,
+            vault_key=request.request_id if tokeniser.tokens else "",
+            facts=facts,
+            policy_version=engine.version,
+        ),
+        tokens=dict(tokeniser.tokens),
+    )
+
+
+def mask_pii(text: str, detector: PiiDetector | None = None) -> tuple[str, list[Finding]]:
+    """One text tokenised as the governor does it, with findings; by default with the pattern recognizers only
+    (no spaCy NER), for tools that need the governor's masking without loading its models."""
+    detector = detector or _pattern_detector()
+    spans = detector.detect(text)
+    tokeniser = Tokeniser()
+    masked = tokeniser.apply(text, spans)
+    found = TextAnalysis(spans, prompt_spans=[], toxicity=0.0, request_injection=0.0, passage_injection=[])
+    return masked, _pii_findings(tokeniser, found)
+
+
+@functools.cache
+def _pattern_detector() -> PiiDetector:
+    return PiiDetector(use_ner=False)
+
+
+def _without_passages(
+    prompt: list[PromptMessage], withheld: Sequence[str], record: Stitched, question: str, tokeniser: Tokeniser
+) -> list[PromptMessage]:
+    """The prompt with each withheld passage replaced by a notice. A passage the stitcher rendered in another
+    form (cut, escaped) cannot be found verbatim: then the prompt is rebuilt from the passages kept, with the
+    answerer's own template, so an injected passage never stays in by accident."""
+    if not withheld:
+        return prompt
+    forms = [(text, tokeniser.replace_known(text)) for text in withheld]
+    if not all(any(raw in m.content or red in m.content for m in prompt) for raw, red in forms):
+        kept = [item for item in record.context.items if item.text not in set(withheld)]
+        rebuilt = fallback_prompt(kept, question)
+        return [PromptMessage(role=m["role"], content=tokeniser.replace_known(m["content"])) for m in rebuilt]
+    withheld_prompt: list[PromptMessage] = []
+    for message in prompt:
+        content = message.content
+        for raw, redacted in forms:
+            content = content.replace(raw, WITHHELD).replace(redacted, WITHHELD)
+        withheld_prompt.append(PromptMessage(role=message.role, content=content))
+    return withheld_prompt
+
+
+def _toxicity_finding(score: float) -> Finding:
+    return Finding(
+        rule_id="toxicity.request",
+        rule_version=TOXICITY.name,
+        kind="toxicity",
+        action="block",
+        detail=f"the request reads as abusive (classifier {score:.2f} >= {TOXICITY.threshold:g}); answered with "
+        "the calm fixed reply, not forwarded to a model",
+        inputs={"toxicity_score": f"{score:.3f}", "threshold": f"{TOXICITY.threshold:g}"},
+    )
+
+
+def _injection_finding(where: str, request_id: str, signals: Sequence[str], score: float) -> Finding:
+    return Finding(
+        rule_id="injection.request" if where == "request" else "injection.passage",
+        rule_version=INJECTION.name,
+        kind="injection",
+        action="block",
+        detail=f"instructions addressed to the model in the {where}"
+        + (f" ({', '.join(signals)})" if signals else f" (classifier {score:.2f})"),
+        inputs={"where": where, "signals": ",".join(signals), "injection_score": f"{score:.3f}"},
+    )
+
+
+def _pii_findings(tokeniser: Tokeniser, analysis: TextAnalysis) -> list[Finding]:
+    """One finding per entity type, naming its tokens and the recognizers, never the values."""
+    recognizers: dict[str, set[str]] = {}
+    for span in [*analysis.request_spans, *(s for spans in analysis.prompt_spans for s in spans)]:
+        recognizers.setdefault(span.kind, set()).add(span.recognizer)
+    by_kind: dict[str, list[str]] = {}
+    for token in tokeniser.tokens:
+        by_kind.setdefault(token[1 : token.rindex("_")], []).append(token)
+    return [
+        Finding(
+            rule_id=f"pii.{kind.lower()}",
+            rule_version=GOVERNOR_VERSION,
+            kind=f"pii.{kind.lower()}",
+            action="mask",
+            detail=f"{len(tokens)} {kind.lower()} value(s) replaced by {', '.join(tokens)}",
+            inputs={"count": str(len(tokens)), "recognizers": ",".join(sorted(recognizers.get(kind, set())))},
+        )
+        for kind, tokens in sorted(by_kind.items())
+    ]
 
 
 class Governor(Stage[Stitched, Governance]):
@@ -53,8 +312,48 @@ class Governor(Stage[Stitched, Governance]):
     output_record: ClassVar[str] = "Governed"
     section: ClassVar[str] = "governance"
 
-    async def decide(self, record: Stitched) -> Governance:
-        redacted, findings = mask_pii(record.request.text)
-        return Governance(
-            verdict=Verdict.MASK if findings else Verdict.ALLOW, findings=findings, redacted_text=redacted
+    def __init__(self, settings: Settings, *, analyzer: Analyzer | None = None) -> None:
+        self.settings = settings
+        self.policy = PolicyWatcher(settings.policies)
+        self.cipher = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
+        self.analyzer = analyzer
+        self._pii: MicroBatcher[AnalysisInput, tuple[list[PiiSpan], list[list[PiiSpan]]]] | None = None
+        self._classifiers: MicroBatcher[AnalysisInput, tuple[float, float, list[float]]] | None = None
+        self._vault: OrderedDict[str, dict[str, object]] = OrderedDict()
+
+    async def start(self) -> None:
+        self.policy.load()  # an invalid policy stops the governor at start-up, naming the file and the rule
+        if self.analyzer is None:
+            self.analyzer = await asyncio.to_thread(Analyzer.load, use_ner=self.settings.pii_ner)
+        # Two worker threads, one per model family, each used by one thread at a time (spaCy is not documented
+        # as thread-safe): the ONNX embedding releases the GIL, so it runs beside Presidio's Python on 2 cores.
+        self._pii = MicroBatcher(self.analyzer.find_pii, concurrency=1, max_batch=64)
+        self._classifiers = MicroBatcher(self.analyzer.classify, concurrency=1, max_batch=64)
+        log.info(
+            "governor ready",
+            extra={"policy_version": self.policy.engine.version, "models": self.analyzer.version},
         )
+
+    async def stop(self) -> None:
+        for batcher in (self._pii, self._classifiers):
+            if batcher is not None:
+                await batcher.aclose()
+
+    async def decide(self, record: Stitched) -> Governance:
+        assert self._pii is not None and self._classifiers is not None, "start() loads the models"
+        item = analysis_input(record)
+        spans, scores = await asyncio.gather(self._pii.submit(item), self._classifiers.submit(item))
+        analysis = combined(spans, scores)
+        result = govern(record, analysis, self.policy.current())
+        if result.tokens:
+            entry = self.cipher.seal(result.governance.vault_key, result.tokens)
+            self._vault[result.governance.vault_key] = entry.model_dump()
+            while len(self._vault) > PENDING_VAULT_LIMIT:  # decided but dead-lettered later: never collected
+                self._vault.popitem(last=False)
+        return result.governance
+
+    def side_records(self, record: Stitched, section: Governance) -> list[SideRecord]:
+        value = self._vault.pop(section.vault_key, None) if section.vault_key else None
+        if value is None:
+            return []
+        return [SideRecord(topic=VAULT_TOPIC, record=VAULT_RECORD, key=section.vault_key, value=value)]

@@ -1,0 +1,177 @@
+"""The output guard: what a model wrote is checked before the store sees it, with the governor's rule engine.
+
+- Unauthorized commitments (refund, discount, price match, delivery date, warranty, exception) and stock the
+  inventory data does not show: the policy's `output` rules on the commitments extracted from the answer
+  (services.policy.facts); a breach replaces the answer with the rule's compliant reply or escalates it.
+- Toxicity of the answer (the governor's toxicity classifier, when loaded).
+- PII leakage: a model only ever saw tokens, so a raw e-mail, phone, card or id in its answer was invented or
+  leaked and is withheld; an invented token is dropped; real tokens are restored only for the types the store may
+  see (policies/privacy.yaml `store`).
+
+Replies for requests the governor held (BLOCK, ESCALATE) live here too, so the customer always gets a calm,
+fixed answer that says what happens next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from services.policy.engine import FINDING_ACTION, PolicyEngine
+from services.policy.facts import extract_answer_facts
+from services.runtime.models import Finding, Governance, Governed, Verdict
+
+GUARD_VERSION: Final = "output-guard-1"
+CALM_REPLY: Final = (
+    "I'd like to help, and I'll keep this respectful. A colleague will be with you shortly to sort this out."
+)
+INJECTION_REPLY: Final = (
+    "I can help with our products, orders, returns and store services. What would you like to know?"
+)
+APPROVAL_REPLY: Final = "This needs a manager's approval: a manager must approve it and will confirm with you shortly."
+BLOCK_REPLY: Final = "Thanks for your patience: a colleague will help you with this request shortly."
+TOXIC_ANSWER_REPLY: Final = "Sorry, I couldn't put together a good answer. A colleague will help you shortly."
+WITHHELD: Final = "[withheld]"
+TOKEN: Final = re.compile(r"<(PERSON|EMAIL|PHONE|CARD|ACCOUNT|ADDRESS|DOB|GOV_ID)_(\d+)>")
+# raw identifiers a model must never produce: it only saw tokens
+LEAK_PATTERNS: Final[Mapping[str, re.Pattern[str]]] = {
+    "EMAIL": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    "CARD": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
+    "PHONE": re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[.-])\d{3}[.-]\d{4}(?!\w)"),
+    "GOV_ID": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
+}
+NEUTRAL: Final[Mapping[str, str]] = {
+    "PERSON": "the customer",
+    "EMAIL": "the e-mail address on file",
+    "PHONE": "the phone number on file",
+    "CARD": "the card on file",
+    "ACCOUNT": "the account on file",
+    "ADDRESS": "the address on file",
+    "DOB": "the date of birth on file",
+    "GOV_ID": "the id on file",
+}
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    text: str
+    findings: list[Finding]
+    replaced: bool
+
+
+def held_reply(governance: Governance, engine: PolicyEngine | None) -> str:
+    """The fixed reply for a request the governor held: the strictest finding decides which."""
+    for finding in governance.findings:
+        if finding.kind == "toxicity" and finding.action == "block":
+            return CALM_REPLY
+    for finding in governance.findings:
+        if finding.rule_id == "injection.request":
+            return INJECTION_REPLY
+    wanted = "block" if governance.verdict == Verdict.BLOCK else "escalate"
+    for finding in governance.findings:
+        if finding.action == wanted and engine is not None:
+            reply = _rule_reply(engine, finding.rule_id)
+            if reply:
+                return reply
+    return BLOCK_REPLY if governance.verdict == Verdict.BLOCK else APPROVAL_REPLY
+
+
+def _rule_reply(engine: PolicyEngine, rule_id: str) -> str | None:
+    try:
+        return engine.rule(rule_id).reply
+    except KeyError:  # the rule was removed by a reload since the governor ran
+        return None
+
+
+def check_answer(
+    record: Governed,
+    answer: str,
+    engine: PolicyEngine,
+    *,
+    tokens: Mapping[str, str],
+    toxicity: Callable[[str], float] | None = None,
+    toxicity_threshold: float = 0.5,
+) -> GuardResult:
+    """The answer the store may see, and the findings that shaped it. Pure, given the toxicity scorer."""
+    findings: list[Finding] = []
+    facts = extract_answer_facts(answer, record.context, record.governance.facts)
+    outcome = engine.decide(facts, "output")
+    findings += outcome.findings
+    if outcome.action in ("block", "require_approval"):
+        reply = outcome.reply or (APPROVAL_REPLY if outcome.action == "require_approval" else BLOCK_REPLY)
+        return GuardResult(reply, findings, replaced=True)
+    if toxicity is not None:
+        score = toxicity(answer)
+        if score >= toxicity_threshold:
+            findings.append(
+                _finding("toxicity.answer", "toxicity", "block", f"the answer reads as abusive ({score:.2f})")
+            )
+            return GuardResult(TOXIC_ANSWER_REPLY, findings, replaced=True)
+    text, leaks = _withhold_leaks(answer)
+    findings += leaks
+    text, restore_findings = _restore_for_store(text, tokens, engine.visible_types("store"))
+    findings += restore_findings
+    return GuardResult(text, findings, replaced=False)
+
+
+def _withhold_leaks(answer: str) -> tuple[str, list[Finding]]:
+    findings: list[Finding] = []
+    for kind, pattern in LEAK_PATTERNS.items():
+        count = len(pattern.findall(answer))
+        if count:
+            answer = pattern.sub(WITHHELD, answer)
+            findings.append(
+                _finding(
+                    f"pii.output_{kind.lower()}",
+                    f"pii.{kind.lower()}",
+                    "mask",
+                    f"{count} {kind.lower()} value(s) in the answer the model never saw: withheld",
+                )
+            )
+    return answer, findings
+
+
+def _restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[str]) -> tuple[str, list[Finding]]:
+    invented: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        token, kind = match.group(0), match.group(1)
+        if token not in tokens:
+            invented.append(token)
+            return NEUTRAL[kind]
+        return tokens[token] if kind in visible else NEUTRAL[kind]
+
+    restored = TOKEN.sub(replace, text)
+    findings = []
+    if invented:
+        findings.append(
+            _finding(
+                "pii.invented_token",
+                "pii.invented",
+                "mask",
+                f"the answer used {len(invented)} token(s) the request never had: {', '.join(sorted(set(invented)))}",
+            )
+        )
+    return restored, findings
+
+
+def visible_for_chain(engine: PolicyEngine, providers: Sequence[str]) -> frozenset[str]:
+    """The PII types every provider of a fallback chain may see: a failover must not widen what is seen."""
+    visible: frozenset[str] | None = None
+    for name in providers:
+        types = engine.visible_types(name)
+        visible = types if visible is None else visible & types
+    return visible or frozenset()
+
+
+def _finding(rule_id: str, kind: str, action: str, detail: str) -> Finding:
+    return Finding(
+        rule_id=rule_id,
+        rule_version=GUARD_VERSION,
+        kind=kind,
+        action=FINDING_ACTION.get(action, action),
+        detail=detail,
+        inputs={},
+    )

@@ -1,0 +1,63 @@
+"""Prompt-injection and jailbreak patterns: the phrasing attacks share ("ignore previous instructions", role-play
+escapes, fake system turns, hidden markup). These catch the known forms with certainty; the trained classifier
+(services.governor.classifiers.INJECTION) catches paraphrases. A text is flagged when either fires."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Final
+
+INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
+    (name, re.compile(pattern, re.I))
+    for name, pattern in (
+        (
+            "override_instructions",
+            r"\b(ignore|disregard|forget|override|bypass)\b[^.?!]{0,40}\b(previous|prior|above|earlier|all|your|the)"
+            r"\b[^.?!]{0,20}\b(instructions?|rules|guidance|prompt|policy|policies|guardrails|restrictions|filters?)\b",
+        ),
+        (
+            "reveal_prompt",
+            r"\b(system prompt|hidden instructions|initial prompt|context window)\b"
+            r"|\b(print|reveal|repeat|dump|show me|output) (me )?(your|the) "
+            r"(instructions|configuration|rules|contents)\b",
+        ),
+        ("fake_turn", r"(^|\s|[>\]])(system|assistant)\s*:|</?(system|assistant|instruction|user)>|###\s*(system|new)"),
+        (
+            "role_escape",
+            r"\b(you are now|you are no longer|from now on you|act as my|pretend (to be|you are)|role-?play as|"
+            r"let's role-?play|play a game where you)\b"
+            r"|\b(enter|enable|activate|switch to|in) (developer|debug|god|jailbreak) mode\b|\bjailbreak\b"
+            r"|\bDAN\b|\bdo anything now\b|\b(no|without) (restrictions|rules|limits|policies|guardrails)\b",
+        ),
+        (
+            "addressed_to_model",
+            r"\b(to any|note to the|note to|if you are an?|attention)\s*"
+            r"(ai|a\.i\.|chatbot|assistant|language model|llm)"
+            r"|\b(ai|a\.i\.) assistants? (reading|must)\b",
+        ),
+        (
+            "forced_output",
+            r"\b(respond|reply|answer|output) only with\b|\brepeat after me\b|\bignore the above\b"
+            r"|\b(override|disable|turn off) (the )?(safety|content|discount)\b|\bdisregard the \d+% limit\b",
+        ),
+        (
+            "authority_claim",
+            r"\b(i am|i'm) (your|the) (developer|creator|admin|administrator)\b|\bnew (rule|instructions?) from\b",
+        ),
+    )
+)
+INVISIBLE: Final = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff]")
+HIDDEN_MARKUP: Final = re.compile(r"<!--.*?-->", re.S)
+
+
+def injection_signals(text: str) -> list[str]:
+    """The names of the patterns the text matches, plus `invisible_characters` and `hidden_markup` when the text
+    hides content from a human reader."""
+    normalised = unicodedata.normalize("NFKC", INVISIBLE.sub("", text))
+    signals = [name for name, pattern in INJECTION_PATTERNS if pattern.search(normalised)]
+    if INVISIBLE.search(text):
+        signals.append("invisible_characters")
+    if HIDDEN_MARKUP.search(text):
+        signals.append("hidden_markup")
+    return signals

@@ -1,0 +1,287 @@
+"""Facts the policy rules are evaluated on, extracted from the request (before the model) and from the answer
+(after it): discount percent, amounts, days since purchase, marketplaces, advice topics, commitments, stock claims.
+
+Every value is a string (Governance.facts and Finding.inputs are string maps); numbers are written without
+trailing zeros so a fact reads the same however the customer wrote it. Extraction is deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.runtime.models import Context, Request
+
+NUMBER_WORDS: Final[Mapping[str, int]] = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
+    "forty-five": 45, "fifty": 50, "sixty": 60, "ninety": 90, "a couple of": 2, "a few": 3, "several": 3,
+}  # fmt: skip
+UNIT_DAYS: Final[Mapping[str, int]] = {"day": 1, "week": 7, "fortnight": 14, "month": 30, "year": 365}
+
+_NUM = r"(\d+(?:\.\d+)?|" + "|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True)) + r")"
+PERCENT: Final = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*(?:%|percent\b|per\s*cent\b|pct\b)", re.I)
+HALF_OFF: Final = re.compile(r"\b(half[- ]price|half off|50/50)\b", re.I)
+AMOUNT: Final = re.compile(
+    r"(?:[$€£]\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?)|(?:\b(\d+)(?:\.(\d{1,2}))?\s?(?:dollars|usd|eur|euros|gbp|pounds|bucks)\b)",
+    re.I,
+)
+DAYS_AGO: Final = re.compile(
+    _NUM + r"\s+(day|week|fortnight|month|year)s?\s+(?:ago|back|old|since)\b"
+    r"|(?:over|more than|almost|nearly|about|after)\s+" + _NUM + r"\s+(day|week|fortnight|month|year)s?\b"
+    r"|\b(?:bought|purchased|got|ordered)\b[^.?!]{0,40}?\b" + _NUM + r"\s+(day|week|fortnight|month|year)s?\b",
+    re.I,
+)
+LAST_PERIOD: Final = re.compile(r"\b(?:bought|purchased|got|ordered)\b[^.?!]{0,30}\blast\s+(week|month|year)\b", re.I)
+MARKETPLACES: Final = (
+    "amazon", "ebay", "temu", "aliexpress", "alibaba", "etsy", "shein", "wish.com", "walmart.com",
+    "walmart marketplace", "mercado libre", "rakuten", "newegg", "facebook marketplace", "craigslist", "wayfair",
+    "online marketplace",
+)  # fmt: skip
+MARKETPLACE: Final = re.compile(r"\b(" + "|".join(re.escape(m) for m in MARKETPLACES) + r")\b", re.I)
+PRICE_MATCH: Final = re.compile(
+    r"\bprice[- ]?match|\bmatch (?:the|their|that|a) (?:price|offer|deal)|\bbeat (?:the|their|that) price"
+    r"|\bcheaper (?:on|at|from|online)\b",
+    re.I,
+)
+MEDICAL_TERMS: Final = re.compile(
+    r"\b(medic(?:ine|ation|al)|dos(?:e|age)|mg\b|symptoms?|diagnos\w*|prescri\w*|pregnan\w*|allerg\w*|rash|"
+    r"infection|fever|ibuprofen|paracetamol|acetaminophen|aspirin|antibiotic\w*|blood pressure|diabet\w*|"
+    r"migraine|asthma|inhaler|side effects?|overdose|supplements?|vitamins?|chest pain|insulin)\b",
+    re.I,
+)
+ADVICE_CUE: Final = re.compile(
+    r"\b(should i|should my|can i take|is it safe|safe to|how much .{0,30}(?:take|give)|what should|"
+    r"recommend|treat|cure|help with my|do i need|am i|is my|good for my|mix\w*|together with|interact\w*)\b",
+    re.I,
+)
+LEGAL_TERMS: Final = re.compile(
+    r"\b(sue|suing|lawsuit|lawyer|attorney|legal advice|legally|my rights|liable|liability|small claims|court|"
+    r"tenant law|contract law|consumer law|press charges|custody|will and testament)\b",
+    re.I,
+)
+
+# -- commitments in an answer (the output guard's extractor) ---------------------------------------------------
+
+_WE = r"\b(?:i|we|i'll|we'll|i will|we will|i can|we can|i've|we've|you will|you'll|you can|you are|you're)\b"
+_NEGATED = re.compile(r"\b(not|n't|cannot|unable|no)\b", re.I)
+COMMITMENTS: Final[Mapping[str, re.Pattern[str]]] = {
+    "refund": re.compile(
+        _WE + r"[^.?!]{0,40}\b(refund|reimburse|money back|credit your|full refund)"
+        r"|\b(refund|money back)\b[^.?!]{0,30}\b(approved|processed|guaranteed|granted|on its way|issued)\b"
+        r"|\b(refund|money back) is (?:yours|fine|no problem)\b",
+        re.I,
+    ),
+    "discount": re.compile(
+        _WE + r"[^.?!]{0,40}\b(discount|\d{1,3}\s*% off|percent off|take \d{1,3}|knock \w+ off|reduce the price)"
+        r"|\b(discount|\d{1,3}\s*% off)\b[^.?!]{0,30}\b(approved|applied|granted|is yours|for you)\b",
+        re.I,
+    ),
+    "price_match": re.compile(
+        _WE + r"[^.?!]{0,40}\b(price[- ]?match|match (?:the|their|that|amazon|ebay)\w*|beat (?:the|their|that))"
+        r"|\bprice match\b[^.?!]{0,30}\b(approved|applied|done|granted)\b",
+        re.I,
+    ),
+    "delivery_date": re.compile(
+        _WE + r"[^.?!]{0,40}\b(deliver\w*|arrive\w*|ship\w*|get it|have it)\b[^.?!]{0,30}"
+        r"\b(by|on|tomorrow|within|before|guaranteed)\b"
+        r"|\b(?:will|'ll)\s+(?:be\s+)?(?:delivered|arrive|ship(?:ped)?|reach you|be with you)\b[^.?!]{0,30}"
+        r"\b(?:by|on|tomorrow|within|before|today|guaranteed)\b"
+        r"|\bguaranteed (?:delivery|to arrive)\b",
+        re.I,
+    ),
+    "warranty": re.compile(
+        _WE + r"[^.?!]{0,40}\b(warrant\w*|guarantee (?:it|that it|the|a free|you)\w*|replace it for free"
+        r"|free replacement)"
+        r"|\b(warranty|guarantee)\b[^.?!]{0,30}\b(covers|extended|cover it|will cover)\b"
+        r"|\blifetime (?:guarantee|warranty)\b",
+        re.I,
+    ),
+    "exception": re.compile(
+        _WE + r"[^.?!]{0,40}\b(make an exception|waive|override|special exception)"
+        r"|\b(bend the rules|let it slide|let's make an exception)\b"
+        r"|\b(exception|waiver)\b[^.?!]{0,30}\b(approved|granted|made)\b",
+        re.I,
+    ),
+}
+STOCK_COUNT: Final = re.compile(
+    r"\b(\d+)\s+(?:units?|pieces?|items?|left|in stock|available|on (?:the )?shel(?:f|ves))\b", re.I
+)
+STOCK_CLAIM: Final = re.compile(
+    r"\b(in stock|available (?:now|today|in store)|on the shelf|we have (?:it|them|some|plenty))\b", re.I
+)
+OUT_OF_STOCK_TEXT: Final = re.compile(r"\b(out of stock|sold out|none left|0 in stock|no stock)\b", re.I)
+INVENTORY_QUANTITY: Final = re.compile(r"\b(\d+)\s+(?:units?|in stock|on hand|available)\b|\bquantity[:= ]+(\d+)", re.I)
+
+
+def extract_facts(request: Request, intent: str, context: Context | None) -> dict[str, str]:
+    """The facts the input rules read: who asks, where, when, and what the request text asks for."""
+    text = request.text
+    facts: dict[str, str] = {
+        "intent": intent,
+        "store_id": request.store_id,
+        "channel": request.channel.value,
+        "hour": str(_local_hour(request)),
+    }
+    attributes = request.attributes
+    for name in ("region", "customer_tier"):
+        if attributes.get(name):
+            facts[name] = attributes[name].strip().lower()
+    _put(facts, "discount_percent", discount_percent(text))
+    _put(facts, "amount", largest_amount(text))
+    days = _number_attribute(attributes.get("days_since_purchase"))
+    _put(facts, "days_since_purchase", days if days is not None else days_since_purchase(text))
+    marketplace = MARKETPLACE.search(text)
+    if marketplace:
+        facts["marketplace"] = marketplace.group(1).lower()
+    if PRICE_MATCH.search(text):
+        facts["price_match"] = "true"
+    topic = advice_topic(text)
+    if topic:
+        facts["advice_topic"] = topic
+    if context is not None and any(item.source == "inventory" for item in context.items):
+        facts["inventory_items"] = str(sum(item.source == "inventory" for item in context.items))
+    return facts
+
+
+def extract_answer_facts(answer: str, context: Context | None, input_facts: Mapping[str, str]) -> dict[str, str]:
+    """The facts the output rules read: the input's facts plus the commitments and stock claims in the answer."""
+    facts = dict(input_facts)
+    for kind in commitments(answer):
+        facts[f"promises_{kind}"] = "true"
+    offered = discount_percent(answer)
+    if offered is not None and "promises_discount" in facts:
+        facts["promised_discount_percent"] = _fmt(offered)
+        cap = _number_attribute(facts.get("cap_discount_percent"))
+        if cap is not None and offered > cap:
+            facts["promised_over_cap"] = "true"  # a modify rule capped the offer before the model answered
+    claim = stock_claim(answer)
+    if claim is not None:
+        facts["states_stock"] = "true"
+        facts["stock_supported"] = "true" if stock_supported(claim, context) else "false"
+    return facts
+
+
+def commitments(answer: str) -> list[str]:
+    """The kinds of commitment the answer makes (refund, discount, price_match, delivery_date, warranty,
+    exception), sentence by sentence; a negated sentence ("we cannot refund") commits to nothing."""
+    found: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer):
+        for kind, pattern in COMMITMENTS.items():
+            match = pattern.search(sentence)
+            if match and not _negated(sentence, match) and kind not in found:
+                found.append(kind)
+    return found
+
+
+def _negated(sentence: str, match: re.Match[str]) -> bool:
+    """A negation in the clause of the commitment ("we cannot refund", "we won't bend the rules"), not one
+    before it ("No problem, we will refund you")."""
+    clause_start = max(sentence.rfind(mark, 0, match.start()) for mark in ",;:") + 1
+    return bool(_NEGATED.search(sentence[clause_start : match.end()]))
+
+
+def stock_claim(answer: str) -> int | None:
+    """The quantity the answer says is in stock (-1 when it says so without a number), or None for no claim."""
+    for sentence in re.split(r"(?<=[.!?])\s+", answer):
+        if sentence.rstrip().endswith("?") or OUT_OF_STOCK_TEXT.search(sentence):
+            continue  # a question claims nothing
+        if re.search(r"\b(no|not|n't)\b", sentence, re.I):
+            continue
+        count = STOCK_COUNT.search(sentence)
+        if count:
+            return int(count.group(1))
+        if STOCK_CLAIM.search(sentence):
+            return -1
+    return None
+
+
+def stock_supported(claim: int, context: Context | None) -> bool:
+    """Whether the inventory context shows the stock claimed: some inventory item with that quantity (or any
+    positive quantity, for a claim without a number)."""
+    if context is None:
+        return False
+    quantities: list[int] = []
+    for item in context.items:
+        if item.source != "inventory":
+            continue
+        quantities += [int(a or b) for a, b in INVENTORY_QUANTITY.findall(item.text)]
+    if claim < 0:
+        return any(quantity > 0 for quantity in quantities)
+    return claim in quantities and claim > 0
+
+
+def discount_percent(text: str) -> float | None:
+    """The largest percentage the text asks for or offers ("25% off", "30 percent", "half price" = 50)."""
+    values = [float(match.group(1)) for match in PERCENT.finditer(text)]
+    if HALF_OFF.search(text):
+        values.append(50.0)
+    values = [value for value in values if 0 < value <= 100]
+    return max(values) if values else None
+
+
+def largest_amount(text: str) -> float | None:
+    values: list[float] = []
+    for match in AMOUNT.finditer(text):
+        whole = (match.group(1) or match.group(3) or "0").replace(",", "")
+        cents = match.group(2) or match.group(4) or "0"
+        values.append(float(f"{whole}.{cents}"))
+    return max(values) if values else None
+
+
+def days_since_purchase(text: str) -> float | None:
+    """Days since the purchase the text mentions ("45 days ago", "three weeks back", "bought it two months ago");
+    the largest when several are given."""
+    values: list[float] = []
+    for match in DAYS_AGO.finditer(text):
+        groups = [g for g in match.groups() if g is not None]
+        count, unit = groups[0], groups[1]
+        values.append(_count(count) * UNIT_DAYS[unit.lower()])
+    for match in LAST_PERIOD.finditer(text):
+        values.append(float(UNIT_DAYS[match.group(1).lower()]))
+    return max(values) if values else None
+
+
+def advice_topic(text: str) -> str | None:
+    """medical when the text asks for advice about a health matter, legal when about a legal one."""
+    if LEGAL_TERMS.search(text):
+        return "legal"
+    if MEDICAL_TERMS.search(text) and ADVICE_CUE.search(text):
+        return "medical"
+    return None
+
+
+def _count(word: str) -> float:
+    try:
+        return float(word)
+    except ValueError:
+        return float(NUMBER_WORDS[word.lower()])
+
+
+def _number_attribute(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _local_hour(request: Request) -> int:
+    created = datetime.fromtimestamp(request.created_at / 1000, tz=UTC) if request.created_at else datetime.now(UTC)
+    zone = request.attributes.get("timezone")
+    if zone:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            created = created.astimezone(ZoneInfo(zone))
+    return created.hour
+
+
+def _put(facts: dict[str, str], name: str, value: float | None) -> None:
+    if value is not None:
+        facts[name] = _fmt(value)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")

@@ -1,0 +1,181 @@
+"""The answerer's output guard: unauthorized commitments and unsupported stock claims are replaced or escalated,
+leaked PII is withheld, tokens come back only for what the store may see, and held requests get fixed replies."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.answerer.guard import (
+    APPROVAL_REPLY,
+    CALM_REPLY,
+    INJECTION_REPLY,
+    check_answer,
+    held_reply,
+    visible_for_chain,
+)
+from services.answerer.stage import Answerer, prompt_for
+from services.policy.engine import PolicyEngine
+from services.policy.facts import commitments
+from services.runtime.models import (
+    Channel,
+    Context,
+    ContextItem,
+    Finding,
+    Governance,
+    Governed,
+    PromptMessage,
+    Request,
+    RouteDecision,
+    RouteKind,
+    Verdict,
+)
+from services.settings import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def engine() -> PolicyEngine:
+    return PolicyEngine.from_file(REPO_ROOT / "policies")
+
+
+def governed(
+    facts: dict[str, str] | None = None,
+    items: list[ContextItem] | None = None,
+    verdict: Verdict = Verdict.ALLOW,
+    findings: list[Finding] | None = None,
+    redacted_prompt: list[PromptMessage] | None = None,
+) -> Governed:
+    return Governed(
+        request=Request(
+            request_id="r", store_id="0417", terminal_id="t", channel=Channel.POS, text="raw text", created_at=1
+        ),
+        route=RouteDecision(
+            route_id="model.general",
+            kind=RouteKind.SMALL_MODEL,
+            intent="return_or_refund",
+            confidence=0.9,
+            provider="default",
+            reason="t",
+            route_table_version="t",
+        ),
+        context=Context(items=items or [], token_count=1, token_budget=10),
+        governance=Governance(
+            verdict=verdict,
+            findings=findings or [],
+            redacted_text="redacted text",
+            redacted_prompt=redacted_prompt or [],
+            facts=facts or {},
+        ),
+        timings=[],
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "kinds"),
+    [
+        ("Sure, we will give you a full refund today.", ["refund"]),
+        ("I can offer you a 25% discount on the sofa.", ["discount"]),
+        ("We'll price match Amazon for you.", ["price_match"]),
+        ("It will be delivered by Friday, guaranteed.", ["delivery_date"]),
+        ("Don't worry, the warranty covers it and we will replace it for free.", ["warranty"]),
+        ("We can make an exception this once.", ["exception"]),
+        ("We cannot refund items after 30 days.", []),
+        ("The kettle costs $39.99 and comes in blue.", []),
+    ],
+)
+def test_commitments_are_extracted_and_negations_are_not(answer: str, kinds: list[str]) -> None:
+    assert commitments(answer) == kinds
+
+
+def test_a_refund_promise_outside_the_window_is_never_released(engine: PolicyEngine) -> None:
+    record = governed({"intent": "return_or_refund", "days_since_purchase": "45"})
+    result = check_answer(record, "Good news: we will refund you in full today.", engine, tokens={})
+    assert result.replaced
+    assert "refund you in full" not in result.text
+    assert "manager must approve" in result.text
+    assert [f.rule_id for f in result.findings] == ["output.no_refund_promise"]
+
+
+def test_a_refund_promise_within_the_window_is_released(engine: PolicyEngine) -> None:
+    record = governed({"intent": "return_or_refund", "days_since_purchase": "10"})
+    result = check_answer(record, "We will refund you once we have the item back.", engine, tokens={})
+    assert not result.replaced
+
+
+def test_a_discount_over_the_limit_is_escalated_and_one_within_is_released(engine: PolicyEngine) -> None:
+    over = check_answer(governed(), "I can give you 30% off that.", engine, tokens={})
+    assert over.replaced and [f.action for f in over.findings] == ["escalate"]
+    within = check_answer(governed(), "I can give you 10% off that.", engine, tokens={})
+    assert not within.replaced
+
+
+def test_an_offer_over_the_cap_a_modify_rule_set_is_escalated(engine: PolicyEngine) -> None:
+    capped = governed({"intent": "discount_request", "cap_discount_percent": "10"})
+    over = check_answer(capped, "I can give you 15% off tonight.", engine, tokens={})
+    assert over.replaced and [f.rule_id for f in over.findings] == ["output.no_discount_over_cap"]
+    assert not check_answer(capped, "I can give you 10% off tonight.", engine, tokens={}).replaced
+
+
+def test_stock_is_only_stated_when_the_inventory_shows_it(engine: PolicyEngine) -> None:
+    inventory = [ContextItem(source="inventory", source_id="sku-1", version="1", score=None, text="Kettle: 4 in stock")]
+    assert not check_answer(governed(items=inventory), "We have 4 in stock.", engine, tokens={}).replaced
+    unsupported = check_answer(governed(items=inventory), "We have 12 units available.", engine, tokens={})
+    assert unsupported.replaced and unsupported.findings[0].rule_id == "output.stock_not_in_inventory"
+    assert check_answer(governed(), "Yes, it's in stock.", engine, tokens={}).replaced
+
+
+def test_leaked_pii_is_withheld_and_tokens_are_restored_only_for_what_the_store_may_see(
+    engine: PolicyEngine,
+) -> None:
+    tokens = {"<PERSON_1>": "Maria", "<EMAIL_1>": "maria@example.com"}
+    answer = "Thanks <PERSON_1>, we e-mailed <EMAIL_1> and bob@example.org about <PHONE_3>."
+    result = check_answer(governed(), answer, engine, tokens=tokens)
+    assert result.text == (
+        "Thanks Maria, we e-mailed the e-mail address on file and [withheld] about the phone number on file."
+    )
+    assert {f.rule_id for f in result.findings} == {"pii.output_email", "pii.invented_token"}
+
+
+def test_an_abusive_answer_is_replaced(engine: PolicyEngine) -> None:
+    result = check_answer(governed(), "whatever", engine, tokens={}, toxicity=lambda text: 0.97)
+    assert result.replaced and result.findings[0].kind == "toxicity"
+
+
+def test_held_requests_get_fixed_replies_and_an_escalation_says_a_manager_must_approve(engine: PolicyEngine) -> None:
+    def finding(rule_id: str, kind: str, action: str) -> Finding:
+        return Finding(rule_id=rule_id, rule_version="1", kind=kind, action=action, detail="d")
+
+    toxic = Governance(
+        verdict=Verdict.BLOCK, findings=[finding("toxicity.request", "toxicity", "block")], redacted_text=""
+    )
+    assert held_reply(toxic, engine) == CALM_REPLY
+    injected = Governance(
+        verdict=Verdict.BLOCK, findings=[finding("injection.request", "injection", "block")], redacted_text=""
+    )
+    assert held_reply(injected, engine) == INJECTION_REPLY
+    discount = Governance(
+        verdict=Verdict.ESCALATE,
+        findings=[finding("discount.manager_approval", "policy.discount_limit", "escalate")],
+        redacted_text="",
+    )
+    assert "manager's approval" in held_reply(discount, engine)
+    unknown = Governance(verdict=Verdict.ESCALATE, findings=[], redacted_text="")
+    assert held_reply(unknown, engine) == APPROVAL_REPLY and "manager must approve" in APPROVAL_REPLY
+
+
+def test_a_failover_chain_sees_only_what_every_provider_in_it_may_see(engine: PolicyEngine) -> None:
+    assert visible_for_chain(engine, ["local"]) == {"PERSON"}
+    assert visible_for_chain(engine, ["local", "default"]) == frozenset()
+    assert visible_for_chain(engine, ["unlisted"]) == frozenset()
+
+
+def test_the_model_gets_the_redacted_prompt_when_the_governor_made_one() -> None:
+    prompt = [PromptMessage(role="system", content="s"), PromptMessage(role="user", content="<PERSON_1> asks")]
+    assert prompt_for(governed(redacted_prompt=prompt)) == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "<PERSON_1> asks"},
+    ]
+    assert prompt_for(governed())[1]["content"] == "redacted text"
+
+
+def test_the_answerer_loads_the_policy_it_guards_with() -> None:
+    assert Answerer.__init__.__kwdefaults__ is not None and "policies" in Answerer.__init__.__kwdefaults__
