@@ -1,25 +1,25 @@
-"""First audit logic: each record is hash-chained per store (its hash covers the previous one and the whole
-decision), so a removed or altered record breaks the chain. The chain head lives in memory here: a restarted
-auditor starts a new chain segment (prev_hash empty); recovering the head from `audited` and the `verify` and
-`replay` commands come with the audit issue."""
+"""The auditor: appends each answered request to its store's tamper-evident hash chain (services.auditor.record)
+and releases it on `audited`. Chains are per store (namespaced by the topic prefix, so isolated chains on one
+cluster never mix); seq counts from 1. The chain heads are recovered whenever partitions are assigned
+(services.auditor.chain), so a restart or a rebalance continues each chain where it ended."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
+import logging
 import uuid
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from services.auditor.chain import ChainHead, ChainHeadStore
+from services.auditor.record import chain_hash, chain_payload, tokenised
+from services.runtime.codec import AvroCodec
+from services.runtime.faults import TransientError
 from services.runtime.models import Answered, AuditInfo
+from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import Stage, now_us
+from services.settings import Settings, get_settings
 
-
-def decision_hash(prev_hash: str, record: dict[str, Any]) -> str:
-    """sha256 over the previous hash and the canonical JSON of the decision (without its timings, which are
-    measurements, not decisions)."""
-    decision = {k: v for k, v in record.items() if k != "timings"}
-    canonical = json.dumps(decision, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical.encode()).hexdigest()
+log = logging.getLogger("switchyard.auditor")
 
 
 class Auditor(Stage[Answered, AuditInfo]):
@@ -31,18 +31,71 @@ class Auditor(Stage[Answered, AuditInfo]):
     output_record: ClassVar[str] = "Audited"
     section: ClassVar[str] = "audit"
 
-    def __init__(self) -> None:
-        self.chain_heads: dict[str, str] = {}
+    def __init__(
+        self, settings: Settings | None = None, heads: ChainHeadStore | None = None, recovery_attempts: int = 5
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.chain_heads: dict[str, ChainHead] = {}
+        self.head_store = heads
+        self.recovery_attempts = recovery_attempts
+        self.recovery_error: Exception | None = None
+
+    def chain_key(self, store_id: str) -> str:
+        return f"{self.settings.topic_prefix}{store_id}"
+
+    async def on_assigned(self, partitions: list[int]) -> None:
+        """Before any record of the new assignment is decided: continue every chain where it ended. When the heads
+        cannot be recovered the auditor fails closed: it decides nothing (records are retried, /healthz says why)
+        rather than start a chain anew, until a later assignment recovers them."""
+        if self.head_store is None:
+            self.head_store = ChainHeadStore(self.settings, AvroCodec(SchemaRegistry.load(self.settings.schemas_dir)))
+        self.chain_heads, self.recovery_error = {}, None
+        for attempt in range(self.recovery_attempts):
+            try:
+                recovery = await self.head_store.recover(partitions)
+                break
+            except Exception as error:  # Kafka unreachable: back off and try again, then fail closed
+                self.recovery_error = error
+                log.warning("chain head recovery failed", extra={"attempt": attempt + 1, "error": repr(error)})
+                if attempt + 1 < self.recovery_attempts:
+                    await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+        else:
+            return
+        self.chain_heads, self.recovery_error = recovery.heads, None
+        log.info(
+            "audit chain heads recovered",
+            extra={
+                "partitions": partitions,
+                "chains": len(recovery.heads),
+                "from_clickhouse": recovery.from_clickhouse,
+                "records_read_from_topic": recovery.from_topic,
+            },
+        )
+
+    async def healthy(self) -> tuple[bool, str]:
+        if self.recovery_error is not None:
+            return False, f"audit chain heads not recovered: {self.recovery_error!r}"
+        return True, f"{len(self.chain_heads)} audit chains continued"
 
     async def decide(self, record: Answered) -> AuditInfo:
-        chain_key = record.request.store_id
-        prev_hash = self.chain_heads.get(chain_key, "")
-        digest = decision_hash(prev_hash, record.model_dump(mode="json"))
-        self.chain_heads[chain_key] = digest
-        return AuditInfo(
-            audit_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"switchyard:audit:{record.request.request_id}")),
-            chain_key=chain_key,
-            prev_hash=prev_hash,
-            hash=digest,
-            recorded_at=now_us(),
-        )
+        # No await in here: records of one partition are decided in offset order, one at a time.
+        if self.recovery_error is not None:
+            raise TransientError(
+                f"audit chain heads not recovered, nothing is chained: {self.recovery_error!r}",
+                request_id=record.request.request_id,
+            )
+        chain_key = self.chain_key(record.request.store_id)
+        head = self.chain_heads.get(chain_key)
+        prev_hash, seq = (head.hash, head.seq + 1) if head else ("", 1)
+        audit = {
+            "audit_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"switchyard:audit:{record.request.request_id}")),
+            "chain_key": chain_key,
+            "prev_hash": prev_hash,
+            "recorded_at": now_us(),
+            "seq": seq,
+        }
+        audit_record = tokenised(record.model_dump(mode="json"))
+        audit_record["audit"] = audit
+        digest = chain_hash(prev_hash, chain_payload(audit_record))
+        self.chain_heads[chain_key] = ChainHead(seq, digest)
+        return AuditInfo(hash=digest, **audit)

@@ -1,9 +1,11 @@
-"""Batch-inserts telemetry into ClickHouse from `audited` and every dead-letter topic.
+"""Batch-inserts telemetry into ClickHouse from `audited` (stage timings, answers, audit records, rule verdicts),
+every dead-letter topic, `feedback` and `model.calls`, and samples consumer lag by stage every few seconds.
 
 Batches close by size or by time, whichever comes first; consumed offsets are committed only after the
 insert succeeded, and the tables deduplicate on (stage, request_id) and request_id, so a batch replayed
 after a crash is not double counted (query with FINAL for exact counts before merges). ClickHouse being
-away is transient: the batch is retried with backoff and nothing is committed meanwhile.
+away is transient: the batch is retried with backoff and nothing is committed meanwhile. The writer's own work
+per batch (decode and insert time) goes to `telemetry_batches`: the "monitoring" share of the orchestration work.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -23,18 +27,37 @@ from services.runtime.deadletter import dead_letter_for
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.telemetry.lag import LAG_COLUMNS, LagSampler, stage_inputs
 from services.telemetry.rows import (
     ANSWER_COLUMNS,
+    AUDIT_RECORD_COLUMNS,
     DEAD_LETTER_COLUMNS,
+    FEEDBACK_COLUMNS,
+    MODEL_CALL_COLUMNS,
+    RULE_VERDICT_COLUMNS,
     STAGE_EVENT_COLUMNS,
     answer_row,
+    audit_record_row,
     dead_letter_rows,
+    feedback_row,
+    model_call_row,
+    rule_verdict_rows,
     stage_event_rows,
 )
 
 log = logging.getLogger("switchyard.telemetry")
 STAGES = ["router", "stitcher", "governor", "answerer", "auditor"]
-TOPICS = ["audited", *[f"dlq.{stage}" for stage in STAGES]]
+TOPICS = ["audited", *[f"dlq.{stage}" for stage in STAGES], "feedback", "model.calls"]
+TABLES = {
+    "stage_events": STAGE_EVENT_COLUMNS,
+    "answers": ANSWER_COLUMNS,
+    "audit_records": AUDIT_RECORD_COLUMNS,
+    "rule_verdicts": RULE_VERDICT_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+    "feedback": FEEDBACK_COLUMNS,
+    "model_calls": MODEL_CALL_COLUMNS,
+}
+BATCH_COLUMNS = ["flushed_at", "records", "audited", "rows", "decode_ms", "insert_ms"]
 GROUP_ID = "switchyard-telemetry"
 
 
@@ -44,19 +67,21 @@ class WriterConfig:
     max_wait_s: float = 1.0
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    lag_every_s: float = 5.0
 
 
 @dataclass
 class Buffer:
-    stage_events: list[list[Any]] = field(default_factory=list)
-    answers: list[list[Any]] = field(default_factory=list)
-    dead_letters: list[list[Any]] = field(default_factory=list)
+    tables: dict[str, list[list[Any]]] = field(default_factory=lambda: {table: [] for table in TABLES})
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[bytes] = field(default_factory=list)
     opened_at: float | None = None
+    records: int = 0
+    audited: int = 0
+    decode_s: float = 0.0
 
     def rows(self) -> int:
-        return len(self.stage_events) + len(self.answers) + len(self.dead_letters)
+        return sum(len(rows) for rows in self.tables.values())
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,6 +107,8 @@ class TelemetryWriter:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._client = get_client(self.settings)
+        self.lag_sampler = LagSampler(self.settings, stage_inputs(TOPICS))
+        self._lag_client = get_client(self.settings)  # its own session: one client runs one query at a time
 
     def stop(self) -> None:
         self.stopping.set()
@@ -110,6 +137,7 @@ class TelemetryWriter:
         consumer.subscribe([self.settings.topic(t) for t in TOPICS], listener=_FlushOnRevoke(self))
         runner = await serve_http(self.config.http_host, self.config.http_port, self.metrics, self.health)
         log.info("telemetry writer started", extra={"topics": TOPICS})
+        sampler = asyncio.create_task(self._sample_lag(), name="telemetry-lag-sampler")
         try:
             while not self.stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.config.max_rows)
@@ -121,6 +149,8 @@ class TelemetryWriter:
                     await self.flush()
             await self.flush()
         finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
             await consumer.stop()
             await self._dlq.stop()
             await runner.cleanup()
@@ -133,26 +163,62 @@ class TelemetryWriter:
         loop = asyncio.get_running_loop()
         return self.buffer.rows() >= self.config.max_rows or loop.time() - opened >= self.config.max_wait_s
 
+    async def _sample_lag(self) -> None:
+        """Consumer lag of every stage into ClickHouse every `lag_every_s`; a failed sample is logged and skipped.
+        Only the replica holding partition 0 of `audited` samples, so replicas do not write the same sample."""
+        sampler_partition = TopicPartition(self.settings.topic("audited"), 0)
+        while True:
+            try:
+                assigned = self._consumer is not None and sampler_partition in self._consumer.assignment()
+                rows = await asyncio.to_thread(self.lag_sampler.sample) if assigned else []
+                if rows:
+                    await asyncio.to_thread(
+                        self._lag_client.insert,
+                        "consumer_lag",
+                        rows,
+                        column_names=LAG_COLUMNS,
+                        database=self.settings.clickhouse_database,
+                    )
+            except Exception as error:
+                log.warning("consumer lag sample failed", extra={"error": str(error)})
+            await asyncio.sleep(self.config.lag_every_s)
+
     def _add(self, message: ConsumerRecord[bytes, bytes]) -> None:
         self.metrics.records_in.inc()
-        if self.buffer.opened_at is None:
-            self.buffer.opened_at = asyncio.get_running_loop().time()
+        buffer = self.buffer
+        if buffer.opened_at is None:
+            buffer.opened_at = asyncio.get_running_loop().time()
+        started = time.perf_counter()
+        buffer.records += 1
         try:
-            writer, value = self.codec.decode(message.value or b"")
-            if writer == "switchyard.Audited":
-                self.buffer.stage_events += stage_event_rows(value)
-                self.buffer.answers.append(answer_row(value))
-            elif writer == "switchyard.DeadLetter":
-                row, event = dead_letter_rows(value)
-                self.buffer.dead_letters.append(row)
-                if event is not None:
-                    self.buffer.stage_events.append(event)
-            else:
-                raise ValueError(f"{writer} records do not belong on {message.topic}")
+            for table, rows in self._rows_of(message).items():
+                buffer.tables[table] += rows
+                buffer.audited += len(rows) if table == "audit_records" else 0
         except Exception as error:  # one bad record goes to dlq.telemetry; the batch goes on
             record = dead_letter_for(message, stage="telemetry", reason=str(error), error=error, request_id=None)
-            self.buffer.rejected.append(self.codec.encode("DeadLetter", record))
+            buffer.rejected.append(self.codec.encode("DeadLetter", record))
             self.metrics.dead_letter(type(error).__name__)
+        buffer.decode_s += time.perf_counter() - started
+
+    def _rows_of(self, message: ConsumerRecord[bytes, bytes]) -> dict[str, list[list[Any]]]:
+        """Every row one record makes, by table; built whole before any is buffered, so a record that fails
+        half-way leaves nothing behind."""
+        writer, value = self.codec.decode(message.value or b"")
+        if writer == "switchyard.Audited":
+            return {
+                "stage_events": stage_event_rows(value),
+                "answers": [answer_row(value)],
+                "audit_records": [audit_record_row(value, message.topic, message.partition, message.offset)],
+                "rule_verdicts": rule_verdict_rows(value),
+            }
+        if writer == "switchyard.DeadLetter":
+            row, event = dead_letter_rows(value)
+            return {"dead_letters": [row], "stage_events": [event] if event is not None else []}
+        if writer == "switchyard.Feedback":
+            return {"feedback": [feedback_row(value)]}
+        if writer == "switchyard.ModelCall":
+            return {"model_calls": [model_call_row(value)]}
+        raise ValueError(f"{writer} records do not belong on {message.topic}")
 
     async def flush(self) -> None:
         async with self.flush_lock:
@@ -176,14 +242,16 @@ class TelemetryWriter:
             self.metrics.records_out.inc(buffer.rows())
 
     def _insert(self, buffer: Buffer) -> None:
-        database = self.settings.clickhouse_database
-        for table, columns, rows in (
-            ("stage_events", STAGE_EVENT_COLUMNS, buffer.stage_events),
-            ("answers", ANSWER_COLUMNS, buffer.answers),
-            ("dead_letters", DEAD_LETTER_COLUMNS, buffer.dead_letters),
-        ):
-            if rows:
-                self._client.insert(table, rows, column_names=columns, database=database)
+        started = time.perf_counter()
+        for table, columns in TABLES.items():
+            if buffer.tables[table]:
+                self._insert_rows(table, columns, buffer.tables[table])
+        insert_ms = (time.perf_counter() - started) * 1000
+        work = [datetime.now(tz=UTC), buffer.records, buffer.audited, buffer.rows(), buffer.decode_s * 1000, insert_ms]
+        self._insert_rows("telemetry_batches", BATCH_COLUMNS, [work])
+
+    def _insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self._client.insert(table, rows, column_names=columns, database=self.settings.clickhouse_database)
 
 
 async def run_writer(config: WriterConfig | None = None) -> None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import io
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +169,43 @@ class Chain:
             total += high
         consumer.close()
         return total
+
+
+@contextmanager
+def running_chain(
+    settings: Settings, codec: AvroCodec, admin: AdminClient, log_dir: Path, model_latency_ms: int = 10
+) -> Iterator[Chain]:
+    """Every process of the chain on topics of its own, the stub model answering; stopped and deleted after."""
+    port = free_port()
+    stub_model = ["-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", str(model_latency_ms)]
+    stub = subprocess.Popen(
+        [sys.executable, *stub_model],
+        stdout=(log_dir / "stub.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1")
+    try:
+        running.prepare()
+        wait_for_leaders(admin, running.prefix)
+        running.start_all()
+        yield running
+    finally:
+        running.stop_all()
+        stub.terminate()
+        stub.wait(10)
+        running.delete_topics(admin)
+
+
+def wait_for_leaders(admin: AdminClient, prefix: str, timeout_s: float = 30.0) -> None:
+    """Until every partition of the chain's new topics has a leader: a process that reads a topic whose
+    partition is still leaderless right after its creation can fail its start."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        topics = [t for name, t in admin.list_topics(timeout=10).topics.items() if name.startswith(prefix)]
+        if topics and all(p.leader >= 0 for t in topics for p in t.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"topics of {prefix} still have partitions without a leader after {timeout_s}s")
 
 
 def run_of(record: dict[str, Any]) -> str | None:
