@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from services.answerer.memory import guarded_memory_provider, memory_entries
 from services.answerer.providers import AnyProviderConfig, ProviderConfigError, parse_provider_config
 from services.answerer.resilience import GuardedProvider
 from services.settings import Settings
@@ -72,10 +73,13 @@ def load_providers(path: Path, environ: Mapping[str, str] = os.environ) -> Provi
         raise ProviderConfigError(source, [f"cannot be read ({exc.strerror}): check {PROVIDERS_FILE_ENV}"]) from None
     except yaml.YAMLError as exc:
         raise ProviderConfigError(source, [f"is not valid YAML: {exc}"]) from None
+    document, memories = memory_entries(document)  # the learning loop's answer memory (services/answerer/memory.py)
     configs, default = _validated(document, source)
     providers = {name: GuardedProvider.from_config(c, source=source, environ=environ) for name, c in configs.items()}
     fallbacks = {name: config.fallback for name, config in configs.items()}
-    return ProviderRegistry(providers, fallbacks=fallbacks, default=default, source=source)
+    for name, entry in memories.items():
+        providers[name], fallbacks[name] = guarded_memory_provider(name, entry, source)
+    return with_shadow(ProviderRegistry(providers, fallbacks=fallbacks, default=default, source=source))
 
 
 def answerer_registry(settings: Settings, environ: Mapping[str, str] = os.environ) -> ProviderRegistry:
@@ -87,7 +91,14 @@ def answerer_registry(settings: Settings, environ: Mapping[str, str] = os.enviro
     source = "answerer model settings (SWITCHYARD_MODEL_*)"
     config = parse_provider_config(settings.model_provider_config(), source=source)
     provider = GuardedProvider.from_config(config, source=source, environ=environ)
-    return ProviderRegistry({DEFAULT_PROVIDER: provider}, source=source)
+    return with_shadow(ProviderRegistry({DEFAULT_PROVIDER: provider}, source=source))
+
+
+def with_shadow(registry: ProviderRegistry) -> ProviderRegistry:
+    """A candidate model in shadow mode (the learning loop's shadow.json) answers beside its incumbent."""
+    from services.learning.shadow import attach_shadow  # the learning loop imports the answerer, not the reverse
+
+    return attach_shadow(registry)
 
 
 def _validated(document: Any, source: str) -> tuple[dict[str, AnyProviderConfig], str]:

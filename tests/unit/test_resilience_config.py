@@ -36,7 +36,7 @@ def load_error(tmp_path: Path, document: Any) -> str:
 async def test_the_shipped_providers_file_loads_with_its_fallback_order() -> None:
     registry = load_providers(SHIPPED, environ={})
     try:
-        assert set(registry.providers) == {"default", "local", "custom"}
+        assert set(registry.providers) == {"default", "local", "custom", "answer_memory"}
         chain, notes = registry.chain("default")
         assert [p.name for p in chain] == ["default", "local"]
         assert notes == []

@@ -148,6 +148,68 @@ def train(
     return card
 
 
+def retrain_with_production(
+    production_train: Sequence[tuple[str, str]],
+    production_eval: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    incumbent: Path | None = None,
+    data_path: Path = DEFAULT_DATA_PATH,
+    seed: int = DEFAULT_SEED,
+    embedder: SentenceEmbedder | None = None,
+    dataset: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The classifier refitted on the seed set plus production labels (route corrections and confirmed intents,
+    `(text, intent)` pairs from `switchyard export-training --task router`), where a production label replaces the
+    seed's for the same text; evaluated on the held-out production split against the incumbent (the model in
+    `incumbent`, default var/models/intent). Writes the artifact to `out` and returns its card, whose
+    data.sha256 stays the seed set's, so the router's start-up check accepts it once deployed."""
+    from services.router.intents.classifier import IntentClassifier  # numpy-only inference, no circular import
+
+    embedder = embedder or SentenceEmbedder()
+    labels = {" ".join(e.text.lower().split()): (e.text, e.intent) for e in load_examples(data_path)}
+    seed_count = len(labels)
+    for text, intent in production_train:
+        labels[" ".join(text.lower().split())] = (text, intent)
+    texts = [text for text, _ in labels.values()]
+    intents = [intent for _, intent in labels.values()]
+    model = fit(embedder.embed(texts), intents, seed)
+    eval_texts = [text for text, _ in production_eval]
+    expected = [intent for _, intent in production_eval]
+    evaluation: dict[str, Any] = {"split": "production eval (by time)", "test_examples": len(eval_texts)}
+    if eval_texts:
+        eval_vectors = embedder.embed(eval_texts)
+        predicted = [model.classes[i] for i in model.probabilities(eval_vectors).argmax(axis=1)]
+        current = IntentClassifier.load(incumbent, embedder=embedder)
+        before = [p.intent for p in current.classify_many(eval_texts)]
+        evaluation |= {
+            "candidate_accuracy": round(float(accuracy_score(expected, predicted)), 6),
+            "incumbent_accuracy": round(float(accuracy_score(expected, before)), 6),
+            "candidate_macro_f1": round(float(f1_score(expected, predicted, average="macro", zero_division=0.0)), 6),
+            "incumbent_macro_f1": round(float(f1_score(expected, before, average="macro", zero_division=0.0)), 6),
+            "incumbent_version": current.version,
+        }
+    card: dict[str, Any] = {
+        "format": artifact.FORMAT,
+        "version": model.fingerprint(embedder.version),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": {
+            "path": _display_path(data_path),
+            "sha256": data_sha256(data_path),
+            "examples": len(texts),
+            "per_intent": dict(sorted(Counter(intents).items())),
+            "seed_examples": seed_count,
+            "production_examples": len(production_train),
+            "production_dataset": dataset or {},
+        },
+        "embedder": embedder.version,
+        "classifier": {"kind": "multinomial logistic regression over embeddings", "C": REGULARISATION_C, "seed": seed},
+        "evaluation": evaluation,
+    }
+    artifact.save(out, model, card)
+    return card
+
+
 def _display_path(path: Path) -> str:
     resolved = path.resolve()
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)

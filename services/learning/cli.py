@@ -1,0 +1,135 @@
+"""The learning loop's commands, reached through `switchyard <command>`:
+
+feedback          rate, correct, reroute or close an escalation for one request
+export-training   a versioned training set from ClickHouse for a time range
+train             train, evaluate and register a custom model from an exported set
+shadow            start / stop / report a candidate answering in shadow on live traffic
+promote           route intents to a candidate that beats the incumbent on eval and in shadow
+rollback          undo the latest promotion (or only when its live metrics degraded: --if-degraded)
+models            list the registered models, what is deployed and what is in shadow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from services.learning import export, feedback, training
+from services.learning.compare import shadow_comparison
+from services.learning.promotion import PromotionPolicy, check_live, promote, rollback
+from services.learning.registry import ModelRegistry, format_models
+from services.settings import get_settings
+
+COMMANDS: Final = ("feedback", "export-training", "train", "shadow", "promote", "rollback", "models")
+
+
+def _route_table(path: Path | None) -> Path:
+    return path or get_settings().route_table
+
+
+def shadow_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard shadow", description="a candidate answering in shadow")
+    actions = parser.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="shadow the incumbent providers with a registered candidate")
+    start.add_argument("model_id")
+    start.add_argument("--incumbents", default="default", help="providers to shadow, comma separated")
+    actions.add_parser("stop", help="stop shadowing (takes effect on the next call)")
+    report = actions.add_parser("report", help="compare the candidate with the incumbent in ClickHouse")
+    report.add_argument("model_id")
+    report.add_argument("--intents", default=",".join(training.NARROW_INTENTS))
+    args = parser.parse_args(argv)
+    registry = ModelRegistry()
+    if args.action == "start":
+        card = registry.card(args.model_id)
+        registry.set_shadow(
+            {
+                "candidate": args.model_id,
+                "incumbents": [n for n in args.incumbents.split(",") if n],
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        registry.record("shadow_started", args.model_id, card["kind"], intents=card.get("intents", []))
+        print(f"{args.model_id} shadows {args.incumbents} (the answerer picks it up when it starts)")
+        return 0
+    if args.action == "stop":
+        current = registry.shadow()
+        registry.set_shadow(None)
+        if current:
+            registry.record("shadow_stopped", current["candidate"], registry.card(current["candidate"])["kind"])
+        print("shadow stopped" if current else "no shadow was running")
+        return 0
+    comparison = shadow_comparison(args.model_id, [i for i in args.intents.split(",") if i])
+    print(json.dumps(comparison.as_dict(), indent=2))
+    return 0
+
+
+def promote_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard promote", description="promote a candidate for intents")
+    parser.add_argument("model_id")
+    parser.add_argument("--intents", help="comma separated (default: the intents the model was trained for)")
+    parser.add_argument("--margin", type=float, default=PromotionPolicy.margin)
+    parser.add_argument("--no-shadow", action="store_true", help="promote on the eval split alone")
+    parser.add_argument("--route-table", type=Path, help="default: $SWITCHYARD_ROUTE_TABLE")
+    args = parser.parse_args(argv)
+    registry = ModelRegistry()
+    card = registry.card(args.model_id)
+    intents = [i for i in (args.intents or ",".join(card.get("intents", []))).split(",") if i]
+    shadow = None if args.no_shadow else shadow_comparison(args.model_id, intents)
+    policy = PromotionPolicy(margin=args.margin, require_shadow=not args.no_shadow)
+    decision = promote(args.model_id, intents, _route_table(args.route_table), registry, shadow=shadow, policy=policy)
+    print(("promoted " if decision.promote else "not promoted ") + args.model_id + f" for {', '.join(intents)}")
+    for reason in decision.reasons:
+        print(f"  {reason}")
+    return 0 if decision.promote else 2
+
+
+def rollback_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard rollback", description="undo the latest promotion")
+    parser.add_argument("--if-degraded", action="store_true", help="only when its live metrics degraded")
+    parser.add_argument("--kind", choices=("answer_memory", "router"), help="the latest promotion of this kind")
+    parser.add_argument(
+        "--max-bad-rate", type=float, default=0.2, help="share of reviewed answers corrected or rated <= 2"
+    )
+    parser.add_argument("--min-reviewed", type=int, default=10, help="reviewed live answers needed to judge")
+    parser.add_argument("--watch", type=float, metavar="SECONDS", help="with --if-degraded: check every SECONDS")
+    parser.add_argument("--route-table", type=Path, help="default: $SWITCHYARD_ROUTE_TABLE")
+    args = parser.parse_args(argv)
+    registry, table = ModelRegistry(), _route_table(args.route_table)
+    while args.if_degraded:
+        version = check_live(table, registry, max_bad_rate=args.max_bad_rate, min_reviewed=args.min_reviewed)
+        print(f"rolled back: route table {version}" if version else "live metrics within limits: nothing done")
+        if version or not args.watch:
+            return 0
+        time.sleep(args.watch)
+    print(f"rolled back: {rollback(table, registry, kind=args.kind)}")
+    return 0
+
+
+def models_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard models", description="the model registry")
+    parser.add_argument("--json", action="store_true", help="every card in full")
+    args = parser.parse_args(argv)
+    registry = ModelRegistry(clickhouse=False)
+    print(json.dumps(registry.models(), indent=2) if args.json else format_models(registry))
+    return 0
+
+
+def main(command: str, argv: Sequence[str]) -> int:
+    if command == "feedback":
+        return feedback.main(argv)
+    if command == "export-training":
+        return export.main(argv)
+    if command == "train":
+        return training.main(argv)
+    if command == "shadow":
+        return shadow_main(argv)
+    if command == "promote":
+        return promote_main(argv)
+    if command == "rollback":
+        return rollback_main(argv)
+    return models_main(argv)

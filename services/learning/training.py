@@ -1,0 +1,272 @@
+"""`switchyard train`: custom models from an exported data set, evaluated against the incumbent and registered.
+
+answers (the answer memory, services/answerer/memory.py): why retrieval over MiniLM embeddings, not a small
+sequence model or a fine-tuned GGUF: for narrow policy intents the right answer is one of a few dozen approved
+texts, so returning the nearest approved or corrected answer cannot hallucinate, trains in a second on 2 cores,
+needs no GPU, and answers in the time of one embedding (~5 ms) instead of a model call; where the nearest answer
+is not close enough it declines and the large model answers. The threshold is learned on the training split:
+held-out parts of the train split give (confidence, correct?) pairs, and the threshold is the lowest confidence at
+which the answers above it are at least `target_precision` correct. Two ways to pick the answer are measured on
+those held-out parts and the one that answers more at the target precision ships: the nearest stored question
+(cosine similarity), or a softmax layer over the distinct answers (its probability), which generalises better
+to new phrasings. Measured by `make demo-learning`.
+
+router: the intent classifier refitted on its seed set plus production labels
+(services/router/intents/train.py: retrain_with_production).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.answerer.memory import KIND as MEMORY_KIND
+from services.answerer.memory import AnswerMemory, question_of, shared_embedder
+from services.learning.compare import compare
+from services.learning.export import POSITIVE, load_examples
+from services.learning.metrics import is_correct, normalise
+from services.learning.registry import ModelRegistry
+from services.router.intents.embedder import SentenceEmbedder
+
+NARROW_INTENTS: Final = ("return_or_refund", "loyalty_account")
+DEFAULT_TARGET_PRECISION: Final = 0.9
+MIN_SUPPORT: Final = 5
+MIN_THRESHOLD: Final = 0.3
+NEVER: Final = 1.01  # above any similarity or probability: the memory declines everything
+METHODS: Final = ("nearest", "linear")
+FOLDS: Final = 5
+SEED: Final = 20
+C: Final = 10.0
+
+
+def threshold_for(
+    scores: NDArray[np.float64], correct: NDArray[np.bool_], *, target_precision: float, min_support: int = MIN_SUPPORT
+) -> float:
+    """The lowest confidence at which the answers at or above it are at least `target_precision` correct, over at
+    least `min_support` examples; NEVER when there is none."""
+    order = np.argsort(-scores, kind="stable")
+    counts = np.arange(1, len(order) + 1)
+    precision = np.cumsum(correct[order]) / counts
+    valid = np.flatnonzero((precision >= target_precision) & (counts >= min_support))
+    return max(MIN_THRESHOLD, float(scores[order[valid[-1]]])) if len(valid) else NEVER
+
+
+def learn_threshold(
+    embeddings: NDArray[np.float32],
+    answers: Sequence[str],
+    *,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    min_support: int = MIN_SUPPORT,
+) -> float:
+    """The nearest-neighbour threshold from leave-one-out (similarity, correct?) pairs on the training split."""
+    scores, correct = held_out_scores("nearest", embeddings, answers)
+    return threshold_for(scores, correct, target_precision=target_precision, min_support=min_support)
+
+
+def held_out_scores(
+    method: str, embeddings: NDArray[np.float32], answers: Sequence[str]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Each training example answered by a memory that never saw it: leave-one-out for nearest, 5-fold for linear."""
+    if len(answers) < 2:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    if method == "nearest":
+        similarities = embeddings @ embeddings.T
+        np.fill_diagonal(similarities, -np.inf)
+        nearest = similarities.argmax(axis=1)
+        scores = similarities[np.arange(len(answers)), nearest].astype(np.float64)
+        return scores, np.array([is_correct(answers[j], answers[i]) for i, j in enumerate(nearest)])
+    from sklearn.model_selection import KFold
+
+    scores, correct = np.zeros(len(answers)), np.zeros(len(answers), dtype=bool)
+    for fit_rows, held_rows in KFold(min(FOLDS, len(answers)), shuffle=True, random_state=SEED).split(embeddings):
+        memory = _fit_linear(embeddings[fit_rows], [answers[i] for i in fit_rows], threshold=0.0)
+        for row, (answer, confidence, _) in zip(held_rows, memory.predict(embeddings[held_rows]), strict=True):
+            scores[row], correct[row] = confidence, is_correct(answer, answers[row])
+    return scores, correct
+
+
+def _fit_linear(
+    embeddings: NDArray[np.float32], answers: Sequence[str], *, threshold: float, intents: Sequence[str] = ()
+) -> AnswerMemory:
+    """A softmax layer over the distinct answers (told apart after normalisation)."""
+    from sklearn.linear_model import LogisticRegression
+
+    spelling: dict[str, str] = {}
+    labels = [spelling.setdefault(normalise(a), a) for a in answers]
+    classes = tuple(dict.fromkeys(labels))
+    if len(classes) == 1:  # one answer: a constant layer that always gives it
+        coef, intercept = np.zeros((1, embeddings.shape[1])), np.zeros(1)
+    else:
+        estimator = LogisticRegression(C=C, max_iter=5000, random_state=SEED).fit(embeddings, labels)
+        order = [list(estimator.classes_).index(c) for c in classes]
+        coef = np.asarray(estimator.coef_, dtype=np.float64)
+        intercept = np.asarray(estimator.intercept_, dtype=np.float64)
+        if len(classes) == 2:  # scikit-learn fits one column for two classes: expand it to a softmax pair
+            coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        coef, intercept = coef[order], intercept[order]
+    return AnswerMemory(
+        embeddings=embeddings,
+        questions=(),
+        answers=tuple(labels),
+        intents=tuple(intents) or ("",) * len(labels),
+        threshold=threshold,
+        embedder="",
+        method="linear",
+        classes=classes,
+        coef=coef,
+        intercept=intercept,
+    )
+
+
+def _pairs(rows: list[dict[str, Any]], intents: Sequence[str]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["intent"] in intents and r["outcome"] in POSITIVE]
+
+
+def train_answer_memory(
+    dataset_dir: Path,
+    intents: Sequence[str] = NARROW_INTENTS,
+    *,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    embedder: SentenceEmbedder | None = None,
+) -> tuple[AnswerMemory, dict[str, Any]]:
+    """The memory fitted on the train split, its method and threshold chosen on held-out parts of the train split
+    (the method that answers more of them at the target precision), and its evaluation on the eval split."""
+    embedder = embedder or shared_embedder()
+    train = _pairs(load_examples(dataset_dir, "train"), intents)
+    questions = [question_of(r["messages"]) for r in train]
+    answers = [r["target"] for r in train]
+    embeddings = embedder.embed(questions) if questions else np.zeros((0, 384), dtype=np.float32)
+    started = time.perf_counter()
+    selection: dict[str, dict[str, float]] = {}
+    for method in METHODS:
+        scores, correct = held_out_scores(method, embeddings, answers)
+        threshold = threshold_for(scores, correct, target_precision=target_precision)
+        selection[method] = {
+            "threshold": round(threshold, 6),
+            "train_coverage": round(float(np.mean(scores >= threshold)) if len(scores) else 0.0, 6),
+        }
+    method = max(METHODS, key=lambda m: (selection[m]["train_coverage"], m == "nearest"))
+    threshold = selection[method]["threshold"]
+    train_intents = tuple(r["intent"] for r in train)
+    memory = AnswerMemory(
+        embeddings=embeddings,
+        questions=tuple(questions),
+        answers=tuple(answers),
+        intents=train_intents,
+        threshold=threshold,
+        embedder=embedder.version,
+    )
+    if method == "linear":
+        head = _fit_linear(embeddings, answers, threshold=threshold)
+        memory = dataclasses.replace(
+            memory, method="linear", classes=head.classes, coef=head.coef, intercept=head.intercept
+        )
+    evaluation = evaluate_memory(memory, dataset_dir, intents, embedder)
+    evaluation |= {
+        "method": method,
+        "method_selection": selection,
+        "threshold": round(threshold, 6),
+        "target_precision": target_precision,
+        "train_examples": len(train),
+        "fit_seconds": round(time.perf_counter() - started, 3),
+        "metric": "accuracy = exact match after normalisation or token F1 >= 0.8 (services/learning/metrics.py)",
+    }
+    return memory, evaluation
+
+
+def evaluate_memory(
+    memory: AnswerMemory, dataset_dir: Path, intents: Sequence[str], embedder: SentenceEmbedder
+) -> dict[str, Any]:
+    """On the eval split's positive examples of `intents`: the reference is the correction (or the approved
+    answer); the incumbent is the answer the large-model route gave; the candidate is the memory, deferring to
+    the incumbent below its threshold. Latency is one embedding and prediction per question, measured here."""
+    rows = _pairs(load_examples(dataset_dir, "eval"), intents)
+    candidate: list[str | None] = []
+    latencies: list[float] = []
+    for row in rows:
+        started = time.perf_counter()
+        answer, confidence, _ = memory.predict(embedder.embed([question_of(row["messages"])]))[0]
+        latencies.append((time.perf_counter() - started) * 1000)
+        candidate.append(answer if confidence >= memory.threshold else None)
+    comparison = compare([r["target"] for r in rows], [r["answer"] for r in rows], candidate, latencies)
+    per_intent = {}
+    for intent in intents:
+        picked = [i for i, r in enumerate(rows) if r["intent"] == intent]
+        if picked:
+            per_intent[intent] = compare(
+                [rows[i]["target"] for i in picked], [rows[i]["answer"] for i in picked], [candidate[i] for i in picked]
+            ).as_dict()
+    return {**comparison.as_dict(), "per_intent": per_intent, "split": "eval (latest by time)"}
+
+
+def train_and_register(
+    task: str,
+    dataset_dir: Path,
+    registry: ModelRegistry,
+    *,
+    intents: Sequence[str] = NARROW_INTENTS,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+) -> str:
+    """Trains the task's model on the data set, registers it with its data-set version, evaluation and parent
+    (the deployed model of its kind); returns the new model id."""
+    import json
+
+    dataset_card = json.loads((dataset_dir / "card.json").read_text(encoding="utf-8"))
+    dataset = {
+        "version": dataset_card["version"],
+        "content_sha256": dataset_card["content_sha256"],
+        "path": str(dataset_dir),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        if task == "answers":
+            memory, evaluation = train_answer_memory(dataset_dir, intents, target_precision=target_precision)
+            memory.save(work)
+            card = {"method": "retrieval answer memory over MiniLM embeddings", "intents": list(intents)}
+            kind = MEMORY_KIND
+        else:
+            from services.router.intents.train import retrain_with_production
+
+            def pairs(split: str) -> list[tuple[str, str]]:
+                rows = load_examples(dataset_dir, split)
+                return [(question_of(r["messages"]), r["intent"]) for r in rows if r["outcome"] in POSITIVE]
+
+            intent_card = retrain_with_production(pairs("train"), pairs("eval"), work, dataset=dataset)
+            evaluation = intent_card["evaluation"]
+            card = {"method": "intent classifier refit: seed set + production labels", "intents": []}
+            kind = "router"
+        parent = registry.deployed().get(kind)
+        return registry.register(kind, work, card, dataset=dataset, evaluation=evaluation, parent=parent)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("router", "answers"), required=True)
+    parser.add_argument("--data", type=Path, required=True, help="a directory `switchyard export-training` wrote")
+    parser.add_argument("--intents", default=",".join(NARROW_INTENTS), help="answers: the intents to cover")
+    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard train", description="train, evaluate and register a model")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    registry = ModelRegistry()
+    model_id = train_and_register(
+        args.task,
+        args.data,
+        registry,
+        intents=[i for i in args.intents.split(",") if i],
+        target_precision=args.target_precision,
+    )
+    evaluation = registry.card(model_id)["evaluation"]
+    print(f"registered {model_id}")
+    print("evaluation: " + ", ".join(f"{k}={v}" for k, v in evaluation.items() if not isinstance(v, (dict, list))))
+    return 0
