@@ -1,0 +1,149 @@
+"""The deployment manifests under infra/deploy: generated from the process registry, one Deployment, KEDA
+ScaledObject and PodDisruptionBudget per process scaling on that process's own consumer group, and a compose file
+whose services, ports and volumes all hold together."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.export.deploy import DEPLOY_DIR, compose, render, stale, workloads
+from services.export.validate import check_compose
+from services.infra.topic_specs import load_topics
+from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.stage import Stage
+from services.settings import REPO_ROOT
+from services.stages import CHAIN, NO_HTTP, PROCESSES
+
+
+def kubernetes_objects() -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for path in sorted((DEPLOY_DIR / "kubernetes").glob("*.yaml")):
+        objects.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
+    return objects
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in kubernetes_objects() if o["kind"] == kind
+    }
+
+
+def test_the_committed_manifests_are_what_the_process_registry_generates() -> None:
+    assert stale() == [], "run `python -m services.export.deploy write`"
+
+
+def test_every_process_has_a_deployment_and_a_disruption_budget_and_every_consumer_scales_on_lag() -> None:
+    for kind in ("Deployment", "PodDisruptionBudget"):
+        assert sorted(by_kind(kind)) == sorted(PROCESSES), kind
+    consumers = sorted(workload.name for workload in workloads() if workload.group)
+    assert sorted(by_kind("ScaledObject")) == consumers
+    assert set(PROCESSES) - set(consumers) == set(by_kind("Service")) == {"dashboard"}
+    assert by_kind("Deployment")["dashboard"]["spec"]["replicas"] == 1
+    assert "replicas" not in by_kind("Deployment")["router"]["spec"]  # KEDA owns it
+
+
+def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:
+    for name, deployment in by_kind("Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"].keys() == {"cpu", "memory"}
+        assert container["readinessProbe"] and container["livenessProbe"]
+        if name in NO_HTTP:
+            continue
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        port = container["ports"][0]["containerPort"]
+        assert container["args"] == ["run", name, "--http-port", str(port)]
+
+
+@pytest.mark.parametrize("name", CHAIN)
+def test_each_stage_scales_on_the_lag_of_its_own_consumer_group_and_input_topic(name: str) -> None:
+    module = importlib.import_module(f"services.{name}.stage")
+    stage_class = next(
+        v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Stage) and v is not Stage
+    )
+    stage = object.__new__(stage_class)  # the group and topic are class facts: no dependencies needed
+    trigger = by_kind("ScaledObject")[name]["spec"]["triggers"][0]
+
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == stage.group_id
+    assert trigger["metadata"]["topic"] == stage.input_topic
+
+
+def test_no_process_scales_past_the_partitions_of_the_topics_it_reads() -> None:
+    partitions = {
+        spec.name: spec.partitions
+        for spec in load_topics(REPO_ROOT / "topics", SchemaRegistry.load(REPO_ROOT / "schemas"))
+    }
+    scaled = by_kind("ScaledObject")
+    for workload in (workload for workload in workloads() if workload.group):
+        most = max(partitions[topic] for topic in workload.topics)
+        assert scaled[workload.name]["spec"]["maxReplicaCount"] == most, workload.name
+
+
+def test_secrets_are_only_referenced_never_written_into_the_manifests() -> None:
+    assert not [o for o in kubernetes_objects() if o["kind"] == "Secret"]
+    env = by_kind("Deployment")["answerer"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    references = [item["valueFrom"]["secretKeyRef"] for item in env if "secretKeyRef" in item.get("valueFrom", {})]
+    assert references and all(reference["optional"] for reference in references)
+
+
+def test_the_compose_file_runs_the_infrastructure_every_process_and_the_dashboard() -> None:
+    document = yaml.safe_load((DEPLOY_DIR / "docker-compose.yaml").read_text())
+
+    assert "dashboard" in PROCESSES
+    assert set(document["services"]) == {"kafka", "clickhouse", "weaviate", "setup", *PROCESSES}
+    assert all(
+        service["environment"]["SWITCHYARD_HOST"] == "0.0.0.0" for service in map(document["services"].get, PROCESSES)
+    )
+    assert check_compose(document, DEPLOY_DIR) == []
+    ports = [p.split(":")[0] for service in document["services"].values() for p in service.get("ports", [])]
+    assert len(ports) == len(set(ports))
+    assert document["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_the_compose_check_names_each_broken_service_port_and_volume() -> None:
+    document = copy.deepcopy(compose())
+    document["services"]["router"]["ports"] = ["9102:9101"]  # the stitcher's host port
+    document["services"]["auditor"]["volumes"] = ["audit-state:/app/var"]
+    document["services"]["governor"]["depends_on"] = {"policy-server": {"condition": "service_started"}}
+    document["services"]["dashboard"]["depends_on"] = {"router": {"condition": "service_healthy"}}
+    document["services"]["router"].pop("healthcheck")
+    del document["volumes"]["health-state"]
+
+    problems = check_compose(document, DEPLOY_DIR)
+
+    assert sorted(problems) == sorted(
+        [
+            "stitcher: host port 9102 is taken by router",
+            "auditor: volume 'audit-state' is not declared under volumes",
+            "governor: depends on unknown service 'policy-server'",
+            "dashboard: waits for router to be healthy, which has no healthcheck",
+            "health: volume 'health-state' is not declared under volumes",
+        ]
+    )
+
+
+def test_the_image_build_file_installs_the_code_where_the_settings_look_for_it() -> None:
+    dockerfile = (DEPLOY_DIR / "Dockerfile").read_text()
+    assert "pip install -e ." in dockerfile
+    for directory in ("schemas", "topics", "routes", "providers", "policies", "var/models"):
+        assert f"COPY {directory} ./{directory}" in dockerfile
+
+
+def test_rendering_into_another_directory_writes_the_same_set_of_files(tmp_path: Path) -> None:
+    names = sorted(path.relative_to(tmp_path).as_posix() for path in render(tmp_path))
+    assert names == sorted(
+        [
+            "docker-compose.yaml",
+            "kubernetes/00-namespace.yaml",
+            "kubernetes/01-config.yaml",
+            "kubernetes/02-setup-job.yaml",
+        ]
+        + [f"kubernetes/{name}.yaml" for name in PROCESSES]
+    )
