@@ -73,6 +73,32 @@ query: $(INSTALLED) ## run SQL against ClickHouse: make query SQL='SELECT count(
 	@test -n "$${SQL:-}" || { echo "usage: make query SQL='SELECT ...'" >&2; exit 2; }
 	@$(PY) -m services.infra.clickhouse query "$$SQL"
 
+.PHONY: verify
+verify: $(INSTALLED) ## walk the audit hash chains in ClickHouse, report the first broken link (VERIFY_ARGS='--chain 0417')
+	@$(PY) -m services.cli verify $(VERIFY_ARGS)
+
+.PHONY: replay
+replay: $(INSTALLED) ## re-run a request's routing, context and policy decisions: make replay REQUEST_ID=...
+	@test -n "$${REQUEST_ID:-}" || { echo "usage: make replay REQUEST_ID=<request id>" >&2; exit 2; }
+	@$(PY) -m services.cli replay "$$REQUEST_ID"
+
+.PHONY: export-audit
+export-audit: $(INSTALLED) ## audit records for a regulator: make export-audit SINCE=2026-11-01 [UNTIL=...] [FORMAT=parquet OUT=f]
+	@test -n "$${SINCE:-}" || { echo "usage: make export-audit SINCE=<ISO date> [UNTIL=..] [FORMAT=jsonl|parquet] [OUT=file]" >&2; exit 2; }
+	@$(PY) -m services.cli export-audit --since "$$SINCE" $${UNTIL:+--until "$$UNTIL"} --format $${FORMAT:-jsonl} $${OUT:+--output "$$OUT"}
+
+.PHONY: work-split
+work-split: $(INSTALLED) ## the measured orchestration-work split next to the reference (SPLIT_ARGS='--minutes 60')
+	@$(PY) -m services.cli work-split $(SPLIT_ARGS)
+
+.PHONY: dashboard
+dashboard: $(INSTALLED) ## serve the live dashboard on http://127.0.0.1:9110/ (SWITCHYARD_DASHBOARD_PORT)
+	@$(PY) -m services.dashboard
+
+.PHONY: bench-audit
+bench-audit: $(INSTALLED) ## audit write throughput (decide, row build, ClickHouse insert) as JSON
+	@$(PY) -m services.cli bench-audit $(BENCH_ARGS)
+
 .PHONY: schemas-check
 schemas-check: $(INSTALLED) ## check every schema against its history, both directions, and that models are generated
 	@$(PY) -m services.runtime.compatibility
@@ -87,13 +113,49 @@ schema-release: $(INSTALLED) ## keep schemas in history before changing them: ma
 demo: up ## set up everything and run the main job: the six-stage chain answering a mix of POS requests
 	@$(PY) -m services.demo $(DEMO_ARGS)
 
+.PHONY: demo-learning
+demo-learning: up ## the learning loop: traffic, simulated reviews, export, train, shadow, promote; before/after table
+	@$(PY) -m services.learning.demo $(DEMO_ARGS)
+
 .PHONY: bench
 bench: up ## full-chain throughput and latency as JSON (BENCH_ARGS='--rate 100 --duration 30')
 	@$(PY) -m services.bench $(BENCH_ARGS)
 
 .PHONY: seed
-seed: up ## publish the 1,600-store directory to ref.stores
+seed: up ## publish stores, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
 	@$(PY) -m services.stitcher.seed --stores 1600
+	@$(PY) -m services.stitcher.knowledge ingest
+
+.PHONY: bench-stitcher
+bench-stitcher: up ## (after `make seed`) stitcher records/s and stitch time p50/p99 with the real tables and Weaviate, as JSON
+	@$(PY) -m services.stitcher.bench $(BENCH_ARGS)
+
+.PHONY: eval-retrieval
+eval-retrieval: up ## knowledge-base retrieval on the labelled questions: recall@5, MRR, latency, embeddings/s
+	@$(PY) -m services.stitcher.eval $(EVAL_ARGS)
+
+.PHONY: export
+export: $(INSTALLED) ## write the system as one hash-signed bundle (dir + .tar.gz) under dist/ (EXPORT_ARGS='--with-data')
+	@$(PY) -m services.cli export $(EXPORT_ARGS)
+
+.PHONY: import
+import: $(INSTALLED) ## check a bundle, lay it out: make import BUNDLE=dist/x.tar.gz INTO=DIR (IMPORT_ARGS=...)
+	@test -n "$${BUNDLE:-}" && test -n "$${INTO:-}" || { echo "usage: make import BUNDLE=... INTO=DIR" >&2; exit 2; }
+	@$(PY) -m services.cli import "$$BUNDLE" --into "$$INTO" $(IMPORT_ARGS)
+
+.PHONY: validate-manifests
+validate-manifests: $(INSTALLED) ## infra/deploy vs the process list, kubeconform on offline schemas, compose checks
+	@$(PY) -m services.export.deploy check
+	@bash infra/deploy/kubeconform.sh validate
+	@$(PY) -m services.export.validate compose
+
+.PHONY: eval-governance
+eval-governance: $(INSTALLED) ## governance on the labelled set: PII P/R per type, toxicity, injection, promises, rules
+	@$(PY) -m services.governor.eval $(EVAL_ARGS)
+
+.PHONY: bench-governor
+bench-governor: $(INSTALLED) ## governor records/s and p50/p95/p99 added latency in process, as JSON
+	@$(PY) -m services.governor.bench $(BENCH_ARGS)
 
 .PHONY: lint
 lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict

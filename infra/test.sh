@@ -30,6 +30,14 @@ log "schema evolution: every schema against its history, both directions"
 "$PYTHON" -m services.runtime.compatibility
 "$PYTHON" -m services.runtime.gen_models --check
 
+# the dashboard test drives Debian's headless Chromium; install it (quietly) where it is missing
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver for the dashboard test"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 log "tests: unit and integration, against the real components"
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit is.
 .venv/bin/pytest tests "$@"

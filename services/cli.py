@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from services.stages import PROCESSES
 
@@ -23,10 +24,53 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("args", nargs=argparse.REMAINDER)
     query = commands.add_parser("query", help="run SQL against ClickHouse")
     query.add_argument("args", nargs=argparse.REMAINDER)
-    seed_stores = commands.add_parser("seed-stores", help="publish the store directory to ref.stores")
+    seed_stores = commands.add_parser("seed-stores", help="publish stores, stock and customers to ref.*")
     seed_stores.add_argument("args", nargs=argparse.REMAINDER)
     commands.add_parser("demo", help="the end-to-end demo")
+    export = commands.add_parser("export", help="write the system as one hash-signed bundle (dir and .tar.gz)")
+    export.add_argument("args", nargs=argparse.REMAINDER)
+    import_ = commands.add_parser("import", help="check a bundle and lay it out in a fresh directory")
+    import_.add_argument("args", nargs=argparse.REMAINDER)
+    bundle_arguments = sys.argv[1:] if argv is None else argv
+    if bundle_arguments and bundle_arguments[0] in ("export", "import"):  # before argparse: it drops leading --flags
+        from services.export import cli as export_cli
 
+        return export_cli.main(list(bundle_arguments))
+    learning_help = {
+        "feedback": "rate, correct, reroute or close an escalation (to the feedback topic)",
+        "export-training": "a versioned training set (JSONL chat + Parquet + card) from ClickHouse",
+        "train": "train, evaluate and register a custom model from an exported set",
+        "shadow": "start / stop / report a candidate answering in shadow on live traffic",
+        "promote": "route intents to a candidate that beats the incumbent on eval and in shadow",
+        "rollback": "undo the latest promotion (--if-degraded: only when its live metrics degraded)",
+        "models": "the model registry: models, data sets, evaluations, what is deployed",
+    }
+    for name, text in learning_help.items():
+        commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
+
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in learning_help:  # before argparse, which keeps a leading --flag from REMAINDER
+        from services.learning import cli as learning_cli
+
+        return learning_cli.main(arguments[0], arguments[1:])
+    audit_commands = {  # name: (module with main(argv), help)
+        "verify": ("services.auditor.verify", "walk the audit hash chains in ClickHouse, report the first broken link"),
+        "replay": (
+            "services.auditor.replay",
+            "re-run a request's routing, context and policy decisions from its record",
+        ),
+        "export-audit": ("services.auditor.export", "audit records of a period as JSON lines or Parquet"),
+        "work-split": ("services.dashboard.queries", "the orchestration-work split, measured, next to the reference"),
+        "bench-audit": ("services.auditor.bench", "audit write throughput: records/s through decide and the insert"),
+        "dashboard": ("services.dashboard.app", "serve the live monitoring dashboard (ClickHouse over HTTP)"),
+    }
+    for name, (_, text) in audit_commands.items():
+        commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
+    if arguments and arguments[0] in audit_commands:
+        import importlib
+
+        command: Any = importlib.import_module(audit_commands[arguments[0]][0])
+        return int(command.main(arguments[1:]))
     args = parser.parse_args(argv)
     if args.command == "run":
         from services.stages import run_process

@@ -1,6 +1,7 @@
-"""Starts the chain's six processes (five stages and the telemetry writer) as child processes, waits until
-each reports ready on /healthz, and stops them with SIGTERM. Used by the demo, the benchmark and the tests;
-in production each process is started on its own (`switchyard run <stage>`, one Deployment per stage)."""
+"""Starts the chain's processes (five stages, the telemetry writer, the health app and the dashboard) as child
+processes, waits until each reports ready on /healthz, and stops them with SIGTERM. Used by the demo, the
+benchmark and the tests; in production each process is started on its own (`switchyard run <stage>`, one
+Deployment per stage)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class Launcher:
             self.start(name)
         for key in list(self.processes):
             self.wait_ready(key, timeout_s)
+
+    def url(self, key: str = "dashboard/0") -> str:
+        """The base URL of a process's HTTP server: /healthz and /metrics, or the dashboard's pages."""
+        return f"http://127.0.0.1:{self.ports[key]}/"
 
     def healthz(self, key: str) -> tuple[int, str]:
         try:

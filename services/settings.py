@@ -25,6 +25,15 @@ class Settings(BaseSettings):
         REPO_ROOT / "routes" / "route_table.yaml", description="the router's route table, reloaded when it changes"
     )
 
+    policies: Path = Field(
+        REPO_ROOT / "policies", description="policy rule files (*.yaml) of the governor and the output guard"
+    )
+    pii_vault_key_file: Path | None = Field(
+        None, description="32-byte AES key of the PII vault (default var/secrets/pii_vault.key, made on first use)"
+    )
+    pii_vault_ttl_s: int = Field(86_400, description="how long a request's PII mapping can be restored")
+    pii_ner: bool = Field(True, description="spaCy NER for names beside the pattern recognizers (False: patterns only)")
+
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     topic_prefix: str = Field(
         "", description="prepended to every topic and consumer group name: one cluster, several isolated chains"
@@ -45,6 +54,8 @@ class Settings(BaseSettings):
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = 8080
     weaviate_grpc_port: int = 50051
+
+    dashboard_port: int = Field(9110, description="port of the monitoring dashboard (`switchyard dashboard`)")
 
     model_provider: str = Field("local_gguf", description="answerer's model: local_gguf, or openai (any compatible)")
     model_base_url: str = Field("http://127.0.0.1:8199/v1", description="OpenAI-compatible endpoint, for openai")

@@ -16,7 +16,7 @@ from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
-PROCESSES = [*CHAIN, "telemetry", "health"]
+PROCESSES = [*CHAIN, "telemetry", "health", "dashboard"]
 # processes without /healthz: the faust worker reports through its logs and model.health itself
 NO_HTTP = {"health"}
 DEFAULT_HTTP_PORTS = {name: 9101 + index for index, name in enumerate(PROCESSES)}
@@ -45,18 +45,30 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
     if name == "governor":
         from services.governor.stage import Governor
 
-        return Governor()
+        return Governor(settings)
     if name == "answerer":
         from services.answerer.call_events import ModelCallPublisher
         from services.answerer.registry import answerer_registry
         from services.answerer.stage import Answerer
+        from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultTable, load_key
 
         codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-        return Answerer(answerer_registry(settings), call_events=ModelCallPublisher(settings, codec))
+        vault = VaultTable(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.topic(VAULT_TOPIC),
+            codec=codec,
+            cipher=VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s),
+        )
+        return Answerer(
+            answerer_registry(settings),
+            call_events=ModelCallPublisher(settings, codec),
+            policies=settings.policies,
+            vault=vault,
+        )
     if name == "auditor":
         from services.auditor.stage import Auditor
 
-        return Auditor()
+        return Auditor(settings)
     raise KeyError(name)
 
 
@@ -75,12 +87,18 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
         sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
         run_health()
         return
+    if name == "dashboard":
+        from services.dashboard.app import serve
+
+        asyncio.run(serve(settings.host, http_port if http_port is not None else settings.dashboard_port))
+        return
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer
 
-        asyncio.run(run_writer(WriterConfig(http_port=port)))
+        asyncio.run(run_writer(WriterConfig(http_port=port, http_host=settings.host)))
         return
-    overrides: dict[str, Any] = {"http_port": port}
+    # /healthz and /metrics listen on SWITCHYARD_HOST: the loopback here, 0.0.0.0 in a container (infra/deploy)
+    overrides: dict[str, Any] = {"http_port": port, "http_host": settings.host}
     if replica is not None:
         overrides["replica"] = replica
     runner: Callable[[], Any] = lambda: run_stage(build_stage(name, settings), WorkerConfig(**overrides))  # noqa: E731

@@ -469,6 +469,27 @@ class OpeningHours(BaseModel):
     closes: str = Field(description="Closing time, HH:MM.")
 
 
+class PiiVaultEntry(BaseModel):
+    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by request_id; the topic's time retention expires it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vault_key: str = Field(description="Name of the entry, as in Governance.vault_key: the request id.")
+    key_id: str = Field(
+        description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
+    )
+    nonce: bytes = Field(description="The 12-byte AES-GCM nonce.")
+    ciphertext: bytes = Field(
+        description="AES-GCM encryption of the JSON token-to-value mapping, with the vault key as associated data.",
+    )
+    created_at: TimestampMillis = Field(
+        description="When the entry was written: milliseconds since the Unix epoch, UTC.",
+    )
+    expires_at: TimestampMillis = Field(
+        description="After this instant the entry is refused even if the topic still holds it.",
+    )
+
+
 class ProviderState(enum.StrEnum):
     """Health state. A reader meeting a symbol it does not know reads DEGRADED."""
 
@@ -560,6 +581,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.InventoryItem": InventoryItem,
     "switchyard.ModelCall": ModelCall,
     "switchyard.OpeningHours": OpeningHours,
+    "switchyard.PiiVaultEntry": PiiVaultEntry,
     "switchyard.PromptMessage": PromptMessage,
     "switchyard.ProviderHealth": ProviderHealth,
     "switchyard.Request": Request,
