@@ -98,7 +98,13 @@ def failover_chain(
 
 
 def model_routed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r["route"]["kind"] != "WORKFLOW"]
+    """Records a model answers: a model route the governor let through (the 25% discount request is escalated
+    to a manager before any model)."""
+    return [
+        r
+        for r in records
+        if r["route"]["kind"] != "WORKFLOW" and r["governance"]["verdict"] not in ("BLOCK", "ESCALATE")
+    ]
 
 
 def routed_at(record: dict[str, Any]) -> float:
