@@ -3,7 +3,7 @@
 retail identifiers, replacing each value with a stable typed token (<PERSON_1>, <EMAIL_1>).
 
 `PiiDetector` is loaded once and is used from one worker thread at a time (the governor batches through
-services.router.batcher.MicroBatcher with concurrency 1: spaCy pipelines are not documented as thread-safe).
+services.runtime.batcher.MicroBatcher with concurrency 1: spaCy pipelines are not documented as thread-safe).
 `Tokeniser` holds one request's value → token mapping, so the same value gets the same token in the request
 text and every prompt message; `restore` puts the values back.
 """

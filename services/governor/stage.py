@@ -23,8 +23,8 @@ from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_facts
-from services.router.batcher import MicroBatcher
 from services.router.intents.embedder import SentenceEmbedder
+from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Finding, Governance, PromptMessage, Stitched, Verdict
 from services.runtime.stage import SideRecord, Stage
 from services.settings import Settings
@@ -36,6 +36,10 @@ WITHHELD: Final = "[passage withheld: it contained instructions addressed to the
 VERDICT_RANK: Final = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.ESCALATE: 2, Verdict.BLOCK: 3}
 PENDING_VAULT_LIMIT: Final = 10_000
 PASSAGE_MEMORY: Final = 10_000
+# Items whose text comes from documents or from earlier requests get the injection classifier as well as the
+# patterns; reference rows (store hours, inventory) are the store's own structured data and get the patterns
+# only. Embedding every per-store row capped the governor near 20 records/s on 2 cores.
+CLASSIFIED_SOURCES: Final = frozenset({"knowledge_base", "customer_history"})
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class TextAnalysis:
 class AnalysisInput:
     request_text: str
     prompt_texts: list[str]
-    passage_texts: list[str]
+    passage_texts: list[str | None]  # None: an item the classifier does not score (see CLASSIFIED_SOURCES)
 
 
 class Analyzer:
@@ -107,18 +111,20 @@ class Analyzer:
         classifiers; passages already scored are not embedded again."""
         requests = [item.request_text for item in inputs]
         new_passages = list(
-            dict.fromkeys(t for item in inputs for t in item.passage_texts if t not in self._passage_scores)
+            dict.fromkeys(
+                t for item in inputs for t in item.passage_texts if t is not None and t not in self._passage_scores
+            )
         )
         embeddings = self.toxicity.embed(requests + new_passages)
         toxicity = self.toxicity.probabilities_of(embeddings[: len(requests)])
         injection_scores = self.injection.probabilities_of(embeddings)
         for text, score in zip(new_passages, injection_scores[len(requests) :], strict=True):
             self._passage_scores[text] = score
-        passage_scores = {t: self._passage_scores[t] for item in inputs for t in item.passage_texts}
+        passage_scores = {t: self._passage_scores[t] for item in inputs for t in item.passage_texts if t is not None}
         while len(self._passage_scores) > PASSAGE_MEMORY:
             self._passage_scores.popitem(last=False)
         return [
-            (tox, inj, [passage_scores[text] for text in item.passage_texts])
+            (tox, inj, [0.0 if text is None else passage_scores[text] for text in item.passage_texts])
             for item, tox, inj in zip(inputs, toxicity, injection_scores[: len(requests)], strict=True)
         ]
 
@@ -134,7 +140,7 @@ def analysis_input(record: Stitched) -> AnalysisInput:
     return AnalysisInput(
         request_text=record.request.text,
         prompt_texts=[message.content for message in prompt_of(record)],
-        passage_texts=[item.text for item in record.context.items],
+        passage_texts=[item.text if item.source in CLASSIFIED_SOURCES else None for item in record.context.items],
     )
 
 

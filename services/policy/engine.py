@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pydantic_core import ErrorDetails
 # strict YAML (a key given twice is an error) and error wording shared with the route table
 from services.router.route_table import _key_path, _StrictLoader, _yaml_problem
 from services.runtime.models import Finding, Verdict
+from services.runtime.watched import WatchedConfig
 
 log = logging.getLogger("switchyard.policy")
 
@@ -392,7 +392,7 @@ def _describe(file: Path, data: dict[str, Any], detail: ErrorDetails) -> str:
 # -- reload without a restart ------------------------------------------------------------------------------------
 
 
-class PolicyWatcher:
+class PolicyWatcher(WatchedConfig[PolicyEngine]):
     """The policy in force for a file or directory. `current()` re-reads it when any file changed (names, inode,
     size or mtime), looking at most every `check_every_s`. An invalid change is logged once and the last good
     policy stays in force."""
@@ -404,58 +404,24 @@ class PolicyWatcher:
         check_every_s: float = DEFAULT_CHECK_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = path
-        self.check_every_s = check_every_s
-        self._clock = clock
-        self._engine: PolicyEngine | None = None
-        self._stamp: tuple[tuple[str, int, int, int], ...] | None = None
-        self._next_check = 0.0
+        super().__init__(
+            path,
+            load_policy,
+            invalid=PolicyError,
+            what="policy",
+            version=lambda engine: engine.version,
+            version_field="policy_version",
+            logger=log,
+            # the files load_policy reads, so a README or a backup file beside the policies does not cause a reload
+            files=policy_files,
+            check_every_s=check_every_s,
+            clock=clock,
+        )
 
     def load(self) -> PolicyEngine:
         """Reads the policy now; raises PolicyError when it is invalid (at start-up, a bad policy stops the stage)."""
-        stamp = self._stat()
-        self._engine = load_policy(self.path)
-        self._stamp = stamp
-        self._next_check = self._clock() + self.check_every_s
-        return self._engine
+        return super().load()
 
     @property
     def engine(self) -> PolicyEngine:
-        if self._engine is None:
-            raise RuntimeError("PolicyWatcher.load() has not been called")
-        return self._engine
-
-    def current(self) -> PolicyEngine:
-        engine = self.engine
-        now = self._clock()
-        if now < self._next_check:
-            return engine
-        self._next_check = now + self.check_every_s
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return engine
-        self._stamp = stamp
-        try:
-            loaded = load_policy(self.path)
-        except PolicyError as error:
-            log.error(
-                "policy change rejected; keeping the last good policy",
-                extra={"path": str(self.path), "policy_version": engine.version, "problems": error.problems},
-            )
-            return engine
-        log.info(
-            "policy reloaded",
-            extra={"path": str(self.path), "policy_version": loaded.version, "previous_version": engine.version},
-        )
-        self._engine = loaded
-        return loaded
-
-    def _stat(self) -> tuple[tuple[str, int, int, int], ...]:
-        stamps: list[tuple[str, int, int, int]] = []
-        for file in policy_files(self.path) if self.path.exists() else []:
-            try:
-                status = os.stat(file)
-            except OSError:
-                continue
-            stamps.append((file.name, status.st_ino, status.st_size, status.st_mtime_ns))
-        return tuple(stamps)
+        return self.value

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from services.router.intents.dataset import INTENTS
 from services.runtime.models import Channel, Request, RouteDecision, RouteKind
+from services.runtime.watched import WatchedConfig
 
 log = logging.getLogger("switchyard.router")
 
@@ -421,7 +421,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 # -- reload without a restart --------------------------------------------------------------------------------
 
 
-class RouteTableWatcher:
+class RouteTableWatcher(WatchedConfig[RouteTable]):
     """The route table in force for a file. `current()` re-reads the file when it changed (inode, size or mtime),
     looking at most every `check_every_s`: one stat, so it runs on the event loop. An invalid new file is logged
     once and the last good table stays in force."""
@@ -433,61 +433,22 @@ class RouteTableWatcher:
         check_every_s: float = DEFAULT_CHECK_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = path
-        self.check_every_s = check_every_s
-        self._clock = clock
-        self._table: RouteTable | None = None
-        self._stamp: tuple[int, int, int] | None = None
-        self._next_check = 0.0
+        super().__init__(
+            path,
+            load_route_table,
+            invalid=RouteTableError,
+            what="route table",
+            version=lambda table: table.version,
+            version_field="route_table_version",
+            logger=log,
+            check_every_s=check_every_s,
+            clock=clock,
+        )
 
     def load(self) -> RouteTable:
         """Reads the file now; raises RouteTableError when it is invalid (at start-up, a bad table stops the router)."""
-        stamp = self._stat()
-        self._table = load_route_table(self.path)
-        self._stamp = stamp
-        self._next_check = self._clock() + self.check_every_s
-        return self._table
+        return super().load()
 
     @property
     def table(self) -> RouteTable:
-        if self._table is None:
-            raise RuntimeError("RouteTableWatcher.load() has not been called")
-        return self._table
-
-    def current(self) -> RouteTable:
-        table = self.table
-        now = self._clock()
-        if now < self._next_check:
-            return table
-        self._next_check = now + self.check_every_s
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return table
-        self._stamp = stamp
-        if stamp is None:
-            log.error(
-                "route table file is gone; keeping the last good table",
-                extra={"path": str(self.path), "route_table_version": table.version},
-            )
-            return table
-        try:
-            loaded = load_route_table(self.path)
-        except RouteTableError as error:
-            log.error(
-                "route table change rejected; keeping the last good table",
-                extra={"path": str(self.path), "route_table_version": table.version, "problems": error.problems},
-            )
-            return table
-        log.info(
-            "route table reloaded",
-            extra={"path": str(self.path), "route_table_version": loaded.version, "previous_version": table.version},
-        )
-        self._table = loaded
-        return loaded
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_ino, status.st_size, status.st_mtime_ns
+        return self.value

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from services.router.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
 from services.router.intents.classifier import IntentClassifier, IntentPrediction, ensure_trained
 from services.router.route_table import (
     DEFAULT_CHECK_EVERY_S,
@@ -17,6 +16,7 @@ from services.router.route_table import (
     RouteTable,
     RouteTableWatcher,
 )
+from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
 from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from services.router.batcher import MicroBatcher
 from services.router.intents.classifier import IntentPrediction
 from services.router.stage import Router, intent_model_dir
+from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
 

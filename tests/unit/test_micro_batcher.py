@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.router.batcher import BatcherClosed, MicroBatcher
+from services.runtime.batcher import BatcherClosed, MicroBatcher
 
 
 class Recorder:

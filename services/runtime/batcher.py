@@ -1,7 +1,8 @@
 """Micro-batching of a blocking batch function: callers that arrive within a few milliseconds share one thread call.
 
-The intent classifier costs a few ms of CPU per call and much less per text in a batch, so under load the router
-classifies whatever arrived together in one `asyncio.to_thread` call; each caller awaits its own result.
+An embedding model costs a few ms of CPU per call and much less per text in a batch, so under load a stage (the
+router's intent classifier, the governor's PII and abuse models, the answerer's output toxicity) runs whatever
+arrived together in one worker-thread call; each caller awaits its own result.
 """
 
 from __future__ import annotations
