@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     )
     pii_vault_ttl_s: int = Field(86_400, description="how long a request's PII mapping can be restored")
     pii_ner: bool = Field(True, description="spaCy NER for names beside the pattern recognizers (False: patterns only)")
+    output_toxicity: bool = Field(
+        True,
+        description="score every model answer with the toxicity classifier (about 20 ms of CPU per answer on 2 "
+        "cores); off: the output guard's commitment, stock and PII checks still run",
+    )
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     topic_prefix: str = Field(

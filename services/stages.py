@@ -64,6 +64,7 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
             call_events=ModelCallPublisher(settings, codec),
             policies=settings.policies,
             vault=vault,
+            output_toxicity=settings.output_toxicity,
         )
     if name == "auditor":
         from services.auditor.stage import Auditor

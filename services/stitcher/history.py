@@ -8,16 +8,25 @@ in order. The table is read like a reference table (every partition, from the be
 so every replica sees every customer; it keeps `per_customer` entries for at most `max_customers` customers,
 the least recently active evicted first, so memory stays bounded however long the topic is. ClickHouse
 remains the place for analysis over all history.
+
+Feedback (the `feedback` topic, keyed by request id) is followed by a second table feeding the same history: a
+staff correction, an escalation's outcome and a rating are attached to the interaction they are about, so the
+history says what the right answer turned out to be. The two topics are not ordered against each other, so
+feedback on an interaction not (yet) held waits among at most `max_orphans` orphans, the oldest dropped first.
+A correction replaces the model's answer in the item text: it is staff-written text about an answer that was
+itself given to the tokenised request (the model never saw the customer's PII), and the stitcher runs no PII
+analyser of its own (the governor's models live in the governor), so corrections are trusted like the answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from services.runtime.codec import AvroCodec
@@ -31,7 +40,25 @@ PER_CUSTOMER: Final = 5
 MAX_CUSTOMERS: Final = 200_000
 LOOKBACK_DAYS: Final = 30  # history older than this is not read at start (bounds start-up on a long topic)
 EXCERPT_CHARS: Final = 160
+MAX_ORPHANS: Final = 50_000
 CONSENT: Final = "consent"
+
+
+@dataclass(frozen=True)
+class Followup:
+    """What feedback said about one interaction; empty fields mean nothing said yet."""
+
+    corrected: str = ""  # the answer staff say it should have been
+    escalation: str = ""  # approved / rejected
+    rating: int | None = None
+
+    def merged(self, newer: Followup) -> Followup:
+        """This followup updated by a newer one: what the newer one says wins, what it leaves empty is kept."""
+        return Followup(
+            corrected=newer.corrected or self.corrected,
+            escalation=newer.escalation or self.escalation,
+            rating=newer.rating if newer.rating is not None else self.rating,
+        )
 
 
 @dataclass(frozen=True)
@@ -42,6 +69,7 @@ class Interaction:
     asked: str
     answered: str
     outcome: str
+    followup: Followup = field(default_factory=Followup)
 
 
 def interaction_of(audited: dict[str, Any]) -> tuple[str, Interaction] | None:
@@ -63,6 +91,19 @@ def interaction_of(audited: dict[str, Any]) -> tuple[str, Interaction] | None:
     )
 
 
+def followup_of(feedback: dict[str, Any]) -> tuple[str, Followup] | None:
+    """(request id, followup) from a decoded Feedback record; None for feedback the history does not show (a
+    route correction is about the router, not about what the customer was told)."""
+    kind, request_id = str(feedback["kind"]), feedback["request_id"]
+    if kind == "CORRECTION" and feedback.get("corrected_text"):
+        return request_id, Followup(corrected=_excerpt(feedback["corrected_text"]))
+    if kind == "ESCALATION_OUTCOME" and feedback.get("outcome"):
+        return request_id, Followup(escalation=str(feedback["outcome"]))
+    if kind == "RATING" and feedback.get("rating") is not None:
+        return request_id, Followup(rating=int(feedback["rating"]))
+    return None
+
+
 def _excerpt(text: str) -> str:
     text = normalise(text).replace("\n", " ")  # not clean(): governance tokens look like <PHONE_1> tags
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1].rstrip() + "…"
@@ -71,23 +112,58 @@ def _excerpt(text: str) -> str:
 class CustomerHistory:
     """customer id → their last `per_customer` interactions, newest last; at most `max_customers` customers."""
 
-    def __init__(self, per_customer: int = PER_CUSTOMER, max_customers: int = MAX_CUSTOMERS) -> None:
-        self.per_customer, self.max_customers = per_customer, max_customers
+    def __init__(
+        self, per_customer: int = PER_CUSTOMER, max_customers: int = MAX_CUSTOMERS, max_orphans: int = MAX_ORPHANS
+    ) -> None:
+        self.per_customer, self.max_customers, self.max_orphans = per_customer, max_customers, max_orphans
         self._by_customer: OrderedDict[str, deque[Interaction]] = OrderedDict()
+        self._customer_of: dict[str, str] = {}  # request id → customer, for every interaction held
+        self._orphans: OrderedDict[str, Followup] = OrderedDict()  # feedback on interactions not held (yet)
 
     def __len__(self) -> int:
         return len(self._by_customer)
+
+    @property
+    def orphans(self) -> int:
+        return len(self._orphans)
 
     def add(self, customer_id: str, interaction: Interaction) -> None:
         entries = self._by_customer.get(customer_id)
         if entries is None:
             entries = self._by_customer[customer_id] = deque(maxlen=self.per_customer)
             if len(self._by_customer) > self.max_customers:
-                self._by_customer.popitem(last=False)
+                _, evicted = self._by_customer.popitem(last=False)
+                self._forget(evicted)
         elif any(e.request_id == interaction.request_id for e in entries):
             return  # a replayed record
         self._by_customer.move_to_end(customer_id)
+        if len(entries) == entries.maxlen:
+            self._forget([entries[0]])  # the append below pushes it out
+        early = self._orphans.pop(interaction.request_id, None)
+        if early is not None:  # its feedback was read before it
+            interaction = dataclasses.replace(interaction, followup=interaction.followup.merged(early))
         entries.append(interaction)
+        self._customer_of[interaction.request_id] = customer_id
+
+    def attach(self, request_id: str, followup: Followup) -> None:
+        """Feedback on one interaction: attached to it when held, else kept (bounded) until it arrives."""
+        customer_id = self._customer_of.get(request_id)
+        if customer_id is None:
+            # Feedback on an anonymous request, or on one older than the lookback, also lands here and is never
+            # claimed; the bound keeps that from growing.
+            self._orphans[request_id] = self._orphans.pop(request_id, Followup()).merged(followup)
+            if len(self._orphans) > self.max_orphans:
+                self._orphans.popitem(last=False)
+            return
+        entries = self._by_customer[customer_id]
+        for index, entry in enumerate(entries):
+            if entry.request_id == request_id:
+                entries[index] = dataclasses.replace(entry, followup=entry.followup.merged(followup))
+                return
+
+    def _forget(self, entries: Iterable[Interaction]) -> None:
+        for entry in entries:
+            self._customer_of.pop(entry.request_id, None)
 
     def last(self, customer_id: str) -> list[Interaction]:
         """Newest first."""
@@ -120,8 +196,23 @@ def _item(entry: Interaction) -> ContextItem:
         source_id=entry.request_id,
         version=str(entry.at_ms),
         score=None,
-        text=f'{day} {entry.intent}: asked "{entry.asked}"; answered "{entry.answered}" ({entry.outcome})',
+        text=f'{day} {entry.intent}: asked "{entry.asked}"; {_answer(entry)}',
     )
+
+
+def _answer(entry: Interaction) -> str:
+    """The answer as it stands after feedback: a staff correction replaces the model's answer (the model's
+    wrong answer would only mislead the next one), and the escalation's outcome and rating are noted."""
+    followup = entry.followup
+    notes = [entry.outcome] if entry.outcome else []
+    if followup.corrected:
+        notes.insert(0, "corrected by staff")
+    if followup.escalation:
+        notes.append(f"escalation {followup.escalation}")
+    if followup.rating is not None:
+        notes.append(f"rated {followup.rating}/5")
+    text = followup.corrected or entry.answered
+    return f'answered "{text}" ({"; ".join(notes)})' if notes else f'answered "{text}"'
 
 
 class CustomerHistoryTable(TopicTable):
@@ -156,3 +247,37 @@ class CustomerHistoryTable(TopicTable):
             return
         if found is not None:
             self.history.add(*found)
+
+
+class CustomerFeedbackTable(TopicTable):
+    """`feedback` folded into the same CustomerHistory as the `audited` table, kept current the same way."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        codec: AvroCodec,
+        history: CustomerHistory,
+        lookback_days: float = LOOKBACK_DAYS,
+    ) -> None:
+        since_ms = int((time.time() - lookback_days * 86_400) * 1000)
+        super().__init__(bootstrap=bootstrap, topic=topic, since_ms=since_ms)
+        self.codec = codec
+        self.history = history
+
+    def __len__(self) -> int:
+        return self.history.orphans  # attached feedback lives in the history; rows here are what waits
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            _, decoded = self.codec.decode(value, reader="Feedback")
+            found = followup_of(decoded)
+        except Exception as error:  # unreadable feedback costs one note in one history, never the stitcher
+            self.rejected += 1
+            log.warning("feedback record skipped", extra={"topic": self.topic, "error": str(error)})
+            return
+        if found is not None:
+            self.history.attach(*found)

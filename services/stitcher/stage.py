@@ -12,11 +12,16 @@ from typing import ClassVar, Final
 
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Context, ContextItem, Customer, DroppedContext, Routed, RouteKind, Store
-from services.runtime.reference import ReferenceTable
+from services.runtime.reference import ReferenceTable, TopicTable
 from services.runtime.stage import Stage
 from services.settings import Settings
 from services.stitcher.budget import EstimatedTokens, TokenCounter, counter_for, fit_to_budget, with_tokens
-from services.stitcher.history import CustomerHistory, CustomerHistoryTable, history_context
+from services.stitcher.history import (
+    CustomerFeedbackTable,
+    CustomerHistory,
+    CustomerHistoryTable,
+    history_context,
+)
 from services.stitcher.inventory import InventoryTable
 from services.stitcher.knowledge import Embedder, Passage
 from services.stitcher.prep import clean, instruction_like, near_duplicates
@@ -174,6 +179,10 @@ class Stitcher(Stage[Routed, Context]):
             key_of=lambda customer: customer.customer_id,
         )
         self.history = CustomerHistoryTable(bootstrap=bootstrap, topic=settings.topic("audited"), codec=codec)
+        # corrections, escalation outcomes and ratings, attached to the interactions in the same history
+        self.feedback = CustomerFeedbackTable(
+            bootstrap=bootstrap, topic=settings.topic("feedback"), codec=codec, history=self.history.history
+        )
         self.retriever = retriever or KnowledgeRetriever(
             RetrieverConfig(
                 host=settings.weaviate_host,
@@ -186,8 +195,8 @@ class Stitcher(Stage[Routed, Context]):
         self.counter = counter or counter_for(settings.model_provider, settings.model_name)
 
     @property
-    def tables(self) -> tuple[ReferenceTable[Store], InventoryTable, ReferenceTable[Customer], CustomerHistoryTable]:
-        return self.stores, self.inventory, self.customers, self.history
+    def tables(self) -> tuple[TopicTable, ...]:
+        return self.stores, self.inventory, self.customers, self.history, self.feedback
 
     async def start(self) -> None:
         for table in self.tables:

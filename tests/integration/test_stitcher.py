@@ -1,6 +1,7 @@
 """The stitcher against the real broker and Weaviate: reference tables fed from their topics (an update visible
-to the next request), customer history from `audited` with consent, knowledge-base passages filtered by the
-store's region and flagged, and degradation when Weaviate is unreachable, with recovery when it returns."""
+to the next request), customer history from `audited` with consent and staff corrections from `feedback`,
+knowledge-base passages filtered by the store's region and flagged, and degradation when Weaviate is
+unreachable, with recovery when it returns."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from weaviate import WeaviateClient
 
 from services.launcher import free_port
+from services.learning.feedback import FeedbackPublisher, make_feedback
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.codec import AvroCodec
 from services.runtime.models import (
@@ -25,6 +27,7 @@ from services.runtime.models import (
     AuditInfo,
     Channel,
     Context,
+    FeedbackKind,
     InventoryItem,
     Request,
     Routed,
@@ -109,7 +112,7 @@ def chain_settings(settings: Settings, admin: AdminClient, codec: AvroCodec) -> 
     C-consent (history allowed) and C-private (not allowed), and audited history for both, one entry of it
     older than the history's lookback."""
     prefixed = settings.model_copy(update={"topic_prefix": f"it-st-{uuid.uuid4().hex[:8]}."})
-    names = {"ref.stores": True, "ref.inventory": True, "ref.customers": True, "audited": False}
+    names = {"ref.stores": True, "ref.inventory": True, "ref.customers": True, "audited": False, "feedback": False}
     topics = [
         NewTopic(
             prefixed.topic(n), num_partitions=3, replication_factor=1, config={"cleanup.policy": "compact"} if c else {}
@@ -259,6 +262,26 @@ async def test_a_customer_without_history_consent_gets_no_history_and_one_with_c
         (f"h-C-private-{n}", "consent") for n in range(3)
     }
     assert "<customer_history>" not in private.prompt[1].content
+
+
+async def test_a_correction_on_the_feedback_topic_is_in_the_next_requests_history(
+    stitcher_with: StitcherFactory, chain_settings: Settings, codec: AvroCodec
+) -> None:
+    stitcher = await stitcher_with()
+    question = routed("can I return this?", customer_id="C-consent")
+    before = {i.source_id: i.text for i in (await stitcher.decide(question)).items if i.source == "customer_history"}
+    assert "corrected by staff" not in before["h-C-consent-1"]
+    publisher = FeedbackPublisher(chain_settings, codec)
+    fix = "Yes, unworn within 30 days with the receipt."
+    publisher.publish(make_feedback("h-C-consent-1", FeedbackKind.CORRECTION, author="staff-7", corrected_text=fix))
+    publisher.flush()
+    deadline = time.monotonic() + 15
+    while not any(e.followup.corrected for e in stitcher.history.history.last("C-consent")):
+        assert time.monotonic() < deadline, "the correction never reached the history"
+        await asyncio.sleep(0.05)
+    after = {i.source_id: i.text for i in (await stitcher.decide(question)).items if i.source == "customer_history"}
+    assert f'answered "{fix}" (corrected by staff' in after["h-C-consent-1"]
+    assert after["h-C-consent-2"] == before["h-C-consent-2"]
 
 
 async def test_passages_follow_the_stores_region_carry_scores_and_flag_instructions(
