@@ -11,6 +11,7 @@ usage: python -m services.bench [--rate 100] [--duration 30] [--model-latency-ms
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import subprocess
@@ -18,11 +19,14 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from confluent_kafka.admin import AdminClient
 
+from services.dashboard.queries import measured_split
 from services.infra.probe import http_ok
 from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
@@ -54,7 +58,23 @@ def serve_stub(latency_ms: float) -> tuple[str, subprocess.Popen[bytes]]:
     return f"http://127.0.0.1:{port}/v1", stub
 
 
+def clickhouse_split(since: datetime) -> dict[str, Any]:
+    """The orchestration_work view's split (monitoring included) over the run's minutes, in percent, next to
+    the reference; other traffic written in those minutes counts too."""
+    until = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    try:
+        rows = asyncio.run(measured_split(since, until))
+    except (aiohttp.ClientError, OSError) as error:
+        return {"error": f"orchestration_work view unavailable: {error}"}
+    return {
+        "window": f"{since:%H:%M}-{until:%H:%M} UTC",
+        "percent": {row["category"]: row["percent"] for row in rows},
+        "reference_percent": {row["category"]: row["reference_percent"] for row in rows},
+    }
+
+
 def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: int) -> dict[str, Any]:
+    window_start = datetime.now(UTC)
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
@@ -108,6 +128,7 @@ def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: 
         "overhead_model_route_ms": summary([a.end_to_end_ms - model_ms(a.record) for a in model_answers]),
         "stages_ms": stage_stats(answers),
         "work_split_percent": work_split(answers),
+        "work_split_clickhouse": clickhouse_split(window_start),
     }
 
 

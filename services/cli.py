@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         from services.learning import cli as learning_cli
 
         return learning_cli.main(arguments[0], arguments[1:])
+    approval_help = {
+        "approve": "a manager approves an escalated request: it runs through the chain again, released",
+        "reject": "a manager rejects an escalated request: the held answer stands",
+    }
+    for name, text in approval_help.items():
+        commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
+    if arguments and arguments[0] in approval_help:
+        from services.approvals import cli as approvals_cli
+
+        return approvals_cli.main(arguments[0], arguments[1:])
     audit_commands = {  # name: (module with main(argv), help)
         "verify": ("services.auditor.verify", "walk the audit hash chains in ClickHouse, report the first broken link"),
         "replay": (

@@ -16,7 +16,7 @@ from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
-PROCESSES = [*CHAIN, "telemetry", "health", "dashboard"]
+PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals"]
 # processes without /healthz: the faust worker reports through its logs and model.health itself
 NO_HTTP = {"health"}
 DEFAULT_HTTP_PORTS = {name: 9101 + index for index, name in enumerate(PROCESSES)}
@@ -92,6 +92,13 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
         from services.dashboard.app import serve
 
         asyncio.run(serve(settings.host, http_port if http_port is not None else settings.dashboard_port))
+        return
+    if name == "approvals":
+        from services.approvals.worker import ApprovalsConfig, run_approvals
+
+        replica_id = replica or os.environ.get("SWITCHYARD_REPLICA", "0")
+        config = ApprovalsConfig(replica=replica_id, http_host=settings.host, http_port=port)
+        asyncio.run(run_approvals(config, settings))
         return
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer

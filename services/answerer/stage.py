@@ -27,7 +27,7 @@ from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Answer, ContextItem, Finding, Governed, RouteKind, Verdict
-from services.runtime.stage import Stage
+from services.runtime.stage import Stage, WorkLedger
 from services.settings import get_settings
 
 log = logging.getLogger("switchyard.answerer")
@@ -155,6 +155,7 @@ class Answerer(Stage[Governed, Answer]):
         self.output_toxicity = output_toxicity
         self._toxicity_scores: MicroBatcher[str, float] | None = None
         self._scored: OrderedDict[str, float] = OrderedDict()
+        self._work = WorkLedger()
 
     async def start(self) -> None:
         if self.output_toxicity and self.toxicity is None:
@@ -184,12 +185,14 @@ class Answerer(Stage[Governed, Answer]):
             return held_answer(record, engine)
         if record.route.kind == RouteKind.WORKFLOW:
             return workflow_answer(record)
+        request_id = record.request.request_id
         tokens, findings = await self._tokens(record)
         chain, skipped = self.providers.chain(record.route.provider)
-        visible = visible_for_chain(engine, [provider.name for provider in chain])
-        messages: list[ChatMessage] = [
-            {"role": m["role"], "content": restore(m["content"], tokens, visible)} for m in prompt_for(record)
-        ]
+        with self._work.measure(request_id, "governance"):
+            visible = visible_for_chain(engine, [provider.name for provider in chain])
+            messages: list[ChatMessage] = [
+                {"role": m["role"], "content": restore(m["content"], tokens, visible)} for m in prompt_for(record)
+            ]
         completion, failover = await complete_with_failover(
             chain,
             messages,
@@ -199,19 +202,26 @@ class Answerer(Stage[Governed, Answer]):
             skipped=skipped,
         )
         answer = model_answer(completion, messages, failover)
-        score = await self._toxicity_score(answer.text)
+        score = await self._toxicity_score(request_id, answer.text)
         scorer = None if score is None else (lambda _text: score)
-        guarded = check_answer(record, answer.text, engine, tokens=tokens, toxicity=scorer)
+        with self._work.measure(request_id, "governance"):
+            guarded = check_answer(record, answer.text, engine, tokens=tokens, toxicity=scorer)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
 
-    async def _toxicity_score(self, text: str) -> float | None:
+    def work(self, record: Governed, section: Answer, decide_ms: float) -> dict[str, float]:
+        """The output guard and the PII restore around the model call (governance); the model call itself is
+        execution, not orchestration work, and held or workflow answers do none of it."""
+        return self._work.pop(record.request.request_id)
+
+    async def _toxicity_score(self, request_id: str, text: str) -> float | None:
         """The answer's toxicity, batched; recent answers are remembered (models repeat themselves)."""
         if self._toxicity_scores is None:
             return None
         if text in self._scored:
             self._scored.move_to_end(text)
             return self._scored[text]
-        score = await self._toxicity_scores.submit(" ".join(text.split()[:SCORED_WORDS]))
+        score, score_ms = await self._toxicity_scores.submit_timed(" ".join(text.split()[:SCORED_WORDS]))
+        self._work.add(request_id, "governance", score_ms)
         self._scored[text] = score
         while len(self._scored) > SCORED_ANSWERS:
             self._scored.popitem(last=False)

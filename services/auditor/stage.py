@@ -30,6 +30,8 @@ class Auditor(Stage[Answered, AuditInfo]):
     output_topic: ClassVar[str] = "audited"
     output_record: ClassVar[str] = "Audited"
     section: ClassVar[str] = "audit"
+    # decide never awaits, so its whole time is hash-chaining work
+    work_category: ClassVar[str] = "audit"
 
     def __init__(
         self, settings: Settings | None = None, heads: ChainHeadStore | None = None, recovery_attempts: int = 5

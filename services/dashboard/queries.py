@@ -158,10 +158,15 @@ def work_split(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-async def _print_split(since: datetime, until: datetime, as_json: bool) -> int:
+async def measured_split(since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """The split of the orchestration_work view over the minutes from `since` to `until`."""
     async with aiohttp.ClientSession() as session:
         rows = await ClickHouseHTTP(get_settings(), session).rows(PANELS["work"], {"since": since, "until": until})
-    split = work_split(rows)
+    return work_split(rows)
+
+
+async def _print_split(since: datetime, until: datetime, as_json: bool) -> int:
+    split = await measured_split(since, until)
     if as_json:
         print(json.dumps(split, indent=2))
         return 0

@@ -41,6 +41,7 @@ RESOURCES: Final[dict[str, tuple[str, str, str]]] = {
     "telemetry": ("100m", "256Mi", "512Mi"),
     "health": ("100m", "256Mi", "512Mi"),
     "dashboard": ("100m", "128Mi", "256Mi"),
+    "approvals": ("100m", "128Mi", "256Mi"),
 }
 # processes that consume no topic and serve HTTP only: a fixed replica count, a Service, no lag to scale on
 SERVING: Final = {"dashboard"}
@@ -102,6 +103,10 @@ def _consumption(name: str) -> tuple[str | None, tuple[str, ...]]:
         from services.telemetry.writer import GROUP_ID, TOPICS
 
         return GROUP_ID, tuple(TOPICS)
+    if name == "approvals":
+        from services.approvals.worker import GROUP_ID as APPROVALS_GROUP
+
+        return APPROVALS_GROUP, ("feedback",)
     if name == "health":
         # the faust app id is its consumer group (services/health/app.py); importing the app would start it
         return "switchyard-health", ("model.calls",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from services.policy.facts import extract_facts
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Finding, Governance, PromptMessage, Stitched, Verdict
-from services.runtime.stage import SideRecord, Stage
+from services.runtime.stage import SideRecord, Stage, WorkLedger
 from services.settings import Settings
 
 log = logging.getLogger("switchyard.governor")
@@ -158,6 +159,8 @@ class GovernorResult:
 
     governance: Governance
     tokens: dict[str, str]
+    # time spent in the policy part (fact extraction and the rule engine): measured, not part of the decision
+    policy_ms: float = 0.0
 
 
 def govern(
@@ -201,8 +204,10 @@ def govern(
         findings += pii_findings
         verdicts.append(Verdict.MASK)
 
+    policy_started = time.thread_time()  # CPU time: not the wait for the GIL held by the model threads
     facts = extract_facts(request, record.route.intent, record.context)
     outcome = engine.decide(facts)
+    policy_ms = (time.thread_time() - policy_started) * 1000
     findings += outcome.findings
     verdicts.append(outcome.verdict)
     for fact, cap in sorted(outcome.caps.items()):
@@ -223,6 +228,7 @@ def govern(
             policy_version=engine.version,
         ),
         tokens=dict(tokeniser.tokens),
+        policy_ms=policy_ms,
     )
 
 
@@ -326,6 +332,7 @@ class Governor(Stage[Stitched, Governance]):
         self._pii: MicroBatcher[AnalysisInput, tuple[list[PiiSpan], list[list[PiiSpan]]]] | None = None
         self._classifiers: MicroBatcher[AnalysisInput, tuple[float, float, list[float]]] | None = None
         self._vault: OrderedDict[str, dict[str, object]] = OrderedDict()
+        self._work = WorkLedger()
 
     async def start(self) -> None:
         self.policy.load()  # an invalid policy stops the governor at start-up, naming the file and the rule
@@ -348,7 +355,11 @@ class Governor(Stage[Stitched, Governance]):
     async def decide(self, record: Stitched) -> Governance:
         assert self._pii is not None and self._classifiers is not None, "start() loads the models"
         item = analysis_input(record)
-        spans, scores = await asyncio.gather(self._pii.submit(item), self._classifiers.submit(item))
+        (spans, pii_ms), (scores, classify_ms) = await asyncio.gather(
+            self._pii.submit_timed(item), self._classifiers.submit_timed(item)
+        )
+        request_id = record.request.request_id
+        started = time.thread_time()
         analysis = combined(spans, scores)
         result = govern(record, analysis, self.policy.current())
         if result.tokens:
@@ -356,7 +367,15 @@ class Governor(Stage[Stitched, Governance]):
             self._vault[result.governance.vault_key] = entry.model_dump()
             while len(self._vault) > PENDING_VAULT_LIMIT:  # decided but dead-lettered later: never collected
                 self._vault.popitem(last=False)
+        governing_ms = (time.thread_time() - started) * 1000
+        # the models' share of their batches' compute, not the time this record waited for a batch
+        self._work.add(request_id, "governance", pii_ms + classify_ms + governing_ms - result.policy_ms)
+        self._work.add(request_id, "policy", result.policy_ms)
         return result.governance
+
+    def work(self, record: Stitched, section: Governance, decide_ms: float) -> dict[str, float]:
+        """PII, toxicity and injection screening and redaction (governance); facts and rules (policy)."""
+        return self._work.pop(record.request.request_id)
 
     def side_records(self, record: Stitched, section: Governance) -> list[SideRecord]:
         value = self._vault.pop(section.vault_key, None) if section.vault_key else None

@@ -49,6 +49,10 @@ VERDICT_OF: Final[Mapping[str, Verdict]] = {
     "require_approval": Verdict.ESCALATE,
     "block": Verdict.BLOCK,
 }
+# the Finding.action of a require_approval rule that a manager's approval satisfied (see approval_covers)
+APPROVED_ACTION: Final = "approved"
+# the facts a manager's approval adds (services.policy.facts, from the request's attributes)
+APPROVAL_FACTS: Final = ("approved_by", "approval_for")
 # the PII token types (services.governor.pii) a pii_visibility entry may name
 PII_TYPES: Final = ("PERSON", "EMAIL", "PHONE", "CARD", "ACCOUNT", "ADDRESS", "DOB", "GOV_ID")
 PiiType = Literal["PERSON", "EMAIL", "PHONE", "CARD", "ACCOUNT", "ADDRESS", "DOB", "GOV_ID"]
@@ -243,7 +247,10 @@ class PolicyEngine:
                 continue
             if all(condition.holds(facts) for condition in spec.when):
                 exempt.update(spec.exempts)
-                findings.append(self._finding(spec, facts))
+                if spec.action == "require_approval" and approval_covers(facts):
+                    findings.append(self._approved_finding(spec, facts))
+                else:
+                    findings.append(self._finding(spec, facts))
         return findings
 
     def decide(self, facts: Mapping[str, str], stage: Stage = "input") -> Outcome:
@@ -263,6 +270,8 @@ class PolicyEngine:
             rule = spec.spec
             if rule.modify is not None:
                 caps[rule.modify.fact] = min(caps.get(rule.modify.fact, rule.modify.cap), rule.modify.cap)
+            if finding.action == APPROVED_ACTION:
+                continue  # a require_approval rule a manager's approval satisfied: it holds nothing back
             if ACTION_RANK[rule.action] > ACTION_RANK[action]:
                 action, reply = rule.action, rule.reply
         return Outcome(action=action, verdict=VERDICT_OF[action], findings=findings, reply=reply, caps=caps)
@@ -278,6 +287,34 @@ class PolicyEngine:
             detail=_render(spec.reason, facts),
             inputs=inputs,
         )
+
+    def _approved_finding(self, spec: RuleSpec, facts: Mapping[str, str]) -> Finding:
+        """The finding of a require_approval rule that a manager's approval satisfies: recorded, with who approved
+        which request, but it holds nothing back."""
+        finding = self._finding(spec, facts)
+        inputs = {**finding.inputs, **{name: facts[name] for name in APPROVAL_FACTS if facts.get(name)}}
+        detail = f"approved by {facts['approved_by']} (request {facts['approval_for']}): {finding.detail}"
+        return finding.model_copy(update={"action": APPROVED_ACTION, "detail": detail, "inputs": inputs})
+
+
+def approval_covers(facts: Mapping[str, str]) -> bool:
+    """Whether a manager's approval (facts approved_by and approval_for, set from the re-published request's
+    attributes) satisfies require_approval rules. It never lifts block rules (they do not ask for approval) nor
+    caps, and on the output side it covers no discount larger than the one the manager approved."""
+    if not facts.get("approved_by") or not facts.get("approval_for"):
+        return False
+    promised = _number(facts.get("promised_discount_percent"))
+    if promised is None:
+        return True
+    approved = _number(facts.get("discount_percent"))
+    return approved is not None and promised <= approved
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _render(template: str, facts: Mapping[str, str]) -> str:

@@ -131,6 +131,10 @@ def extract_facts(request: Request, intent: str, context: Context | None) -> dic
     for name in ("region", "customer_tier"):
         if attributes.get(name):
             facts[name] = attributes[name].strip().lower()
+    # a manager's approval (services.approvals re-publishes an approved request with both attributes)
+    approved_by, approval_for = attributes.get("approved_by", "").strip(), attributes.get("approval_for", "").strip()
+    if approved_by and approval_for:
+        facts["approved_by"], facts["approval_for"] = approved_by, approval_for
     _put(facts, "discount_percent", discount_percent(text))
     _put(facts, "amount", largest_amount(text))
     days = _number_attribute(attributes.get("days_since_purchase"))

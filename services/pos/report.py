@@ -10,12 +10,15 @@ from typing import Any
 
 from services.pos.answers import Received
 
-# The reference deployment reports its orchestration work in these categories.
-SPLIT_OF_STAGE = {
-    "router": "routing",
-    "governor": "governance",
-    "stitcher": "context stitching",
-    "auditor": "audit",
+# The reference deployment reports its orchestration work in these categories; stages record theirs in
+# StageTiming.work_ms under the names on the left.
+SPLIT_OF_CATEGORY = {
+    "routing": "routing",
+    "governance": "governance",
+    "context_stitching": "context stitching",
+    "policy": "policy",
+    "data_prep": "data prep",
+    "audit": "audit",
 }
 SPLIT_ORDER = ["routing", "governance", "context stitching", "monitoring", "policy", "data prep", "audit"]
 
@@ -56,17 +59,17 @@ def stage_stats(answers: Iterable[Received]) -> dict[str, dict[str, float]]:
 
 
 def work_split(answers: Iterable[Received]) -> dict[str, float | None]:
-    """Share of measured orchestration time per reference category, in percent. Data prep is decoding and
-    validating each record (fetch→decision start); policy and monitoring have no separate measurement yet
-    (policy runs inside governance; telemetry is written off the request path) and are reported as None."""
+    """Share of measured orchestration work per reference category, in percent, from the work each stage
+    measured and recorded in its timing (waiting and the model's own time excluded). Monitoring is the telemetry
+    writer's work, not in the records: it is None here (ClickHouse's orchestration_work view has it)."""
     totals: dict[str, float] = defaultdict(float)
     for received in answers:
         for timing in received.record["timings"]:
-            category = SPLIT_OF_STAGE.get(timing["stage"])
-            if category is not None:
-                totals[category] += timing["finished_at"] - timing["started_at"]
-            totals["data prep"] += timing["started_at"] - timing["received_at"]
+            for category, ms in (timing.get("work_ms") or {}).items():
+                if category in SPLIT_OF_CATEGORY:
+                    totals[SPLIT_OF_CATEGORY[category]] += ms
     grand = sum(totals.values()) or 1.0
     return {
-        category: (round(100 * totals[category] / grand, 1) if category in totals else None) for category in SPLIT_ORDER
+        category: (None if category == "monitoring" else round(100 * totals[category] / grand, 1))
+        for category in SPLIT_ORDER
     }

@@ -19,7 +19,7 @@ from services.router.route_table import (
 from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
 from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision
 from services.runtime.reference import ReferenceTable
-from services.runtime.stage import Stage
+from services.runtime.stage import Stage, WorkLedger
 from services.settings import Settings, get_settings
 
 RECENT_PREDICTIONS = 10_000  # exact request texts whose intent is kept (a few MB)
@@ -63,6 +63,7 @@ class Router(Stage[Request, RouteDecision]):
         self.classifier: IntentClassifier | None = None
         self._recent: OrderedDict[str, IntentPrediction] = OrderedDict()
         self._classify: MicroBatcher[str, IntentPrediction] | None = None
+        self._work = WorkLedger()
 
     async def start(self) -> None:
         """The route table first (a bad one fails fast), then the classifier: trained here on a fresh clone (~10 s),
@@ -100,12 +101,18 @@ class Router(Stage[Request, RouteDecision]):
             raise RuntimeError("Router.start() has not run")
         prediction = self._recent.get(record.text)
         if prediction is None:
-            prediction = await self._classify.submit(record.text)
+            prediction, classify_ms = await self._classify.submit_timed(record.text)
+            self._work.add(record.request_id, "routing", classify_ms)
             self._remember(record.text, prediction)
         else:
             self._recent.move_to_end(record.text)
-        table = self.route_tables.current()
-        return table.decide(record, prediction, unhealthy_providers=self.current_unhealthy())
+        with self._work.measure(record.request_id, "routing"):
+            table = self.route_tables.current()
+            return table.decide(record, prediction, unhealthy_providers=self.current_unhealthy())
+
+    def work(self, record: Request, section: RouteDecision, decide_ms: float) -> dict[str, float]:
+        """Intent classification (this request's share of its batch) and the route-table decision."""
+        return self._work.pop(record.request_id)
 
     def _remember(self, text: str, prediction: IntentPrediction) -> None:
         """Store and counter staff ask the same few questions all day: an exact repeat reuses its intent

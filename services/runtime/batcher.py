@@ -48,7 +48,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.window_s = window_s
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self._pending: list[tuple[Item, asyncio.Future[Result], float]] = []
+        self._pending: list[tuple[Item, asyncio.Future[tuple[Result, float]], float]] = []
         self._runners: set[asyncio.Task[None]] = set()
         self._computing = 0
         self._closed = False
@@ -57,9 +57,15 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         """The result for one item, computed in a batch with whatever arrives alongside it."""
+        result, _ = await self.submit_timed(item)
+        return result
+
+    async def submit_timed(self, item: Item) -> tuple[Result, float]:
+        """The result for one item and its share of the batch's compute in ms (the CPU time of the batch's
+        call of `batch_fn` divided by its size): the work done for this item, without the time it waited."""
         if self._closed:
             raise BatcherClosed("the batcher is closed")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Result, float]] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future, time.monotonic()))
         # another runner only when the ones gathering cannot take everything waiting
         gathering = len(self._runners) - self._computing
@@ -94,9 +100,16 @@ class MicroBatcher(Generic[Item, Result]):
             finally:
                 self._computing -= 1
 
-    async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result], float]]) -> None:
+    def _timed_batch(self, items: Sequence[Item]) -> tuple[Sequence[Result], float]:
+        # CPU time of this worker thread: not the time it waited for the GIL or a core (onnxruntime's work is
+        # counted when it runs in the calling thread, as with one intra-op thread, the embedder's default)
+        started = time.thread_time()
+        results = self._batch_fn(items)
+        return results, (time.thread_time() - started) * 1000
+
+    async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[tuple[Result, float]], float]]) -> None:
         try:
-            results = await asyncio.to_thread(self._batch_fn, [item for item, _, _ in batch])
+            results, compute_ms = await asyncio.to_thread(self._timed_batch, [item for item, _, _ in batch])
         except asyncio.CancelledError:
             self._fail(batch, BatcherClosed("the batcher closed while this item's batch ran"))
             raise
@@ -108,12 +121,13 @@ class MicroBatcher(Generic[Item, Result]):
             return
         self.batches += 1
         self.items += len(batch)
+        share_ms = compute_ms / len(batch)
         for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
-                future.set_result(result)
+                future.set_result((result, share_ms))
 
     @staticmethod
-    def _fail(batch: Sequence[tuple[Item, asyncio.Future[Result], float]], error: BaseException) -> None:
+    def _fail(batch: Sequence[tuple[Item, asyncio.Future[tuple[Result, float]], float]], error: BaseException) -> None:
         for _, future, _ in batch:
             if not future.done():
                 future.set_exception(error)

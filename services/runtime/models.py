@@ -254,6 +254,10 @@ class StageTiming(BaseModel):
     finished_at: TimestampMicros = Field(
         description="When the stage produced its output: microseconds since the Unix epoch, UTC.",
     )
+    work_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Time this stage spent working, per orchestration category (routing, context_stitching, data_prep, governance, policy, audit), in ms, waiting excluded.",
+    )
 
 
 class Answered(BaseModel):

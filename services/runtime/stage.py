@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -33,6 +36,50 @@ class SideRecord:
     value: dict[str, Any]
 
 
+# orchestration-work categories a stage may report (the reference split, less monitoring: the telemetry writer's)
+WORK_CATEGORIES = ("routing", "context_stitching", "data_prep", "governance", "policy", "audit")
+# records whose decide failed never reach `work`; past this many the oldest entries are dropped
+MAX_OPEN_WORK = 10_000
+
+
+class WorkLedger:
+    """Work time per record and category, in ms, accumulated while `decide` runs and popped by `Stage.work`.
+
+    `decide` runs concurrently for many records, so time is kept per request id, measured around the work
+    itself as the CPU time of the thread doing it (`time.thread_time`): time spent waiting (for a batch, a
+    model, the GIL or a free core) is not added. Measure only blocks that do not await.
+    """
+
+    def __init__(self) -> None:
+        self._open: OrderedDict[str, dict[str, float]] = OrderedDict()
+
+    def add(self, request_id: str, category: str, ms: float) -> None:
+        entry = self._open.get(request_id)
+        if entry is None:
+            entry = self._open[request_id] = {}
+            if len(self._open) > MAX_OPEN_WORK:
+                self._open.popitem(last=False)
+        entry[category] = entry.get(category, 0.0) + ms
+
+    @contextmanager
+    def measure(self, request_id: str, category: str) -> Iterator[None]:
+        """Adds the CPU time of the (synchronous) block to the record's category."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.add(request_id, category, (time.thread_time() - started) * 1000)
+
+    def pop(self, request_id: str) -> dict[str, float]:
+        return self._open.pop(request_id, {})
+
+
+def record_request_id(record: BaseModel) -> str:
+    """The request id of a typed chain record: a Request, or a stage record holding one."""
+    request = getattr(record, "request", record)
+    return str(getattr(request, "request_id", ""))
+
+
 class Stage(ABC, Generic[In, Section]):
     """One link of the chain: `decide(record) -> section`; the runtime builds the outgoing record as the
     incoming one plus that section plus this stage's timing."""
@@ -44,6 +91,8 @@ class Stage(ABC, Generic[In, Section]):
     output_topic: ClassVar[str]
     output_record: ClassVar[str]
     section: ClassVar[str]
+    # the orchestration-work category of this stage's decide time, unless `work` measures its parts
+    work_category: ClassVar[str] = ""
 
     @property
     def dead_letter_topic(self) -> str:
@@ -68,6 +117,13 @@ class Stage(ABC, Generic[In, Section]):
         encrypted PII vault entry); called right after `decide`. Default: none."""
         return []
 
+    def work(self, record: In, section: Section, decide_ms: float) -> dict[str, float]:
+        """This record's work time by orchestration category, in ms, waiting excluded; called right after
+        `decide` and stored in the stage's timing. Default: the whole decide time as `work_category` (nothing
+        when the stage names none). Stages that wait inside decide (batched models, remote calls) measure their
+        own parts, e.g. with a WorkLedger."""
+        return {self.work_category: decide_ms} if self.work_category else {}
+
     async def healthy(self) -> tuple[bool, str]:
         """Whether this stage's own dependencies answer; the runtime adds the consumer's assignment."""
         return True, "ok"
@@ -90,8 +146,16 @@ def compose(incoming: dict[str, Any], section: str, value: dict[str, Any], timin
     return outgoing
 
 
-def stage_timing(stage_name: str, received_at: int, started_at: int, finished_at: int) -> dict[str, Any]:
-    return {"stage": stage_name, "received_at": received_at, "started_at": started_at, "finished_at": finished_at}
+def stage_timing(
+    stage_name: str, received_at: int, started_at: int, finished_at: int, work_ms: dict[str, float] | None = None
+) -> dict[str, Any]:
+    return {
+        "stage": stage_name,
+        "received_at": received_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "work_ms": dict(work_ms or {}),
+    }
 
 
 def request_id_of(value: dict[str, Any]) -> str | None:

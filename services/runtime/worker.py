@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,10 +322,13 @@ class StageWorker:
             _, value = self.codec.decode(raw, reader=self.stage.input_record)
             record = self.stage.input_model.model_validate(value)
             started_at = now_us()
+            decide_started = time.perf_counter()
             section = await self._decide_with_retries(record, request_id_of(value))
+            decide_ms = (time.perf_counter() - decide_started) * 1000
+            work_ms = self.stage.work(record, section, decide_ms)
             finished_at = now_us()
             self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
-            timing = stage_timing(self.stage.name, received_at, started_at, finished_at)
+            timing = stage_timing(self.stage.name, received_at, started_at, finished_at, work_ms)
             outgoing = compose(value, self.stage.section, section.model_dump(), timing)
             encoded = self.codec.encode(self.stage.output_record, outgoing)
             side = tuple(

@@ -6,16 +6,19 @@ version, score); what was left out is recorded with the reason."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Final
+from typing import ClassVar, Final, ParamSpec, TypeVar
 
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Context, ContextItem, Customer, DroppedContext, Routed, RouteKind, Store
 from services.runtime.reference import ReferenceTable, TopicTable
-from services.runtime.stage import Stage
+from services.runtime.stage import Stage, WorkLedger
 from services.settings import Settings
-from services.stitcher.budget import EstimatedTokens, TokenCounter, counter_for, fit_to_budget, with_tokens
+from services.stitcher import budget, prep
+from services.stitcher.budget import EstimatedTokens, TokenCounter, counter_for, fit_to_budget
 from services.stitcher.history import (
     CustomerFeedbackTable,
     CustomerHistory,
@@ -24,7 +27,6 @@ from services.stitcher.history import (
 )
 from services.stitcher.inventory import InventoryTable
 from services.stitcher.knowledge import Embedder, Passage
-from services.stitcher.prep import clean, instruction_like, near_duplicates
 from services.stitcher.prompt import SECTION_SOURCES, PromptTemplate, TemplateSet, render
 from services.stitcher.retrieval import (
     INTENT_CATEGORIES,
@@ -35,6 +37,34 @@ from services.stitcher.retrieval import (
 from services.stitcher.store_hours import describe_hours
 
 KNOWLEDGE_BASE: Final = "knowledge_base"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class PrepClock:
+    """Time spent preparing raw data for the context: prep.py's cleaning, instruction and duplicate detection,
+    and counting each item's tokens. stitch() runs synchronously on the event loop, so the clock's reading
+    before and after one stitch is that record's data prep."""
+
+    ms = 0.0
+
+    @classmethod
+    def timed(cls, fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def timed_fn(*args: P.args, **kwargs: P.kwargs) -> R:
+            started = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cls.ms += (time.thread_time() - started) * 1000
+
+        return timed_fn
+
+
+clean = PrepClock.timed(prep.clean)
+instruction_like = PrepClock.timed(prep.instruction_like)
+near_duplicates = PrepClock.timed(prep.near_duplicates)
+with_tokens = PrepClock.timed(budget.with_tokens)
 DUPLICATE: Final = "duplicate"
 INSTRUCTION_LIKE: Final = "instruction_like"
 
@@ -192,6 +222,7 @@ class Stitcher(Stage[Routed, Context]):
             _default_embedder,
         )
         self.templates = templates or TemplateSet.load()
+        self._work = WorkLedger()
         self.counter = counter or counter_for(settings.model_provider, settings.model_name)
 
     @property
@@ -226,12 +257,27 @@ class Stitcher(Stage[Routed, Context]):
             f"{len(self.history)} customer histories loaded; {knowledge}"
         )
 
+    def work(self, record: Routed, section: Context, decide_ms: float) -> dict[str, float]:
+        """Stitching and prep time of this record; the wait for Weaviate's answer is not counted."""
+        return self._work.pop(record.request.request_id)
+
+    def _measured(self, request_id: str, build: Callable[[], Context]) -> Context:
+        prep_before, started = PrepClock.ms, time.thread_time()
+        context = build()
+        prep_ms = PrepClock.ms - prep_before
+        self._work.add(request_id, "data_prep", prep_ms)
+        self._work.add(request_id, "context_stitching", (time.thread_time() - started) * 1000 - prep_ms)
+        return context
+
     async def decide(self, record: Routed) -> Context:
         request = record.request
         store = self.stores.get(request.store_id)
         template = self.templates.for_route(record.route.route_id)
         if record.route.kind == RouteKind.WORKFLOW:
-            return stitch(record, store, datetime.now(UTC), template=template, counter=self.counter)
+            return self._measured(
+                request.request_id,
+                lambda: stitch(record, store, datetime.now(UTC), template=template, counter=self.counter),
+            )
         passages: list[Passage] = []
         degraded: list[str] = []
         try:
@@ -240,17 +286,20 @@ class Stitcher(Stage[Routed, Context]):
             )
         except KnowledgeUnavailableError:
             degraded.append(KNOWLEDGE_BASE)
-        return stitch(
-            record,
-            store,
-            datetime.now(UTC),
-            template=template,
-            inventory=self.inventory.items_for(request.store_id, request.text),
-            customer=self.customers.get(request.customer_id) if request.customer_id else None,
-            history=self.history.history,
-            passages=passages,
-            degraded=degraded,
-            counter=self.counter,
+        return self._measured(
+            request.request_id,
+            lambda: stitch(
+                record,
+                store,
+                datetime.now(UTC),
+                template=template,
+                inventory=self.inventory.items_for(request.store_id, request.text),
+                customer=self.customers.get(request.customer_id) if request.customer_id else None,
+                history=self.history.history,
+                passages=passages,
+                degraded=degraded,
+                counter=self.counter,
+            ),
         )
 
 

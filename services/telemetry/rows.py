@@ -11,7 +11,7 @@ from services.auditor.record import canonical_json, tokenised
 
 STAGE_EVENT_COLUMNS = [
     "request_id", "store_id", "stage", "route", "provider", "model", "received_at", "started_at", "finished_at",
-    "duration_ms", "tokens_in", "tokens_out", "cost_usd", "outcome", "error",
+    "duration_ms", "tokens_in", "tokens_out", "cost_usd", "outcome", "error", "work_ms",
 ]  # fmt: skip
 ANSWER_COLUMNS = [
     "request_id", "store_id", "channel", "intent", "route", "route_kind", "route_reason", "verdict", "provider",
@@ -70,6 +70,7 @@ def stage_event_rows(audited: dict[str, Any]) -> list[list[Any]]:
                 answer["cost_usd"] if is_answerer else 0.0,
                 "ok",
                 "",
+                {category: float(ms) for category, ms in (timing.get("work_ms") or {}).items()},
             ]
         )
     return rows
@@ -204,6 +205,6 @@ def dead_letter_rows(dead: dict[str, Any]) -> tuple[list[Any], list[Any] | None]
     failed = micros(dead["failed_at"])
     event = [
         dead["request_id"], "", dead["stage"], "", "", "", failed, failed, failed, 0.0, 0, 0, 0.0,
-        "dead_lettered", f"{dead['error_type']}: {dead['reason']}"[:2000],
+        "dead_lettered", f"{dead['error_type']}: {dead['reason']}"[:2000], {},
     ]  # fmt: skip
     return row, event

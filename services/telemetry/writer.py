@@ -47,7 +47,9 @@ from services.telemetry.rows import (
 
 log = logging.getLogger("switchyard.telemetry")
 STAGES = ["router", "stitcher", "governor", "answerer", "auditor"]
-TOPICS = ["audited", *[f"dlq.{stage}" for stage in STAGES], "feedback", "model.calls"]
+# every consumer that dead-letters: the chain's stages and the approvals process
+DEAD_LETTER_TOPICS = [*[f"dlq.{stage}" for stage in STAGES], "dlq.approvals"]
+TOPICS = ["audited", *DEAD_LETTER_TOPICS, "feedback", "model.calls"]
 TABLES = {
     "stage_events": STAGE_EVENT_COLUMNS,
     "answers": ANSWER_COLUMNS,

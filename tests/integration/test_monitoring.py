@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.infra.clickhouse import get_client
+from services.runtime.codec import AvroCodec
 from services.settings import Settings
 from services.telemetry.lag import LagSampler, stage_inputs
 from services.telemetry.rows import (
@@ -26,10 +29,26 @@ from services.telemetry.rows import (
     rule_verdict_rows,
     stage_event_rows,
 )
+from tests.integration.chain_harness import running_chain
 from tests.integration.conftest import delete_topics, wait_for_topic
 from tests.unit.chain_records import answered
 
 STAGES = ["router", "stitcher", "governor", "answerer", "auditor"]
+WORK_CATEGORIES = {"routing", "context_stitching", "data_prep", "governance", "policy", "audit"}
+VIEW_AND_RAW_WORK_SQL = """
+    SELECT
+        (SELECT groupArray((category, round(ms, 6))) FROM (
+            SELECT category, sum(work_ms) AS ms FROM switchyard.orchestration_work
+            WHERE minute >= {since:DateTime} AND minute < {until:DateTime} GROUP BY category ORDER BY category)),
+        (SELECT groupArray((category, round(ms, 6))) FROM (
+            SELECT category, sum(ms) AS ms FROM (
+                SELECT category, ms FROM switchyard.stage_events
+                ARRAY JOIN mapKeys(work_ms) AS category, mapValues(work_ms) AS ms
+                WHERE started_at >= {since:DateTime} AND started_at < {until:DateTime}
+                UNION ALL
+                SELECT 'monitoring' AS category, decode_ms + insert_ms AS ms FROM switchyard.telemetry_batches
+                WHERE flushed_at >= {since:DateTime} AND flushed_at < {until:DateTime})
+            GROUP BY category ORDER BY category))"""
 
 
 def audited(n: int, store: str, minute_us: int) -> dict[str, Any]:
@@ -165,3 +184,44 @@ def test_the_lag_sampler_reports_each_stage_behind_the_end_of_its_input(
         assert sample == {("router", 0): (3, 4, 1), ("router", 1): (1, 3, 2)}  # (committed, end, lag)
     finally:
         delete_topics(admin, [topic])
+
+
+def test_real_traffic_measures_every_orchestration_category_and_the_split_view_agrees_with_the_raw_work(
+    settings: Settings, codec: AvroCodec, admin: AdminClient, clickhouse: str, tmp_path: Path
+) -> None:
+    client = get_client(settings)
+    since = datetime.now(UTC).replace(second=0, microsecond=0)
+    with running_chain(settings, codec, admin, tmp_path) as chain:
+        run = uuid.uuid4().hex[:8]
+        requests = chain.requests(30, run)
+        chain.publish(requests)
+        assert len(chain.read("audited", until=len(requests), run=run)) == len(requests)
+        ids = [r.request_id for r in requests]
+        deadline = time.monotonic() + 30
+        while True:  # until telemetry wrote every stage's row of this run
+            written = client.query(
+                "SELECT count() FROM switchyard.stage_events WHERE request_id IN {ids:Array(String)}",
+                parameters={"ids": ids},
+            ).result_rows[0][0]
+            if written >= len(ids) * len(STAGES) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    measured_by_run = client.query(
+        "SELECT category, sum(ms) FROM switchyard.stage_events FINAL"
+        " ARRAY JOIN mapKeys(work_ms) AS category, mapValues(work_ms) AS ms"
+        " WHERE request_id IN {ids:Array(String)} GROUP BY category",
+        parameters={"ids": ids},
+    ).result_rows
+    per_category = {str(category): float(ms) for category, ms in measured_by_run}
+    assert set(per_category) == WORK_CATEGORIES and all(ms > 0 for ms in per_category.values()), per_category
+    until = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    window = {"since": since.replace(tzinfo=None), "until": until.replace(tzinfo=None)}
+    deadline = time.monotonic() + 30
+    while True:  # other writers may be mid-insert: the view and the raw rows agree once they settle
+        view, raw = client.query(VIEW_AND_RAW_WORK_SQL, parameters=window).result_rows[0]
+        if view == raw or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    measured = dict(view)
+    assert all(measured.get(category, 0) > 0 for category in [*WORK_CATEGORIES, "monitoring"]), measured
+    assert view == raw

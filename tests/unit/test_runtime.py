@@ -117,17 +117,21 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([], 99) == 0.0
 
 
-def test_the_work_split_adds_up_to_100_percent_over_measured_categories() -> None:
+def test_the_work_split_counts_the_work_stages_measured_not_their_waiting() -> None:
     record = answered("r-1").model_dump()
     record["timings"] = [
-        {"stage": "router", "received_at": 0, "started_at": 10, "finished_at": 40},
-        {"stage": "stitcher", "received_at": 50, "started_at": 60, "finished_at": 120},
-        {"stage": "answerer", "received_at": 130, "started_at": 140, "finished_at": 10_000},
-    ]
+        {"stage": "router", "received_at": 0, "started_at": 10, "finished_at": 40_000, "work_ms": {"routing": 3.0}},
+        {"stage": "stitcher", "received_at": 50, "started_at": 60, "finished_at": 120,
+         "work_ms": {"context_stitching": 4.0, "data_prep": 1.0}},
+        {"stage": "governor", "received_at": 130, "started_at": 140, "finished_at": 900,
+         "work_ms": {"governance": 1.5, "policy": 0.5}},
+        {"stage": "answerer", "received_at": 930, "started_at": 940, "finished_at": 10_000, "work_ms": {}},
+    ]  # fmt: skip
     split = work_split([Received(record, 0.0)])
-    assert split["routing"] == pytest.approx(100 * 30 / 120)
-    assert split["data prep"] == pytest.approx(100 * 30 / 120)
-    assert split["policy"] is None and split["monitoring"] is None
+    assert split["routing"] == pytest.approx(30.0)
+    assert split["context stitching"] == pytest.approx(40.0)
+    assert split["policy"] == pytest.approx(5.0) and split["data prep"] == pytest.approx(10.0)
+    assert split["audit"] == 0.0 and split["monitoring"] is None
     assert sum(v for v in split.values() if v is not None) == pytest.approx(100, abs=0.2)
 
 

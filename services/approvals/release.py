@@ -1,0 +1,96 @@
+"""What the approvals process decides for one ESCALATION_OUTCOME feedback record, as pure functions.
+
+An approval of an escalated request becomes a new Request: the original's fields, a deterministic id (uuid5 of
+the original id + ":approved", so the same approval released twice is the same request), and the attributes
+`approval_for` (the original id) and `approved_by` (the manager), which services.policy.facts turns into the
+facts that satisfy require_approval rules (never block rules, never caps). A rejection releases nothing: the held
+answer stands, and the outcome is in ClickHouse (switchyard.feedback).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+from services.runtime.models import Feedback, FeedbackKind, Request
+
+APPROVED: Final = "approved"
+REJECTED: Final = "rejected"
+# the request attributes that may name the member of staff who asked (the POS sends one of them)
+REQUESTER_ATTRIBUTES: Final = ("staff_id", "requested_by", "author")
+
+
+class ApprovalRejected(ValueError):
+    """An approval that cannot release anything; the message is the dead-letter reason."""
+
+
+def approved_request_id(original_id: str) -> str:
+    """The id of the request an approval of `original_id` releases: the same for every copy of the approval."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{original_id}:approved"))
+
+
+def escalated(audited: Mapping[str, Any]) -> bool:
+    """Whether the chain held this request for a manager: the governor escalated it before any model, or the
+    answerer's output guard escalated the model's answer."""
+    governance = audited.get("governance") or {}
+    if governance.get("verdict") == "ESCALATE":
+        return True
+    answer = audited.get("answer") or {}
+    return any(finding.get("action") == "escalate" for finding in answer.get("output_findings") or [])
+
+
+def requester(request: Mapping[str, Any]) -> str | None:
+    attributes = request.get("attributes") or {}
+    for name in REQUESTER_ATTRIBUTES:
+        value = str(attributes.get(name) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def parse_record(record_json: str) -> dict[str, Any]:
+    """The Audited record from switchyard.audit_records.record (canonical JSON of the Avro dict form)."""
+    value = json.loads(record_json)
+    if not isinstance(value, dict) or not isinstance(value.get("request"), dict):
+        raise ApprovalRejected("the audit record holds no request")
+    return value
+
+
+def release(feedback: Feedback, audited: Mapping[str, Any] | None) -> Request | None:
+    """The request an ESCALATION_OUTCOME releases (None for a rejection); raises ApprovalRejected with the reason
+    for an approval that must not release anything."""
+    if feedback.kind != FeedbackKind.ESCALATION_OUTCOME:
+        return None
+    outcome = (feedback.outcome or "").strip().lower()
+    if outcome == REJECTED:
+        return None
+    if outcome != APPROVED:
+        raise ApprovalRejected(f"request {feedback.request_id}: unknown outcome {feedback.outcome!r}")
+    manager = feedback.author.strip()
+    if not manager or manager in ("cli", "customer"):
+        raise ApprovalRejected(f"request {feedback.request_id}: an approval must name the manager (--manager ID)")
+    if audited is None:
+        raise ApprovalRejected(f"request {feedback.request_id}: unknown request (no audit record)")
+    if not escalated(audited):
+        raise ApprovalRejected(f"request {feedback.request_id}: was not escalated, so there is nothing to approve")
+    original = dict(audited["request"])
+    attributes = {str(k): str(v) for k, v in (original.get("attributes") or {}).items()}
+    if attributes.get("approval_for"):
+        raise ApprovalRejected(f"request {feedback.request_id}: is itself a released approval; approve the original")
+    if requester(original) == manager:
+        raise ApprovalRejected(f"request {feedback.request_id}: {manager} asked for it and cannot approve it too")
+    attributes.update(approval_for=feedback.request_id, approved_by=manager, approval_feedback_id=feedback.feedback_id)
+    note = feedback.attributes.get("note")
+    if note:
+        attributes["approval_note"] = note
+    original.pop("text_chars", None)  # added by the audit view, not a Request field
+    return Request.model_validate(
+        {
+            **original,
+            "request_id": approved_request_id(feedback.request_id),
+            "created_at": feedback.created_at,
+            "attributes": attributes,
+        }
+    )

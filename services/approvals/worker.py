@@ -1,0 +1,234 @@
+"""The approvals process: consumes `feedback`, and for each approval of an escalated request publishes the
+released request to `requests`, in one Kafka transaction with the consumed offsets (exactly once).
+
+Where the original comes from: ClickHouse switchyard.audit_records, by request_id. It is the system of record for
+every answer the chain released (kept seven years, indexed, already holding the verdict and the findings that
+show the request was escalated), and a manager decides minutes or days later, long after the record is there.
+Reading the `audited` topic instead would mean keeping a table of every audited record in this process.
+The record there is the PII-tokenised view: the request's own text comes back from the encrypted `pii.vault`
+entry the governor wrote for it (as the answerer restores an answer), and while that entry lives (its TTL) the
+released request reads as the original did; after it expired, the released request keeps the tokens, never guesses.
+
+Idempotent: the released id is deterministic (uuid5 of the original id + ":approved"), the feedback of one
+request lands on one partition in order, and an approval whose released id this process has published, or
+that ClickHouse already holds, is skipped. Bad input (unknown request, not escalated, approved by the person who
+asked, no manager named) goes to `dlq.approvals` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from services.approvals.release import ApprovalRejected, parse_record, release
+from services.governor.pii import TOKEN, restore
+from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, load_key
+from services.infra.clickhouse import get_client
+from services.runtime.codec import AvroCodec
+from services.runtime.deadletter import dead_letter_for
+from services.runtime.models import Feedback, Request
+from services.runtime.observability import StageMetrics, serve_http
+from services.runtime.schema_registry import SchemaRegistry
+from services.settings import Settings, get_settings
+
+log = logging.getLogger("switchyard.approvals")
+
+NAME = "approvals"
+LOOKUP_ATTEMPTS = 6
+# released ids remembered in process (besides the ClickHouse check), oldest forgotten first
+REMEMBERED = 100_000
+GROUP_ID = f"switchyard-{NAME}"
+
+
+@dataclass
+class ApprovalsConfig:
+    replica: str = "0"
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    max_batch: int = 100
+
+
+class AuditLookup:
+    """The audit record of a request, from ClickHouse (the newest when the writer stored it twice)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+
+    def _query(self, sql: str, request_id: str) -> list[Any]:
+        """Retried while ClickHouse does not answer (about 30 s in all); then the error stops the process, whose
+        transaction is aborted, so the feedback is decided again after a restart."""
+        delay = 0.5
+        for attempt in range(LOOKUP_ATTEMPTS):
+            try:
+                if self._client is None:
+                    self._client = get_client(self.settings)
+                return list(self._client.query(sql, parameters={"id": request_id}).result_rows)
+            except OperationalError as error:
+                if attempt == LOOKUP_ATTEMPTS - 1:
+                    raise
+                log.warning("clickhouse unavailable, retrying", extra={"error": str(error), "retry_in_s": delay})
+                self._client = None
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
+
+    def record(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT record FROM audit_records WHERE request_id = {id:String} ORDER BY recorded_at DESC LIMIT 1",
+            request_id,
+        )
+        return parse_record(rows[0][0]) if rows else None
+
+    def exists(self, request_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM audit_records WHERE request_id = {id:String} LIMIT 1", request_id))
+
+
+@dataclass
+class ApprovalsWorker:
+    settings: Settings
+    config: ApprovalsConfig
+    lookup: AuditLookup
+    codec: AvroCodec
+    vault: VaultTable | None = None
+    released: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: StageMetrics = field(default_factory=lambda: StageMetrics(NAME))
+    _consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def group_id(self) -> str:
+        return self.settings.topic(GROUP_ID)  # prefixed like the topics, so test chains never share a group
+
+    async def health(self) -> tuple[bool, str]:
+        if self._consumer is None:
+            return False, "starting"
+        return True, f"assigned {len(self._consumer.assignment())} partitions"
+
+    async def decide(self, message: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes] | None:
+        """(topic, key, value) to produce for one feedback record, or None."""
+        try:
+            _, value = self.codec.decode(message.value or b"", "Feedback")
+            feedback = Feedback.model_validate(value)
+        except Exception as error:  # anything undecodable is dead-lettered; the rest goes on
+            return self._dead_letter(message, error, None)
+        try:
+            audited = None
+            if (feedback.outcome or "").strip().lower() == "approved":
+                audited = await asyncio.to_thread(self.lookup.record, feedback.request_id)
+            request = release(feedback, audited)
+        except ApprovalRejected as error:
+            return self._dead_letter(message, error, feedback.request_id)
+        if request is None:
+            if feedback.outcome:
+                log.info("not released", extra={"request_id": feedback.request_id, "outcome": feedback.outcome})
+            return None
+        request = await self._restored(request, audited)
+        if request.request_id in self.released or await asyncio.to_thread(self.lookup.exists, request.request_id):
+            log.info("already released", extra={"request_id": feedback.request_id, "released": request.request_id})
+            return None
+        self.released[request.request_id] = None
+        while len(self.released) > REMEMBERED:
+            self.released.popitem(last=False)
+        log.info(
+            "released",
+            extra={"request_id": feedback.request_id, "released": request.request_id, "approved_by": feedback.author},
+        )
+        self.metrics.records_out.inc()
+        encoded = self.codec.encode("Request", request.model_dump())
+        return self.settings.topic("requests"), request.request_id, encoded
+
+    async def _restored(self, request: Request, audited: dict[str, Any] | None) -> Request:
+        """The request with its text restored from the governor's vault entry for the original, when it lives."""
+        key = ((audited or {}).get("governance") or {}).get("vault_key")
+        if not key or self.vault is None or not TOKEN.search(request.text):
+            return request
+        try:
+            tokens = await self.vault.mapping(key, wait_s=0.5)
+        except VaultError as error:
+            log.warning("PII vault entry unavailable: released with tokens", extra={"error": str(error)})
+            return request
+        return request.model_copy(update={"text": restore(request.text, tokens)})
+
+    def _dead_letter(
+        self, message: ConsumerRecord[bytes, bytes], error: Exception, request_id: str | None
+    ) -> tuple[str, str, bytes]:
+        reason = str(error) or type(error).__name__
+        self.metrics.dead_letter(type(error).__name__)
+        log.warning("dead-lettered", extra={"stage": NAME, "request_id": request_id, "reason": reason})
+        record = dead_letter_for(message, stage=NAME, reason=reason, error=error, request_id=request_id)
+        return self.settings.topic(f"dlq.{NAME}"), request_id or "", self.codec.encode("DeadLetter", record)
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.settings.topic("feedback"),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            transactional_id=f"{self.group_id}-{self.config.replica}",
+            enable_idempotence=True,
+            acks="all",
+        )
+        if self.vault is not None:
+            await self.vault.start()
+        await producer.start()
+        await consumer.start()
+        self._consumer = consumer
+        runner = await serve_http(self.config.http_host, self.config.http_port, self.metrics, self.health)
+        log.info("stage started", extra={"stage": NAME, "replica": self.config.replica})
+        try:
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
+                if not batch:
+                    continue
+                async with producer.transaction():
+                    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+                    for tp, messages in batch.items():
+                        for message in messages:
+                            self.metrics.records_in.inc()
+                            out = await self.decide(message)
+                            if out is not None:
+                                topic, key, value = out
+                                await producer.send(topic, key=key.encode() or None, value=value)
+                        offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "")
+                    await producer.send_offsets_to_transaction(offsets, self.group_id)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await runner.cleanup()
+            if self.vault is not None:
+                await self.vault.stop()
+            log.info("stage stopped", extra={"stage": NAME})
+
+
+async def run_approvals(config: ApprovalsConfig, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    vault = VaultTable(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic(VAULT_TOPIC),
+        codec=codec,
+        cipher=VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s),
+    )
+    worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.stopping.set)
+    await worker.run()

@@ -1,0 +1,159 @@
+"""The approval workflow on the real chain (every process, real Kafka and ClickHouse, the stub model told what to
+answer): a 25% discount is escalated; after `switchyard approve` the released request is answered by the model and
+its audit record names the approval; a rejection releases nothing; approving twice answers once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from services.approvals.release import approved_request_id
+from services.infra.clickhouse import get_client
+from services.runtime.codec import AvroCodec
+from services.runtime.models import Channel, Request
+from services.settings import Settings
+from tests.integration.chain_harness import STORES, Chain, free_port
+from tests.integration.test_governance_chain import stub_replies
+
+DISCOUNT = "Can I get 25% off this sofa please?"
+MODEL_REPLY = "Yes, approved: I can give you 25% off today."
+
+
+@pytest.fixture(scope="module")
+def stub_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def chain(
+    settings: Settings,
+    codec: AvroCodec,
+    admin: AdminClient,
+    clickhouse: str,
+    stub_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Chain]:
+    log_dir = tmp_path_factory.mktemp("approval-chain")
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(stub_port), "--latency-ms", "5"],
+        stdout=(log_dir / "stub.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{stub_port}/v1")
+    try:
+        running.prepare()
+        running.start_all()
+        stub_replies(stub_port, MODEL_REPLY)
+        yield running
+    finally:
+        running.stop_all()
+        stub.terminate()
+        stub.wait(10)
+        running.delete_topics(admin)
+
+
+def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:
+    """Sends the 25% discount request, checks it was held for a manager, and waits for its audit row."""
+    request = Request(
+        request_id=str(uuid.uuid4()),
+        store_id=STORES[0],
+        terminal_id="pos-1",
+        channel=Channel.POS,
+        text=text,
+        created_at=int(time.time() * 1000),
+        attributes={"run": run, "seq": "0", "staff_id": "clerk-1"},
+    )
+    chain.publish([request])
+    [audited] = chain.read("audited", until=1, run=run, timeout_s=180)
+    assert audited["governance"]["verdict"] == "ESCALATE" and audited["answer"]["provider"] == "governance"
+    client = get_client(chain.settings)
+    deadline = time.monotonic() + 60
+    sql = "SELECT count() FROM audit_records WHERE request_id = {id:String}"
+    while client.query(sql, parameters={"id": request.request_id}).result_rows[0][0] == 0:
+        assert time.monotonic() < deadline, "the audit record never reached ClickHouse"
+        time.sleep(0.5)
+    return request.request_id
+
+
+def decide(chain: Chain, command: str, request_id: str, manager: str = "mgr-7") -> None:
+    environment = {**os.environ, **chain.env()}
+    arguments = [command, request_id, "--manager", manager, "--note", "loyal customer"]
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *arguments], env=environment, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def released(chain: Chain, run: str, until: int) -> list[dict[str, Any]]:
+    records = chain.read("audited", until=until, run=run, timeout_s=180)
+    return [r for r in records if r["request"]["attributes"].get("approval_for")]
+
+
+def wait_until_feedback_consumed(chain: Chain) -> None:
+    """Until the approvals group has committed every feedback record (so it has decided each one)."""
+    consumer = Consumer(
+        {"bootstrap.servers": chain.settings.kafka_bootstrap, "group.id": f"{chain.prefix}switchyard-approvals"}
+    )
+    topic = chain.topic("feedback")
+    partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+            committed = [max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10)]
+            if committed == ends:
+                return
+            assert time.monotonic() < deadline, f"approvals committed {committed} of {ends}"
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
+def test_an_approved_discount_is_answered_by_the_model_and_its_audit_names_the_approval(chain: Chain) -> None:
+    original = escalate(chain, "approve-once", text=f"{DISCOUNT} Email me at jane.doe@example.com")
+    decide(chain, "approve", original)
+    decide(chain, "approve", original)  # the same approval twice
+    [audited] = released(chain, "approve-once", until=2)
+    request, governance, answer = audited["request"], audited["governance"], audited["answer"]
+    assert request["request_id"] == approved_request_id(original)
+    assert request["attributes"]["approved_by"] == "mgr-7" and request["attributes"]["approval_for"] == original
+    assert governance["verdict"] == "MASK"  # allowed, with the restored e-mail address masked again for the model
+    [finding] = [f for f in governance["findings"] if f["rule_id"] == "discount.manager_approval"]
+    assert finding["action"] == "approved" and finding["inputs"]["approved_by"] == "mgr-7"
+    assert finding["inputs"]["approval_for"] == original
+    assert answer["provider"] != "governance" and answer["tokens_in"] > 0
+    assert "25% off" in answer["text"]
+    # the released request reads as the original did: its PII came back from the governor's vault entry
+    [request_record] = [
+        r
+        for r in chain.read("requests", until=2, run="approve-once", timeout_s=60)
+        if r["attributes"].get("approval_for")
+    ]
+    assert request_record["text"] == f"{DISCOUNT} Email me at jane.doe@example.com"
+
+
+def test_a_rejected_discount_releases_nothing(chain: Chain) -> None:
+    original = escalate(chain, "reject")
+    decide(chain, "reject", original)
+    wait_until_feedback_consumed(chain)
+    # the decision and anything it released were committed together: nothing more can appear on `requests`
+    requests = chain.read("requests", until=2, run="reject", timeout_s=5)
+    assert [r["request_id"] for r in requests] == [original]
+
+
+def test_an_approval_by_the_person_who_asked_is_dead_lettered_with_the_reason(chain: Chain) -> None:
+    original = escalate(chain, "self-approve")
+    decide(chain, "approve", original, manager="clerk-1")
+    [letter] = [d for d in chain.read("dlq.approvals", until=1, timeout_s=60) if d["request_id"] == original]
+    assert letter["stage"] == "approvals" and "clerk-1 asked for it and cannot approve it too" in letter["reason"]
+    wait_until_feedback_consumed(chain)
+    assert [r["request_id"] for r in chain.read("requests", until=2, run="self-approve", timeout_s=5)] == [original]

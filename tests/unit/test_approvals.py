@@ -1,0 +1,180 @@
+"""The approval workflow's pure parts: a manager's approval satisfies require_approval rules (never block rules,
+never a larger discount than approved), and what the approvals process releases for each decision."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from services.approvals.cli import decision
+from services.approvals.release import ApprovalRejected, approved_request_id, release
+from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
+from services.learning.feedback import FeedbackError
+from services.policy.engine import PolicyEngine
+from services.policy.facts import extract_facts
+from services.runtime.codec import AvroCodec
+from services.runtime.models import Channel, FeedbackKind, Request, Verdict
+from services.runtime.schema_registry import SchemaRegistry
+from services.settings import REPO_ROOT, Settings
+
+APPROVAL = {"approved_by": "mgr-7", "approval_for": "1b2c"}
+
+
+@pytest.fixture(scope="module")
+def engine() -> PolicyEngine:
+    return PolicyEngine.from_file(REPO_ROOT / "policies")
+
+
+def request(text: str, **attributes: str) -> Request:
+    return Request(
+        request_id=str(uuid.uuid4()),
+        store_id="0417",
+        terminal_id="pos-1",
+        channel=Channel.POS,
+        text=text,
+        created_at=int(time.time() * 1000),
+        attributes=attributes,
+    )
+
+
+def test_a_25_percent_discount_without_approval_is_escalated(engine: PolicyEngine) -> None:
+    facts = extract_facts(request("Can I get 25% off this sofa?"), "discount_request", None)
+    assert "approved_by" not in facts
+    assert engine.decide(facts).verdict == Verdict.ESCALATE
+
+
+def test_an_approved_25_percent_discount_is_allowed_and_the_finding_names_the_approval(engine: PolicyEngine) -> None:
+    facts = extract_facts(request("Can I get 25% off this sofa?", **APPROVAL), "discount_request", None)
+    assert facts["approved_by"] == "mgr-7" and facts["approval_for"] == "1b2c"
+    outcome = engine.decide(facts)
+    assert outcome.verdict == Verdict.ALLOW and outcome.reply is None
+    [finding] = [f for f in outcome.findings if f.rule_id == "discount.manager_approval"]
+    assert finding.action == "approved"
+    assert finding.inputs["approved_by"] == "mgr-7" and finding.inputs["approval_for"] == "1b2c"
+    assert finding.detail.startswith("approved by mgr-7")
+
+
+def test_an_approval_needs_both_the_manager_and_the_request_it_approves(engine: PolicyEngine) -> None:
+    facts = extract_facts(request("Can I get 25% off?", approved_by="mgr-7"), "discount_request", None)
+    assert "approved_by" not in facts
+    assert engine.decide(facts).verdict == Verdict.ESCALATE
+
+
+def test_an_approval_never_lifts_a_block_rule(engine: PolicyEngine) -> None:
+    facts = {"intent": "price_check", "marketplace": "amazon", "price_match": "true", **APPROVAL}
+    assert engine.decide(facts).verdict == Verdict.BLOCK
+
+
+def test_caps_still_apply_to_an_approved_request(engine: PolicyEngine) -> None:
+    facts = {"channel": "KIOSK", "hour": "22", "discount_percent": "25", "intent": "discount_request", **APPROVAL}
+    outcome = engine.decide(facts)
+    assert outcome.verdict == Verdict.ALLOW
+    assert outcome.caps == {"discount_percent": 10.0}
+
+
+def test_an_approved_answer_may_offer_the_approved_discount_but_not_more(engine: PolicyEngine) -> None:
+    base = {"discount_percent": "25", "promises_discount": "true", **APPROVAL}
+    assert engine.decide({**base, "promised_discount_percent": "25"}, "output").verdict == Verdict.ALLOW
+    assert engine.decide({**base, "promised_discount_percent": "40"}, "output").verdict == Verdict.ESCALATE
+
+
+def escalated_record(original: Request, verdict: str = "ESCALATE") -> dict[str, Any]:
+    return {
+        "request": {**original.model_dump(), "text_chars": len(original.text)},
+        "governance": {"verdict": verdict},
+        "answer": {"output_findings": []},
+    }
+
+
+def test_an_approval_releases_the_request_with_a_deterministic_id_and_the_approval_attributes() -> None:
+    original = request("Can I get 25% off this sofa?", staff_id="clerk-1", run="x")
+    feedback = decision("approve", original.request_id, "mgr-7", note="loyal customer")
+    released = release(feedback, escalated_record(original))
+    assert released is not None
+    assert released.request_id == approved_request_id(original.request_id)
+    assert released.request_id == str(uuid.uuid5(uuid.NAMESPACE_URL, f"{original.request_id}:approved"))
+    assert released.text == original.text and released.store_id == original.store_id
+    assert released.attributes["approval_for"] == original.request_id
+    assert released.attributes["approved_by"] == "mgr-7"
+    assert released.attributes["approval_note"] == "loyal customer"
+    assert released.attributes["run"] == "x"
+    again = release(decision("approve", original.request_id, "mgr-7"), escalated_record(original))
+    assert again is not None and again.request_id == released.request_id
+
+
+def test_a_rejection_releases_nothing() -> None:
+    original = request("Can I get 25% off?")
+    feedback = decision("reject", original.request_id, "mgr-7", note="no")
+    assert feedback.kind == FeedbackKind.ESCALATION_OUTCOME and feedback.outcome == "rejected"
+    assert feedback.attributes == {"note": "no"}
+    assert release(feedback, escalated_record(original)) is None
+
+
+@pytest.mark.parametrize(
+    ("record", "manager", "reason"),
+    [
+        (None, "mgr-7", "unknown request"),
+        ("ALLOW", "mgr-7", "was not escalated"),
+        ("ESCALATE", "clerk-1", "cannot approve it too"),
+    ],
+)
+def test_bad_approvals_are_refused_with_the_reason(record: str | None, manager: str, reason: str) -> None:
+    original = request("Can I get 25% off?", staff_id="clerk-1")
+    audited = escalated_record(original, record) if record else None
+    with pytest.raises(ApprovalRejected, match=reason):
+        release(decision("approve", original.request_id, manager), audited)
+
+
+def test_an_answer_escalated_by_the_output_guard_can_be_approved() -> None:
+    original = request("Can you refund me?")
+    audited = escalated_record(original, "ALLOW")
+    audited["answer"]["output_findings"] = [{"action": "escalate", "rule_id": "output.no_refund_promise"}]
+    assert release(decision("approve", original.request_id, "mgr-7"), audited) is not None
+
+
+def test_a_decision_must_name_the_manager() -> None:
+    with pytest.raises(FeedbackError, match="--manager"):
+        decision("approve", "r1", " ")
+
+
+class KnownRecords(AuditLookup):
+    """Audit records held in memory instead of ClickHouse, for the worker's decision logic."""
+
+    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
+        self.records = records
+
+    def record(self, request_id: str) -> dict[str, Any] | None:
+        return self.records.get(request_id)
+
+    def exists(self, request_id: str) -> bool:
+        return False
+
+
+def consumed(offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("feedback", 0, offset, 0, 0, b"k", value, None, 1, len(value), ())
+
+
+async def test_the_worker_releases_one_request_for_two_copies_of_an_approval_and_dead_letters_bad_input() -> None:
+    settings = Settings(topic_prefix="t.")
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    original = request("Can I get 25% off this sofa?", staff_id="clerk-1")
+    worker = ApprovalsWorker(
+        settings, ApprovalsConfig(), KnownRecords({original.request_id: escalated_record(original)}), codec
+    )
+    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7").model_dump())
+    first = await worker.decide(consumed(0, approval))
+    assert first is not None and first[0] == "t.requests" and first[1] == approved_request_id(original.request_id)
+    _, released = codec.decode(first[2], "Request")
+    assert released["attributes"]["approved_by"] == "mgr-7"
+    assert await worker.decide(consumed(1, approval)) is None
+    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7").model_dump())
+    letter = await worker.decide(consumed(2, unknown))
+    assert letter is not None and letter[0] == "t.dlq.approvals"
+    _, dead = codec.decode(letter[2], "DeadLetter")
+    assert "unknown request" in dead["reason"] and dead["request_id"] == "no-such-request"
+    garbage = await worker.decide(consumed(3, b"not avro"))
+    assert garbage is not None and garbage[0] == "t.dlq.approvals"
