@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from services.governor.pii import TOKEN
 from services.policy.engine import FINDING_ACTION, PolicyEngine
 from services.policy.facts import extract_answer_facts
 from services.runtime.models import Finding, Governance, Governed, Verdict
@@ -34,7 +35,6 @@ APPROVAL_REPLY: Final = "This needs a manager's approval: a manager must approve
 BLOCK_REPLY: Final = "Thanks for your patience: a colleague will help you with this request shortly."
 TOXIC_ANSWER_REPLY: Final = "Sorry, I couldn't put together a good answer. A colleague will help you shortly."
 WITHHELD: Final = "[withheld]"
-TOKEN: Final = re.compile(r"<(PERSON|EMAIL|PHONE|CARD|ACCOUNT|ADDRESS|DOB|GOV_ID)_(\d+)>")
 # raw identifiers a model must never produce: it only saw tokens
 LEAK_PATTERNS: Final[Mapping[str, re.Pattern[str]]] = {
     "EMAIL": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),

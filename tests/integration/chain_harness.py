@@ -5,10 +5,12 @@ Tests publish requests, read `audited` as a store would, and kill or add process
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -86,6 +88,16 @@ class Chain:
 
     def stop_all(self) -> dict[str, int]:
         return self.launcher.stop_all()
+
+    def set_model_reply(self, reply: str) -> None:
+        """Tell the stub model what to answer from now on (POST /stub/behaviour)."""
+        body = json.dumps({"reply": reply}).encode()
+        base = self.model_url.removesuffix("/v1")
+        request = urllib.request.Request(
+            f"{base}/stub/behaviour", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
 
     def delete_topics(self, admin: AdminClient) -> None:
         delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.prefix)])

@@ -21,44 +21,21 @@ from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
 from services.settings import Settings
-from tests.integration.chain_harness import STORES, Chain, free_port
-from tests.integration.test_governance_chain import stub_replies
+from tests.integration.chain_harness import STORES, Chain, running_chain
 
 DISCOUNT = "Can I get 25% off this sofa please?"
 MODEL_REPLY = "Yes, approved: I can give you 25% off today."
 
 
 @pytest.fixture(scope="module")
-def stub_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
 def chain(
-    settings: Settings,
-    codec: AvroCodec,
-    admin: AdminClient,
-    clickhouse: str,
-    stub_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings, codec: AvroCodec, admin: AdminClient, clickhouse: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:
-    log_dir = tmp_path_factory.mktemp("approval-chain")
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(stub_port), "--latency-ms", "5"],
-        stdout=(log_dir / "stub.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{stub_port}/v1")
-    try:
-        running.prepare()
-        running.start_all()
-        stub_replies(stub_port, MODEL_REPLY)
+    with running_chain(
+        settings, codec, admin, tmp_path_factory.mktemp("approval-chain"), model_latency_ms=5
+    ) as running:
+        running.set_model_reply(MODEL_REPLY)
         yield running
-    finally:
-        running.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        running.delete_topics(admin)
 
 
 def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:

@@ -6,10 +6,7 @@ encrypted on `pii.vault`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,50 +18,19 @@ from services.governor.vault import VaultCipher, load_key
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, PiiVaultEntry, Request
 from services.settings import Settings
-from tests.integration.chain_harness import STORES, Chain, free_port
-
-
-@pytest.fixture(scope="module")
-def stub_port() -> int:
-    return free_port()
+from tests.integration.chain_harness import STORES, Chain, running_chain
 
 
 @pytest.fixture(scope="module")
 def chain(
-    settings: Settings,
-    codec: AvroCodec,
-    admin: AdminClient,
-    clickhouse: str,
-    stub_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings, codec: AvroCodec, admin: AdminClient, clickhouse: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:
-    log_dir = tmp_path_factory.mktemp("governance-chain")
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(stub_port), "--latency-ms", "5"],
-        stdout=(log_dir / "stub.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{stub_port}/v1")
-    try:
-        running.prepare()
-        running.start_all()
+    with running_chain(
+        settings, codec, admin, tmp_path_factory.mktemp("governance-chain"), model_latency_ms=5
+    ) as running:
         for key in ("governor/0", "answerer/0"):
             running.wait_ready(key, timeout_s=120)
         yield running
-    finally:
-        running.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        running.delete_topics(admin)
-
-
-def stub_replies(port: int, reply: str) -> None:
-    body = json.dumps({"reply": reply}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/stub/behaviour", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200
 
 
 def ask(chain: Chain, text: str, run: str, **attributes: str) -> dict[str, Any]:
@@ -82,9 +48,9 @@ def ask(chain: Chain, text: str, run: str, **attributes: str) -> dict[str, Any]:
     return audited
 
 
-def test_a_25_percent_discount_never_reaches_the_store_as_an_approved_offer(chain: Chain, stub_port: int) -> None:
+def test_a_25_percent_discount_never_reaches_the_store_as_an_approved_offer(chain: Chain) -> None:
     # were the model asked, it would grant the discount: the answer must not come from it
-    stub_replies(stub_port, "Yes, approved: I can give you 25% off today.")
+    chain.set_model_reply("Yes, approved: I can give you 25% off today.")
     audited = ask(chain, "Can I get 25% off this sofa please?", run="gov-discount")
     governance, answer = audited["governance"], audited["answer"]
     assert governance["verdict"] == "ESCALATE"
@@ -95,8 +61,8 @@ def test_a_25_percent_discount_never_reaches_the_store_as_an_approved_offer(chai
     assert "25% off" not in answer["text"] and "manager" in answer["text"]
 
 
-def test_a_model_answer_promising_an_unallowed_refund_is_never_released(chain: Chain, stub_port: int) -> None:
-    stub_replies(stub_port, "Good news: we will refund you in full today, no receipt needed.")
+def test_a_model_answer_promising_an_unallowed_refund_is_never_released(chain: Chain) -> None:
+    chain.set_model_reply("Good news: we will refund you in full today, no receipt needed.")
     audited = ask(chain, "My blender stopped working, what can you do for me?", run="gov-refund")
     answer = audited["answer"]
     assert audited["governance"]["verdict"] in ("ALLOW", "MASK")
@@ -107,10 +73,10 @@ def test_a_model_answer_promising_an_unallowed_refund_is_never_released(chain: C
 
 
 def test_a_model_sees_pii_only_as_tokens_and_the_store_gets_back_what_it_may_see(
-    chain: Chain, stub_port: int, settings: Settings
+    chain: Chain, settings: Settings
 ) -> None:
     # the model answers in tokens, as a model that saw only tokens would
-    stub_replies(stub_port, "Thanks <PERSON_1>, the warranty details are on their way to <EMAIL_1>.")
+    chain.set_model_reply("Thanks <PERSON_1>, the warranty details are on their way to <EMAIL_1>.")
     email = "maria.lopez@example.com"
     audited = ask(chain, f"Does the blender have a warranty? I'm Maria Lopez, email {email}", run="gov-pii")
     governance, answer = audited["governance"], audited["answer"]
