@@ -86,19 +86,25 @@ class MicroBatcher(Generic[Item, Result]):
         self._pending = []
 
     async def _run(self) -> None:
-        while self._pending:
-            waited = time.monotonic() - self._pending[0][2]
-            # an idle batcher starts at once; while a batch computes, the next one gathers for up to window_s
-            if self._computing and len(self._pending) < self.max_batch and waited < self.window_s:
-                await asyncio.sleep(self.window_s - waited)
-            if not self._pending:
-                return  # another runner took them
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            self._computing += 1
-            try:
-                await self._run_batch(batch)
-            finally:
-                self._computing -= 1
+        try:
+            while self._pending:
+                waited = time.monotonic() - self._pending[0][2]
+                # an idle batcher starts at once; while a batch computes, the next one gathers for up to window_s
+                if self._computing and len(self._pending) < self.max_batch and waited < self.window_s:
+                    await asyncio.sleep(self.window_s - waited)
+                if not self._pending:
+                    return  # another runner took them
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                self._computing += 1
+                try:
+                    await self._run_batch(batch)
+                finally:
+                    self._computing -= 1
+        finally:
+            # leave the count now, not in a done callback: a caller woken by this runner's last result may submit
+            # before that callback runs, and would otherwise count a finished runner as gathering its item (and wait
+            # for ever: no runner would be started for it)
+            self._runners.discard(asyncio.current_task())
 
     def _timed_batch(self, items: Sequence[Item]) -> tuple[Sequence[Result], float]:
         # CPU time of this worker thread: not the time it waited for the GIL or a core (onnxruntime's work is

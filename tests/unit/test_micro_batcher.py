@@ -89,3 +89,13 @@ async def test_a_lone_request_does_not_wait_for_the_window() -> None:
     batcher = MicroBatcher(Recorder(), window_s=10.0)
     assert await asyncio.wait_for(batcher.submit("a"), timeout=1.0) == "A"
     await batcher.aclose()
+
+
+async def test_a_caller_submitting_again_as_soon_as_it_is_answered_is_answered_again() -> None:
+    # woken by the runner's last result, the caller submits before that runner's task has finished: the finished
+    # runner must not be counted as gathering the new item (this waited for ever before it was fixed)
+    batcher = MicroBatcher(Recorder(), window_s=0.01, concurrency=1)
+    async with asyncio.timeout(5):  # in this task, unlike wait_for, so nothing runs between result and submit
+        for text in ("first", "second", "third"):
+            assert await batcher.submit(text) == text.upper()
+    await batcher.aclose()
