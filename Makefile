@@ -157,6 +157,10 @@ eval-governance: $(INSTALLED) ## governance on the labelled set: PII P/R per typ
 bench-governor: $(INSTALLED) ## governor records/s and p50/p95/p99 added latency in process, as JSON
 	@$(PY) -m services.governor.bench $(BENCH_ARGS)
 
+.PHONY: bench-answerer
+bench-answerer: $(INSTALLED) ## answerer output-guard answers/s, CPU per answer and p50/p95/p99 added latency in process, as JSON
+	@$(PY) -m services.answerer.bench $(BENCH_ARGS)
+
 .PHONY: lint
 lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict
 	@$(VENV)/bin/ruff check services tests

@@ -95,25 +95,45 @@ def check_answer(
     toxicity_threshold: float = 0.5,
 ) -> GuardResult:
     """The answer the store may see, and the findings that shaped it. Pure, given the toxicity scorer."""
-    findings: list[Finding] = []
+    checked = check_commitments(record, answer, engine)
+    if checked.replaced:
+        return checked
+    score = None if toxicity is None else toxicity(answer)
+    return screen_answer(
+        answer, checked.findings, engine, tokens=tokens, toxicity=score, toxicity_threshold=toxicity_threshold
+    )
+
+
+def check_commitments(record: Governed, answer: str, engine: PolicyEngine) -> GuardResult:
+    """The first half of check_answer: the policy's output rules on what the answer commits to. A breach replaces
+    the answer, and then nothing else is checked (the answer's toxicity is not needed: score it after this)."""
     facts = extract_answer_facts(answer, record.context, record.governance.facts)
     outcome = engine.decide(facts, "output")
-    findings += outcome.findings
+    findings = list(outcome.findings)
     if outcome.action in ("block", "require_approval"):
         reply = outcome.reply or (APPROVAL_REPLY if outcome.action == "require_approval" else BLOCK_REPLY)
         return GuardResult(reply, findings, replaced=True)
-    if toxicity is not None:
-        score = toxicity(answer)
-        if score >= toxicity_threshold:
-            findings.append(
-                _finding("toxicity.answer", "toxicity", "block", f"the answer reads as abusive ({score:.2f})")
-            )
-            return GuardResult(TOXIC_ANSWER_REPLY, findings, replaced=True)
+    return GuardResult(answer, findings, replaced=False)
+
+
+def screen_answer(
+    answer: str,
+    findings: Sequence[Finding],
+    engine: PolicyEngine,
+    *,
+    tokens: Mapping[str, str],
+    toxicity: float | None,
+    toxicity_threshold: float = 0.5,
+) -> GuardResult:
+    """The second half of check_answer, for an answer check_commitments released with `findings`: its toxicity
+    score (None: not scored), then leaked PII withheld and tokens restored for what the store may see."""
+    kept = list(findings)
+    if toxicity is not None and toxicity >= toxicity_threshold:
+        kept.append(_finding("toxicity.answer", "toxicity", "block", f"the answer reads as abusive ({toxicity:.2f})"))
+        return GuardResult(TOXIC_ANSWER_REPLY, kept, replaced=True)
     text, leaks = _withhold_leaks(answer)
-    findings += leaks
     text, restore_findings = _restore_for_store(text, tokens, engine.visible_types("store"))
-    findings += restore_findings
-    return GuardResult(text, findings, replaced=False)
+    return GuardResult(text, kept + leaks + restore_findings, replaced=False)
 
 
 def _withhold_leaks(answer: str) -> tuple[str, list[Finding]]:

@@ -11,12 +11,20 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from services.answerer.call_events import ModelCallPublisher
-from services.answerer.guard import BLOCK_REPLY, GUARD_VERSION, check_answer, held_reply, visible_for_chain
+from services.answerer.guard import (
+    BLOCK_REPLY,
+    GUARD_VERSION,
+    GuardResult,
+    check_commitments,
+    held_reply,
+    screen_answer,
+    visible_for_chain,
+)
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import complete_with_failover
@@ -202,11 +210,20 @@ class Answerer(Stage[Governed, Answer]):
             skipped=skipped,
         )
         answer = model_answer(completion, messages, failover)
-        score = await self._toxicity_score(request_id, answer.text)
-        scorer = None if score is None else (lambda _text: score)
-        with self._work.measure(request_id, "governance"):
-            guarded = check_answer(record, answer.text, engine, tokens=tokens, toxicity=scorer)
+        guarded = await self.guard(record, answer.text, engine, tokens)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
+
+    async def guard(self, record: Governed, text: str, engine: PolicyEngine, tokens: Mapping[str, str]) -> GuardResult:
+        """check_answer on a model's answer, with its toxicity scored in a batch and only where it is read: the
+        policy's output rules run first, and an answer they replace is not embedded (most of the guard's CPU)."""
+        request_id = record.request.request_id
+        with self._work.measure(request_id, "governance"):
+            checked = check_commitments(record, text, engine)
+        if checked.replaced:
+            return checked
+        score = await self._toxicity_score(request_id, text)
+        with self._work.measure(request_id, "governance"):
+            return screen_answer(text, checked.findings, engine, tokens=tokens, toxicity=score)
 
     def work(self, record: Governed, section: Answer, decide_ms: float) -> dict[str, float]:
         """The output guard and the PII restore around the model call (governance); the model call itself is

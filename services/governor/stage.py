@@ -13,9 +13,9 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 from services.answerer.stage import fallback_prompt
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
@@ -36,7 +36,7 @@ GOVERNOR_VERSION: Final = "governor-2"
 WITHHELD: Final = "[passage withheld: it contained instructions addressed to the model]"
 VERDICT_RANK: Final = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.ESCALATE: 2, Verdict.BLOCK: 3}
 PENDING_VAULT_LIMIT: Final = 10_000
-PASSAGE_MEMORY: Final = 10_000
+TEXT_MEMORY: Final = 10_000  # texts per memory of what the models found in them
 # Items whose text comes from documents or from earlier requests get the injection classifier as well as the
 # patterns; reference rows (store hours, inventory) are the store's own structured data and get the patterns
 # only. Embedding every per-store row capped the governor near 20 records/s on 2 cores.
@@ -77,9 +77,13 @@ class Analyzer:
         # pattern recognizers only, as a safety net, and every value found in the request is replaced in it too
         # (Tokeniser.replace_known). NER over the whole ~2 KB prompt cost ~10x the request alone on 2 cores.
         self.prompt_detector = prompt_detector or (detector if not detector.use_ner else PiiDetector(use_ner=False))
-        # retrieved passages repeat across requests (the same policy page answers many questions): their
-        # injection score is remembered, so a passage is embedded once, not once per request
-        self._passage_scores: OrderedDict[str, float] = OrderedDict()
+        # Texts repeat across requests: the same policy page answers many questions, the same system prompt opens
+        # every prompt, and tills send the same few questions all day. What the models found in a text is
+        # remembered (the most recently used, bounded), so a text is embedded or scanned once, not once per request.
+        # Each memory is used by one thread at a time: the governor's batchers run one batch of each kind at once.
+        self._scores: OrderedDict[str, tuple[float, float]] = OrderedDict()  # text -> (toxicity, injection)
+        self._request_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
+        self._prompt_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
 
     @classmethod
     def load(cls, *, use_ner: bool = True) -> Analyzer:
@@ -102,32 +106,49 @@ class Analyzer:
 
     def find_pii(self, inputs: Sequence[AnalysisInput]) -> list[tuple[list[PiiSpan], list[list[PiiSpan]]]]:
         """Blocking: PII spans of each request text (NER and patterns, one spaCy pass over the batch) and of its
-        prompt texts (patterns)."""
-        requests = iter(self.detector.detect_many([item.request_text for item in inputs]))
-        prompts = iter(self.prompt_detector.detect_many([t for item in inputs for t in item.prompt_texts]))
-        return [(next(requests), [next(prompts) for _ in item.prompt_texts]) for item in inputs]
+        prompt texts (patterns); texts scanned before are not scanned again."""
+        requests = iter(
+            _remembered(self.detector.detect_many, [item.request_text for item in inputs], self._request_spans)
+        )
+        prompt_texts = [text for item in inputs for text in item.prompt_texts]
+        prompts = iter(_remembered(self.prompt_detector.detect_many, prompt_texts, self._prompt_spans))
+        return [(list(next(requests)), [list(next(prompts)) for _ in item.prompt_texts]) for item in inputs]
 
     def classify(self, inputs: Sequence[AnalysisInput]) -> list[tuple[float, float, list[float]]]:
         """Blocking: (toxicity, request injection, passage injections) per input, one embedding pass serving both
-        classifiers; passages already scored are not embedded again."""
+        classifiers; texts already scored are not embedded again."""
         requests = [item.request_text for item in inputs]
-        new_passages = list(
-            dict.fromkeys(
-                t for item in inputs for t in item.passage_texts if t is not None and t not in self._passage_scores
-            )
-        )
-        embeddings = self.toxicity.embed(requests + new_passages)
-        toxicity = self.toxicity.probabilities_of(embeddings[: len(requests)])
-        injection_scores = self.injection.probabilities_of(embeddings)
-        for text, score in zip(new_passages, injection_scores[len(requests) :], strict=True):
-            self._passage_scores[text] = score
-        passage_scores = {t: self._passage_scores[t] for item in inputs for t in item.passage_texts if t is not None}
-        while len(self._passage_scores) > PASSAGE_MEMORY:
-            self._passage_scores.popitem(last=False)
+        passages = [text for item in inputs for text in item.passage_texts if text is not None]
+        found = _remembered(self._score, requests + passages, self._scores)
+        passage_scores = dict(zip(passages, found[len(requests) :], strict=True))
         return [
-            (tox, inj, [0.0 if text is None else passage_scores[text] for text in item.passage_texts])
-            for item, tox, inj in zip(inputs, toxicity, injection_scores[: len(requests)], strict=True)
+            (toxicity, injection, [0.0 if text is None else passage_scores[text][1] for text in item.passage_texts])
+            for item, (toxicity, injection) in zip(inputs, found[: len(requests)], strict=True)
         ]
+
+    def _score(self, texts: Sequence[str]) -> list[tuple[float, float]]:
+        embeddings = self.toxicity.embed(texts)
+        toxicity, injection = self.toxicity.probabilities_of(embeddings), self.injection.probabilities_of(embeddings)
+        return list(zip(toxicity, injection, strict=True))
+
+
+Found = TypeVar("Found")
+
+
+def _remembered(
+    find: Callable[[Sequence[str]], Sequence[Found]], texts: Sequence[str], memory: OrderedDict[str, Found]
+) -> list[Found]:
+    """`find` over the texts not in `memory` (each once), the rest from it; the memory keeps the most recently
+    used TEXT_MEMORY texts. `find` must be deterministic: a remembered result stands for a new call's."""
+    new = [text for text in dict.fromkeys(texts) if text not in memory]
+    for text, found in zip(new, find(new) if new else [], strict=True):
+        memory[text] = found
+    results = [memory[text] for text in texts]
+    for text in texts:
+        memory.move_to_end(text)
+    while len(memory) > TEXT_MEMORY:
+        memory.popitem(last=False)
+    return results
 
 
 def combined(

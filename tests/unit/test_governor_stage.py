@@ -3,14 +3,16 @@ shipped policy: what is blocked, escalated, withheld and tokenised, and the encr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from services.answerer.stage import prompt_for
 from services.governor.pii import restore
-from services.governor.stage import Analyzer, Governor, analysis_input, govern
+from services.governor.stage import Analyzer, Governor, analysis_input, govern, prompt_of
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
 from services.policy.engine import PolicyEngine
 from services.runtime.models import (
@@ -30,6 +32,7 @@ from services.settings import REPO_ROOT, Settings
 from tests.unit.test_pii import texts_with_pii
 
 ENGINE = PolicyEngine.from_file(REPO_ROOT / "policies")
+Found = TypeVar("Found")
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +208,37 @@ def test_no_raw_email_phone_or_card_number_from_the_input_reaches_what_a_model_i
         if "@" in part or sum(c.isdigit() for c in part) >= 10:
             assert part not in sent, f"{part!r} reached the model: {sent!r}"
     assert restore(result.governance.redacted_text, result.tokens) == text
+
+
+def test_a_text_seen_before_is_neither_scanned_nor_embedded_again(
+    analyzer: Analyzer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = Analyzer(analyzer.detector, analyzer.toxicity, analyzer.injection, analyzer.prompt_detector)
+    calls: list[str] = []
+
+    def counted(name: str, find: Callable[[Sequence[str]], Found]) -> Callable[[Sequence[str]], Found]:
+        def call(texts: Sequence[str]) -> Found:
+            calls.extend(f"{name}:{text}" for text in texts)
+            return find(texts)
+
+        return call
+
+    shared = "Returns are accepted within 30 days with a receipt."
+    first = stitched("Hi, I'm Maria Lopez, can I return this?", items=[passage(shared)])
+    second = stitched("Is the kettle in stock?", items=[passage(shared)])
+    expected = analyzer.analyse([analysis_input(first)])[0]
+    monkeypatch.setattr(fresh.detector, "detect_many", counted("ner", fresh.detector.detect_many))
+    monkeypatch.setattr(fresh.prompt_detector, "detect_many", counted("patterns", fresh.prompt_detector.detect_many))
+    monkeypatch.setattr(fresh.toxicity, "embed", counted("embed", fresh.toxicity.embed))
+
+    analysed = fresh.analyse([analysis_input(first), analysis_input(first)])
+    assert analysed[0] == analysed[1] == expected
+    assert sorted(calls) == sorted(
+        [f"ner:{first.request.text}", f"embed:{first.request.text}", f"embed:{shared}"]
+        + [f"patterns:{message.content}" for message in prompt_of(first)]
+    )
+    calls.clear()
+    assert fresh.analyse([analysis_input(first)]) == analysed[:1]
+    assert calls == []
+    fresh.analyse([analysis_input(second)])
+    assert f"embed:{shared}" not in calls and f"embed:{second.request.text}" in calls

@@ -3,6 +3,8 @@ leaked PII is withheld, tokens come back only for what the store may see, and he
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from services.answerer.guard import (
@@ -13,7 +15,10 @@ from services.answerer.guard import (
     held_reply,
     visible_for_chain,
 )
-from services.answerer.stage import Answerer, prompt_for
+from services.answerer.providers import parse_provider_config
+from services.answerer.registry import ProviderRegistry
+from services.answerer.resilience import GuardedProvider
+from services.answerer.stage import Answerer, load_toxicity, prompt_for
 from services.policy.engine import PolicyEngine
 from services.policy.facts import commitments
 from services.runtime.models import (
@@ -179,3 +184,36 @@ def test_the_model_gets_the_redacted_prompt_when_the_governor_made_one() -> None
 
 def test_the_answerer_loads_the_policy_it_guards_with() -> None:
     assert Answerer.__init__.__kwdefaults__ is not None and "policies" in Answerer.__init__.__kwdefaults__
+
+
+async def test_an_answer_the_policy_replaces_is_not_scored_for_toxicity(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toxicity = load_toxicity()
+    scored: list[str] = []
+    probabilities = toxicity.probabilities
+
+    def counted(texts: Sequence[str]) -> list[float]:
+        scored.extend(texts)
+        return probabilities(texts)
+
+    monkeypatch.setattr(toxicity, "probabilities", counted)
+    idle = parse_provider_config(
+        {"kind": "openai", "name": "default", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    )
+    stage = Answerer(ProviderRegistry({"default": GuardedProvider.from_config(idle, environ={})}), toxicity=toxicity)
+    await stage.start()
+    try:
+        late = governed({"intent": "return_or_refund", "days_since_purchase": "45"})
+        promise = "Good news: we will refund you in full today."
+        assert await stage.guard(late, promise, engine, {}) == check_answer(late, promise, engine, tokens={})
+        assert scored == []
+        clean = "Thanks <PERSON_1>, the kettle is covered for two years."
+        tokens = {"<PERSON_1>": "Maria"}
+        released = await stage.guard(governed(), clean, engine, tokens)
+        assert scored == [clean]
+        assert released == check_answer(
+            governed(), clean, engine, tokens=tokens, toxicity=lambda text: probabilities([text])[0]
+        )
+    finally:
+        await stage.stop()
