@@ -62,6 +62,20 @@ class Settings(BaseSettings):
 
     dashboard_port: int = Field(9110, description="port of the monitoring dashboard (`switchyard dashboard`)")
 
+    learning_check_every_s: float = Field(
+        30.0, description="how often the learning process checks promoted models' live metrics (and shadows)"
+    )
+    learning_max_bad_rate: float = Field(
+        0.2, description="share of reviewed live work found wrong above which a promoted model is rolled back"
+    )
+    learning_min_reviewed: int = Field(10, description="reviewed live requests needed before judging a promotion")
+    learning_auto_promote: bool = Field(
+        False,
+        description="promote a candidate in shadow by itself once it beats the incumbent by learning_margin on its "
+        "eval split and in shadow (off: `switchyard promote` does it)",
+    )
+    learning_margin: float = Field(0.05, description="accuracy a candidate must add to be promoted automatically")
+
     model_provider: str = Field("local_gguf", description="answerer's model: local_gguf, or openai (any compatible)")
     model_base_url: str = Field("http://127.0.0.1:8199/v1", description="OpenAI-compatible endpoint, for openai")
     model_name: str = Field("gemma3-270m", description="model name sent to the provider")

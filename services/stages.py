@@ -16,10 +16,11 @@ from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
-PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals"]
+PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals", "learning"]
 # processes without /healthz: the faust worker reports through its logs and model.health itself
 NO_HTTP = {"health"}
-DEFAULT_HTTP_PORTS = {name: 9101 + index for index, name in enumerate(PROCESSES)}
+# 9101 up, leaving out 9110: the dashboard's pages (settings.dashboard_port)
+DEFAULT_HTTP_PORTS = {name: 9101 + index + (index >= 9) for index, name in enumerate(PROCESSES)}
 
 
 def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
@@ -99,6 +100,11 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
         replica_id = replica or os.environ.get("SWITCHYARD_REPLICA", "0")
         config = ApprovalsConfig(replica=replica_id, http_host=settings.host, http_port=port)
         asyncio.run(run_approvals(config, settings))
+        return
+    if name == "learning":
+        from services.learning.watchdog import WatchdogConfig, run_watchdog
+
+        asyncio.run(run_watchdog(WatchdogConfig.from_settings(settings, http_port=port), settings))
         return
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer

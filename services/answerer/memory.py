@@ -242,9 +242,9 @@ def memory_entries(document: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
 
 
 def default_registry_dir() -> Path:
-    from services.settings import get_settings
+    from services.learning.switch import default_registry_dir as registry_dir  # one definition, a light module
 
-    return get_settings().var_dir / "models" / "registry"
+    return registry_dir()
 
 
 def guarded_memory_provider(name: str, entry: dict[str, Any], source: str) -> tuple[GuardedProvider, tuple[str, ...]]:

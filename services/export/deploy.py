@@ -42,9 +42,17 @@ RESOURCES: Final[dict[str, tuple[str, str, str]]] = {
     "health": ("100m", "256Mi", "512Mi"),
     "dashboard": ("100m", "128Mi", "256Mi"),
     "approvals": ("100m", "128Mi", "256Mi"),
+    "learning": ("100m", "256Mi", "512Mi"),
 }
 # processes that consume no topic and serve HTTP only: a fixed replica count, a Service, no lag to scale on
 SERVING: Final = {"dashboard"}
+# processes that must never run twice, not even during a rollout: one replica, replaced by Recreate
+SINGLETONS: Final = {"learning"}
+# processes that share the model registry and the router's intent classifier (var/models): the learning loop
+# promotes and rolls back there, the router and answerer reload from there; a ReadWriteMany volume in Kubernetes
+MODEL_STATE: Final = ("router", "answerer", "learning")
+MODELS_CLAIM: Final = "switchyard-models"
+MODELS_PATH: Final = "/app/var/models"
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ def _partitions() -> dict[str, int]:
 
 
 def _consumption(name: str) -> tuple[str | None, tuple[str, ...]]:
-    if name in SERVING:
+    if name in SERVING or name in SINGLETONS:
         return None, ()
     if name in CHAIN:
         module = importlib.import_module(f"services.{name}.stage")
@@ -152,7 +160,7 @@ def compose() -> dict[str, Any]:
     return {
         "name": "switchyard",
         "services": services,
-        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "weaviate-data": {}, "health-state": {}},
+        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "weaviate-data": {}, "health-state": {}, "models": {}},
     }
 
 
@@ -239,6 +247,8 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
     }
     if workload.name == "health":
         service["volumes"] = ["health-state:/app/var/health"]  # the faust tables' local state
+    if workload.name in MODEL_STATE:
+        service["volumes"] = [f"models:{MODELS_PATH}"]
     if workload.http_port:
         port = workload.http_port
         service["ports"] = [f"{port}:{port}"]
@@ -268,10 +278,13 @@ def kubernetes() -> dict[str, list[dict[str, Any]]]:
         "00-namespace.yaml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}],
         "01-config.yaml": [_config_map()],
         "02-setup-job.yaml": [_setup_job()],
+        "03-models-volume.yaml": [_models_claim()],
     }
     for workload in workloads():
-        if workload.group is None:
+        if workload.name in SERVING:
             files[f"{workload.name}.yaml"] = [_deployment(workload), _service(workload), _pdb(workload)]
+        elif workload.group is None:
+            files[f"{workload.name}.yaml"] = [_deployment(workload), _pdb(workload)]
         else:
             files[f"{workload.name}.yaml"] = [_deployment(workload), _scaled_object(workload), _pdb(workload)]
     return files
@@ -352,6 +365,19 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         container["readinessProbe"] = {**probe, "periodSeconds": 15, "timeoutSeconds": 10}
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 30, "timeoutSeconds": 10}
     spec: dict[str, Any] = {"replicas": 1} if workload.group is None else {}  # else KEDA sets the replicas
+    strategy: dict[str, Any] = (
+        {"type": "Recreate"}
+        if workload.name in SINGLETONS
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    )
+    pod: dict[str, Any] = {
+        # SIGTERM finishes and commits the batch in flight (services/runtime/worker.py)
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+    }
+    if workload.name in MODEL_STATE:
+        container["volumeMounts"] = [{"name": "models", "mountPath": MODELS_PATH}]
+        pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -359,15 +385,8 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         "spec": {
             **spec,
             "selector": {"matchLabels": labels},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    # SIGTERM finishes and commits the batch in flight (services/runtime/worker.py)
-                    "terminationGracePeriodSeconds": 60,
-                    "containers": [container],
-                },
-            },
+            "strategy": strategy,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 
@@ -394,6 +413,16 @@ def _scaled_object(workload: Workload) -> dict[str, Any]:
             "cooldownPeriod": 300,
             "triggers": [{"type": "kafka", "metadata": metadata}],
         },
+    }
+
+
+def _models_claim() -> dict[str, Any]:
+    """The model registry and the router's classifier, shared by the processes in MODEL_STATE."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(MODELS_CLAIM, "models"),
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}}},
     }
 
 

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 from services.learning import export, feedback, training
-from services.learning.compare import shadow_comparison
+from services.learning.compare import Comparison, RouteComparison, route_shadow_comparison, shadow_comparison
 from services.learning.promotion import PromotionPolicy, check_live, promote, rollback
 from services.learning.registry import ModelRegistry, format_models
+from services.learning.switch import ANSWER_KIND, ROUTER_KIND, SHADOW_FILES
 from services.settings import get_settings
 
+SHADOW_KINDS: Final = tuple(SHADOW_FILES)
 COMMANDS: Final = ("feedback", "export-training", "train", "shadow", "promote", "rollback", "models")
 
 
@@ -33,39 +34,48 @@ def _route_table(path: Path | None) -> Path:
 
 
 def shadow_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="switchyard shadow", description="a candidate answering in shadow")
+    parser = argparse.ArgumentParser(prog="switchyard shadow", description="a candidate in shadow on live traffic")
     actions = parser.add_subparsers(dest="action", required=True)
-    start = actions.add_parser("start", help="shadow the incumbent providers with a registered candidate")
+    start = actions.add_parser("start", help="shadow the incumbent with a registered candidate (answers or router)")
     start.add_argument("model_id")
-    start.add_argument("--incumbents", default="default", help="providers to shadow, comma separated")
-    actions.add_parser("stop", help="stop shadowing (takes effect on the next call)")
+    start.add_argument("--incumbents", default="", help="answer models: providers to shadow (default: the default)")
+    stop = actions.add_parser("stop", help="stop shadowing (running processes see it within a second)")
+    stop.add_argument("--kind", choices=SHADOW_KINDS, help="only this kind (default: every kind)")
     report = actions.add_parser("report", help="compare the candidate with the incumbent in ClickHouse")
     report.add_argument("model_id")
-    report.add_argument("--intents", default=",".join(training.NARROW_INTENTS))
+    report.add_argument("--intents", default=",".join(training.NARROW_INTENTS), help="answer models: intents")
     args = parser.parse_args(argv)
     registry = ModelRegistry()
     if args.action == "start":
         card = registry.card(args.model_id)
-        registry.set_shadow(
-            {
-                "candidate": args.model_id,
-                "incumbents": [n for n in args.incumbents.split(",") if n],
-                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
-        registry.record("shadow_started", args.model_id, card["kind"], intents=card.get("intents", []))
-        print(f"{args.model_id} shadows {args.incumbents} (the answerer picks it up when it starts)")
+        kind = card["kind"]
+        if kind not in SHADOW_KINDS:
+            raise SystemExit(f"{args.model_id} is a {kind} model: shadow mode is for {', '.join(SHADOW_KINDS)}")
+        config = {"candidate": args.model_id, "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if kind == ANSWER_KIND:
+            config["incumbents"] = [n for n in args.incumbents.split(",") if n]
+        registry.set_shadow(config, kind)
+        registry.record("shadow_started", args.model_id, kind, intents=card.get("intents", []))
+        print(f"{args.model_id} shadows the {'router' if kind == ROUTER_KIND else 'answers'} from now on")
         return 0
     if args.action == "stop":
-        current = registry.shadow()
-        registry.set_shadow(None)
-        if current:
-            registry.record("shadow_stopped", current["candidate"], registry.card(current["candidate"])["kind"])
-        print("shadow stopped" if current else "no shadow was running")
+        stopped = []
+        for kind in [args.kind] if args.kind else SHADOW_KINDS:
+            current = registry.shadow(kind)
+            registry.set_shadow(None, kind)
+            if current:
+                registry.record("shadow_stopped", current["candidate"], kind)
+                stopped.append(current["candidate"])
+        print(f"shadow stopped: {', '.join(stopped)}" if stopped else "no shadow was running")
         return 0
-    comparison = shadow_comparison(args.model_id, [i for i in args.intents.split(",") if i])
-    print(json.dumps(comparison.as_dict(), indent=2))
+    print(json.dumps(_shadow_comparison(registry, args.model_id, args.intents.split(",")).as_dict(), indent=2))
     return 0
+
+
+def _shadow_comparison(registry: ModelRegistry, model_id: str, intents: Sequence[str]) -> Comparison | RouteComparison:
+    if registry.card(model_id)["kind"] == ROUTER_KIND:
+        return route_shadow_comparison(model_id)
+    return shadow_comparison(model_id, [i for i in intents if i])
 
 
 def promote_main(argv: Sequence[str]) -> int:
@@ -79,10 +89,11 @@ def promote_main(argv: Sequence[str]) -> int:
     registry = ModelRegistry()
     card = registry.card(args.model_id)
     intents = [i for i in (args.intents or ",".join(card.get("intents", []))).split(",") if i]
-    shadow = None if args.no_shadow else shadow_comparison(args.model_id, intents)
+    shadow = None if args.no_shadow else _shadow_comparison(registry, args.model_id, intents)
     policy = PromotionPolicy(margin=args.margin, require_shadow=not args.no_shadow)
     decision = promote(args.model_id, intents, _route_table(args.route_table), registry, shadow=shadow, policy=policy)
-    print(("promoted " if decision.promote else "not promoted ") + args.model_id + f" for {', '.join(intents)}")
+    what = f" for {', '.join(intents)}" if intents else ""
+    print(("promoted " if decision.promote else "not promoted ") + args.model_id + what)
     for reason in decision.reasons:
         print(f"  {reason}")
     return 0 if decision.promote else 2
@@ -90,22 +101,24 @@ def promote_main(argv: Sequence[str]) -> int:
 
 def rollback_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="switchyard rollback", description="undo the latest promotion")
-    parser.add_argument("--if-degraded", action="store_true", help="only when its live metrics degraded")
-    parser.add_argument("--kind", choices=("answer_memory", "router"), help="the latest promotion of this kind")
     parser.add_argument(
-        "--max-bad-rate", type=float, default=0.2, help="share of reviewed answers corrected or rated <= 2"
+        "--if-degraded",
+        action="store_true",
+        help="only when its live metrics degraded (the `learning` process does this by itself on a timer)",
     )
-    parser.add_argument("--min-reviewed", type=int, default=10, help="reviewed live answers needed to judge")
-    parser.add_argument("--watch", type=float, metavar="SECONDS", help="with --if-degraded: check every SECONDS")
+    parser.add_argument("--kind", choices=SHADOW_KINDS, help="the latest promotion of this kind")
+    parser.add_argument("--max-bad-rate", type=float, default=0.2, help="share of reviewed live work found wrong")
+    parser.add_argument("--min-reviewed", type=int, default=10, help="reviewed live requests needed to judge")
     parser.add_argument("--route-table", type=Path, help="default: $SWITCHYARD_ROUTE_TABLE")
     args = parser.parse_args(argv)
     registry, table = ModelRegistry(), _route_table(args.route_table)
-    while args.if_degraded:
-        version = check_live(table, registry, max_bad_rate=args.max_bad_rate, min_reviewed=args.min_reviewed)
-        print(f"rolled back: route table {version}" if version else "live metrics within limits: nothing done")
-        if version or not args.watch:
-            return 0
-        time.sleep(args.watch)
+    if args.if_degraded:
+        for kind in [args.kind] if args.kind else SHADOW_KINDS:
+            version = check_live(
+                table, registry, kind=kind, max_bad_rate=args.max_bad_rate, min_reviewed=args.min_reviewed
+            )
+            print(f"{kind}: rolled back: {version}" if version else f"{kind}: live metrics within limits")
+        return 0
     print(f"rolled back: {rollback(table, registry, kind=args.kind)}")
     return 0
 

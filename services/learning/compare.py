@@ -96,3 +96,78 @@ def shadow_comparison(candidate_id: str, intents: Sequence[str], settings: Setti
         candidate_ms.append(latency)
         incumbent_ms.append(incumbent_latency)
     return compare(references, incumbent, candidate, candidate_ms, incumbent_ms)
+
+
+ROUTE_SHADOW_QUERY: Final = f"""\
+SELECT s.request_id, s.intent, s.incumbent_intent, fb.corrected_intent, fb.rating, fb.correction,
+       fb.escalation_outcome
+FROM switchyard.shadow_routes AS s FINAL
+LEFT JOIN
+(
+{feedback_by_request()}
+) AS fb ON fb.request_id = s.request_id
+WHERE s.candidate = {{candidate:String}}
+ORDER BY s.request_id
+SETTINGS join_use_nulls = 1"""
+
+
+@dataclass(frozen=True)
+class RouteComparison:
+    """Intent accuracy of the router in force and of a candidate in shadow on the same live requests. The label is
+    the staff's route correction, or the routed intent where staff confirmed it (rated the answer 4 or more,
+    corrected only the answer, or approved the escalation), as the router training set labels it. Confirmations
+    can only agree with the incumbent, so the comparison leans towards keeping it."""
+
+    examples: int
+    incumbent_accuracy: float
+    candidate_accuracy: float
+    agreement: float  # share of the labelled requests where both predicted the same intent
+
+    @property
+    def gain(self) -> float:
+        return self.candidate_accuracy - self.incumbent_accuracy
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: round(value, 6) if isinstance(value, float) else value for key, value in vars(self).items()}
+
+
+def route_label(
+    incumbent_intent: str,
+    corrected_intent: str | None,
+    rating: int | None,
+    correction: str | None,
+    escalation_outcome: str | None,
+) -> str | None:
+    """The intent a request should have had, from its feedback; None where nobody said."""
+    if corrected_intent:
+        return corrected_intent
+    confirmed = (rating is not None and rating >= 4) or bool(correction) or escalation_outcome == "approved"
+    return incumbent_intent if confirmed else None
+
+
+def compare_routes(rows: Sequence[tuple[str, str, str | None]]) -> RouteComparison:
+    """`rows`: (candidate intent, incumbent intent, label or None); unlabelled rows are left out."""
+    labelled = [(c, i, label) for c, i, label in rows if label is not None]
+    if not labelled:
+        return RouteComparison(0, 0.0, 0.0, 0.0)
+    count = len(labelled)
+    return RouteComparison(
+        examples=count,
+        incumbent_accuracy=sum(i == label for _, i, label in labelled) / count,
+        candidate_accuracy=sum(c == label for c, _, label in labelled) / count,
+        agreement=sum(c == i for c, i, _ in labelled) / count,
+    )
+
+
+def route_shadow_comparison(candidate_id: str, settings: Settings | None = None) -> RouteComparison:
+    client = get_client(settings)
+    try:
+        rows = client.query(ROUTE_SHADOW_QUERY, parameters={"candidate": candidate_id}).result_rows
+    finally:
+        client.close()
+    return compare_routes(
+        [
+            (intent, incumbent, route_label(incumbent, corrected, rating, correction, escalation))
+            for _, intent, incumbent, corrected, rating, correction, escalation in rows
+        ]
+    )

@@ -2,7 +2,10 @@
 margin both on the evaluation split (its registry card) and in shadow (compare.shadow_comparison); promotion
 writes a new route-table version sending those intents to the custom model (`kind: custom_model`, provider
 `answer_memory`, whose fallback is the large-model provider), deploys the model, and records it. `rollback` is
-one command; `check_live` rolls back by itself when the promoted model's live metrics degrade.
+one command; `check_live` rolls back by itself when the promoted model's live metrics degrade (the `learning`
+process runs it on a timer: services/learning/watchdog.py). A router model is promoted the same way on its eval
+split and its shadow (services/learning/router_shadow.py) and replaces the intent classifier's artifact, which the
+running router reloads. Every change is made under the registry's lock.
 
 The route table is edited in place, line by line inside each promoted intent's block, so its comments stay; the
 result is validated by the router's own parser before it replaces the file (atomically), and the file as it was
@@ -11,7 +14,7 @@ before is kept in the registry for rollback. The router reloads it within second
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
 import re
 import shutil
@@ -23,15 +26,16 @@ from typing import Any, Final
 
 from services.answerer.memory import KIND as MEMORY_KIND
 from services.infra.clickhouse import get_client
-from services.learning.compare import Comparison
+from services.learning.compare import Comparison, RouteComparison
 from services.learning.records import feedback_by_request
 from services.learning.registry import ModelRegistry
+from services.learning.switch import ROUTER_KIND
 from services.router.intents.artifact import default_artifact_dir as intent_artifact_dir
 from services.router.route_table import parse_route_table
 from services.settings import Settings
 
 MEMORY_PROVIDER: Final = "answer_memory"
-ROUTER_KIND: Final = "router"
+__all__ = ["ROUTER_KIND"]  # re-exported: promotion is where callers have looked for it
 _VERSION_LINE = re.compile(r'^version: "?(?P<version>[^"\n]+)"?\s*$', re.MULTILINE)
 _LEARN_SUFFIX = re.compile(r"\.learn\d+$")
 
@@ -54,7 +58,7 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(card: dict[str, Any], shadow: Comparison | None, policy: PromotionPolicy) -> Decision:
+def decide(card: dict[str, Any], shadow: Comparison | RouteComparison | None, policy: PromotionPolicy) -> Decision:
     """Whether the candidate beats the incumbent by `policy.margin` on the eval split and in shadow."""
     decision = Decision(True)
     evaluation = card.get("evaluation", {})
@@ -152,17 +156,30 @@ def promote(
     route_table: Path,
     registry: ModelRegistry,
     *,
-    shadow: Comparison | None,
+    shadow: Comparison | RouteComparison | None,
     policy: PromotionPolicy = PromotionPolicy(),
     router_artifact: Path | None = None,
 ) -> Decision:
-    """Promotes when `decide` says so: new route-table version, model deployed, both recorded; otherwise the
-    refusal is recorded with its reasons and nothing changes."""
-    card = registry.card(model_id)
-    if card["kind"] == ROUTER_KIND:
-        return _promote_router(model_id, card, registry, policy, router_artifact or intent_artifact_dir())
-    if card["kind"] != MEMORY_KIND:
-        raise PromotionError(f"{model_id} is a {card['kind']} model: it cannot be promoted")
+    """Promotes when `decide` says so: new route-table version (a router model: the classifier's artifact),
+    model deployed, both recorded; otherwise the refusal is recorded with its reasons and nothing changes."""
+    with registry.lock():
+        card = registry.card(model_id)
+        if card["kind"] == ROUTER_KIND:
+            return _promote_router(model_id, card, registry, shadow, policy, router_artifact or intent_artifact_dir())
+        if card["kind"] != MEMORY_KIND:
+            raise PromotionError(f"{model_id} is a {card['kind']} model: it cannot be promoted")
+        return _promote_memory(model_id, card, intents, route_table, registry, shadow, policy)
+
+
+def _promote_memory(
+    model_id: str,
+    card: dict[str, Any],
+    intents: Sequence[str],
+    route_table: Path,
+    registry: ModelRegistry,
+    shadow: Comparison | RouteComparison | None,
+    policy: PromotionPolicy,
+) -> Decision:
     decision = decide(card, shadow, policy)
     details = {"reasons": decision.reasons, "shadow": shadow.as_dict() if shadow else None, "margin": policy.margin}
     if not decision.promote:
@@ -194,18 +211,35 @@ def promote(
         reason="; ".join(decision.reasons),
         details={**details, "previous_route_table": old_version, "previous_model": previous},
     )
+    _end_shadow(registry, model_id, MEMORY_KIND)
     return decision
 
 
+def _end_shadow(registry: ModelRegistry, model_id: str, kind: str) -> None:
+    """A promoted candidate stops shadowing: it is the incumbent now."""
+    if (registry.shadow(kind) or {}).get("candidate") == model_id:
+        registry.set_shadow(None, kind)
+        registry.record("shadow_stopped", model_id, kind, reason="promoted")
+
+
 def _promote_router(
-    model_id: str, card: dict[str, Any], registry: ModelRegistry, policy: PromotionPolicy, live: Path
+    model_id: str,
+    card: dict[str, Any],
+    registry: ModelRegistry,
+    shadow: Comparison | RouteComparison | None,
+    policy: PromotionPolicy,
+    live: Path,
 ) -> Decision:
     """A router model replaces the intent classifier's artifact (kept aside for rollback) when it beats the
-    current one on the held-out production split; the router loads it when it next starts. No shadow: the router
-    has no shadow hook yet, so the eval split alone decides."""
-    decision = decide(card, None, dataclasses.replace(policy, require_shadow=False))
+    current one on the held-out production split and in shadow; a running router reloads it within seconds."""
+    decision = decide(card, shadow, policy)
+    details: dict[str, Any] = {
+        "reasons": decision.reasons,
+        "shadow": shadow.as_dict() if shadow else None,
+        "margin": policy.margin,
+    }
     if not decision.promote:
-        registry.record("promotion_refused", model_id, ROUTER_KIND, reason="; ".join(decision.reasons))
+        registry.record("promotion_refused", model_id, ROUTER_KIND, reason="; ".join(decision.reasons), details=details)
         return decision
     backup = registry.root / "router_backups" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     if live.is_dir():
@@ -213,8 +247,9 @@ def _promote_router(
     _install_router(registry.model_dir(model_id), live)
     previous = registry.deployed().get(ROUTER_KIND)
     registry.set_deployed(ROUTER_KIND, model_id)
-    details = {"backup": str(backup), "previous_model": previous, "artifact": str(live)}
+    details |= {"backup": str(backup), "previous_model": previous, "artifact": str(live)}
     registry.record("promoted", model_id, ROUTER_KIND, reason="; ".join(decision.reasons), details=details)
+    _end_shadow(registry, model_id, ROUTER_KIND)
     return decision
 
 
@@ -230,9 +265,14 @@ def _install_router(source: Path, live: Path) -> None:
 def rollback(route_table: Path, registry: ModelRegistry, *, reason: str = "operator", kind: str | None = None) -> str:
     """Undoes the latest promotion: the route table as it was before it (as a new version), and the model that
     was deployed before; returns the new route-table version (for a router model: the artifact restored)."""
-    events = registry.events()
+    with registry.lock():
+        return _rollback(route_table, registry, reason=reason, kind=kind)
+
+
+def _live_promotion(events: Sequence[dict[str, Any]], kind: str | None) -> dict[str, Any] | None:
+    """The latest promotion (of `kind`) not rolled back yet."""
     rolled = {e["details"].get("promotion_event") for e in events if e["event"] == "rolled_back"}
-    promotion = next(
+    return next(
         (
             e
             for e in reversed(events)
@@ -240,6 +280,11 @@ def rollback(route_table: Path, registry: ModelRegistry, *, reason: str = "opera
         ),
         None,
     )
+
+
+def _rollback(route_table: Path, registry: ModelRegistry, *, reason: str, kind: str | None) -> str:
+    events = registry.events()
+    promotion = _live_promotion(events, kind)
     if promotion is None:
         raise PromotionError("nothing to roll back: no promotion in the registry's events")
     if promotion["kind"] == ROUTER_KIND:
@@ -303,36 +348,68 @@ def live_health(model_id: str, since: datetime, settings: Settings | None = None
     return LiveHealth(int(answers), int(reviewed), int(corrected) + int(low_rated))
 
 
+ROUTER_LIVE_QUERY: Final = f"""\
+SELECT count() AS routed,
+       countIf(fb.corrected_intent IS NOT NULL AND fb.corrected_intent != a.intent) AS rerouted,
+       countIf(fb.corrected_intent IS NOT NULL OR fb.rating IS NOT NULL OR fb.correction IS NOT NULL
+               OR fb.escalation_outcome IS NOT NULL) AS reviewed
+FROM switchyard.audit_records AS a FINAL
+LEFT JOIN
+(
+{feedback_by_request()}
+) AS fb ON fb.request_id = a.request_id
+WHERE JSONExtractString(a.record, 'route', 'classifier_version') = {{version:String}}
+  AND a.recorded_at >= {{since:DateTime64(3, 'UTC')}}
+SETTINGS join_use_nulls = 1"""
+
+
+def router_live_health(classifier_version: str, since: datetime, settings: Settings | None = None) -> LiveHealth:
+    """The requests routed by the classifier `classifier_version` since `since`: reviewed ones (any feedback) and
+    bad ones (staff corrected the route to another intent)."""
+    client = get_client(settings)
+    try:
+        parameters = {"version": classifier_version, "since": since}
+        routed, rerouted, reviewed = client.query(ROUTER_LIVE_QUERY, parameters=parameters).result_rows[0]
+    finally:
+        client.close()
+    return LiveHealth(int(routed), int(reviewed), int(rerouted))
+
+
+def _classifier_version(registry: ModelRegistry, model_id: str) -> str:
+    card = json.loads((registry.model_dir(model_id) / "card.json").read_text(encoding="utf-8"))
+    return str(card["version"])
+
+
 def check_live(
     route_table: Path,
     registry: ModelRegistry,
     *,
+    kind: str = MEMORY_KIND,
     max_bad_rate: float = 0.2,
     min_reviewed: int = 10,
     settings: Settings | None = None,
 ) -> str | None:
-    """Rolls the live promotion back when the share of its reviewed answers that staff corrected or rated 2 or
-    less exceeds `max_bad_rate` (given `min_reviewed`); returns the rollback's route-table version, or None."""
-    events = registry.events()
-    rolled = {e["details"].get("promotion_event") for e in events if e["event"] == "rolled_back"}
-    live = next(
-        (
-            e
-            for e in reversed(events)
-            if e["event"] == "promoted" and e["kind"] == MEMORY_KIND and e["event_id"] not in rolled
-        ),
-        None,
-    )
-    if live is None:
-        return None
-    health = live_health(live["model_id"], datetime.fromisoformat(live["created_at"]), settings)
-    if health.reviewed < min_reviewed or health.bad_rate <= max_bad_rate:
-        return None
-    reason = (
-        f"automatic: {health.bad} of {health.reviewed} reviewed live answers corrected or rated <= 2 "
-        f"({health.bad_rate:.0%} > {max_bad_rate:.0%})"
-    )
-    return rollback(route_table, registry, reason=reason, kind=MEMORY_KIND)
+    """Rolls the live promotion of `kind` back when the share of its reviewed live work that staff found wrong
+    exceeds `max_bad_rate` (given `min_reviewed`): for an answer memory, answers corrected or rated 2 or less; for
+    a router, requests whose route staff corrected. Returns what the rollback did, or None."""
+    with registry.lock():
+        live = _live_promotion(registry.events(), kind)
+        if live is None:
+            return None
+        since = datetime.fromisoformat(live["created_at"])
+        if kind == ROUTER_KIND:
+            health = router_live_health(_classifier_version(registry, live["model_id"]), since, settings)
+            wrong = "routes corrected"
+        else:
+            health = live_health(live["model_id"], since, settings)
+            wrong = "answers corrected or rated <= 2"
+        if health.reviewed < min_reviewed or health.bad_rate <= max_bad_rate:
+            return None
+        reason = (
+            f"automatic: {health.bad} of {health.reviewed} reviewed live {wrong} "
+            f"({health.bad_rate:.0%} > {max_bad_rate:.0%})"
+        )
+        return _rollback(route_table, registry, reason=reason, kind=kind)
 
 
 def now() -> datetime:

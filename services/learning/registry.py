@@ -5,24 +5,28 @@ appended to events.jsonl and to ClickHouse's switchyard.model_events.
 
     registry/models/<model_id>/card.json + weights
     registry/deployed.json      {"answer_memory": "<model_id>", ...}   read by the answerer's memory provider
-    registry/shadow.json        the candidate answering in shadow, when there is one
+    registry/shadow.json        the answer candidate in shadow, when there is one (shadow.router.json: router)
     registry/route_tables/      the route table before and after each change, for rollback
     registry/events.jsonl
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from services.answerer.memory import DEPLOYED_FILE, default_registry_dir
+from services.learning.switch import ANSWER_KIND, ROUTER_KIND, shadow_path
 
 log = logging.getLogger("switchyard.learning")
 PORTABLE_SUFFIXES: Final = frozenset({".npz", ".json", ".onnx", ".gguf", ".jsonl"})
@@ -108,16 +112,29 @@ class ModelRegistry:
     def set_deployed(self, kind: str, model_id: str | None) -> None:
         _write_json(self.root / DEPLOYED_FILE, {**self.deployed(), kind: model_id})
 
-    def shadow(self) -> dict[str, Any] | None:
-        path = self.root / "shadow.json"
+    def shadow(self, kind: str = ANSWER_KIND) -> dict[str, Any] | None:
+        path = shadow_path(self.root, kind)
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def set_shadow(self, value: dict[str, Any] | None) -> None:
-        path = self.root / "shadow.json"
+    def set_shadow(self, value: dict[str, Any] | None, kind: str = ANSWER_KIND) -> None:
+        """Starts (a value naming the candidate) or stops (None) shadow mode for one kind of model; running
+        answerers and routers pick the change up within a second (services/learning/switch.py)."""
+        path = shadow_path(self.root, kind)
         if value is None:
             path.unlink(missing_ok=True)
         else:
             _write_json(path, value)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while the route table, the deployed models or the router artifact change: the CLI and the
+        learning process never promote or roll back at the same time."""
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def events(self) -> list[dict[str, Any]]:
         path = self.root / "events.jsonl"
@@ -171,10 +188,10 @@ class ModelRegistry:
 
 def format_models(registry: ModelRegistry) -> str:
     deployed = {v: k for k, v in registry.deployed().items() if v}
-    shadow = (registry.shadow() or {}).get("candidate")
+    shadow = {(registry.shadow(kind) or {}).get("candidate") for kind in (ANSWER_KIND, ROUTER_KIND)}
     lines = [f"{'model':<28} {'kind':<14} {'status':<10} {'dataset':<22} {'eval':<34} parent"]
     for card in registry.models():
-        status = "deployed" if card["model_id"] in deployed else "shadow" if card["model_id"] == shadow else "-"
+        status = "deployed" if card["model_id"] in deployed else "shadow" if card["model_id"] in shadow else "-"
         evaluation = card.get("evaluation", {})
         summary = (
             f"acc {evaluation.get('candidate_accuracy', 0):.3f} vs {evaluation.get('incumbent_accuracy', 0):.3f}"

@@ -1,30 +1,30 @@
-"""Shadow mode: a candidate model answers in parallel on live traffic, never released. The incumbent provider
-answers as always; after it has, the candidate is asked the same prompt in a background task (off the critical
-path: the record does not wait for it), and both answers, with latency and cost, go to switchyard.shadow_answers,
-where they are compared by joining the corrections in switchyard.feedback on request_id.
+"""Shadow mode for answers: a candidate model answers in parallel on live traffic, never released. The incumbent
+provider answers as always; after it has, the candidate is asked the same prompt in a background task (off the
+critical path: the record does not wait for it), and both answers, with latency and cost, go to
+switchyard.shadow_answers, where they are compared by joining the corrections in switchyard.feedback on request_id.
 
-Started by `switchyard shadow start MODEL` (the registry's shadow.json), picked up when the answerer starts, and
-stopped at once by `switchyard shadow stop` (each call re-reads the file's state).
+Every provider that could be an incumbent is wrapped when the answerer starts; each call reads the registry's
+shadow.json through a ShadowSwitch, so `switchyard shadow start MODEL` and `switchyard shadow stop` take effect on
+a running answerer within a second, with no restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from services.answerer.memory import AnswerMemoryProvider, default_registry_dir, question_of
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
+from services.learning.switch import ANSWER_KIND, ClickHouseSink, ShadowSwitch
 
 log = logging.getLogger("switchyard.learning")
-SHADOW_FILE: Final = "shadow.json"
+SHADOW_TABLE: Final = "switchyard.shadow_answers"
 SHADOW_COLUMNS: Final = [
     "request_id", "candidate", "candidate_version", "answered", "confidence", "answer", "latency_ms", "cost_usd",
     "incumbent_provider", "incumbent_model", "incumbent_answer", "incumbent_latency_ms", "incumbent_cost_usd",
@@ -32,107 +32,76 @@ SHADOW_COLUMNS: Final = [
 ]  # fmt: skip
 
 
-class ShadowSink:
-    """Batches shadow rows into ClickHouse from a thread, by size or age; a failed insert is logged and dropped
-    (a lost shadow sample costs a statistic, never an answer)."""
-
-    def __init__(self, max_rows: int = 200, max_wait_s: float = 1.0) -> None:
-        self.rows: list[list[Any]] = []
-        self.max_rows = max_rows
-        self.max_wait_s = max_wait_s
-        self.opened_at = 0.0
-        self.written = 0
-        self.dropped = 0
-        self._lock = asyncio.Lock()
-
-    async def add(self, row: list[Any]) -> None:
-        if not self.rows:
-            self.opened_at = time.monotonic()
-        self.rows.append(row)
-        if len(self.rows) >= self.max_rows or time.monotonic() - self.opened_at >= self.max_wait_s:
-            await self.flush()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            rows, self.rows = self.rows, []
-            if not rows:
-                return
-            try:
-                await asyncio.to_thread(_insert, rows)
-                self.written += len(rows)
-            except Exception as error:
-                self.dropped += len(rows)
-                log.warning("shadow answers not written", extra={"rows": len(rows), "error": repr(error)})
-
-
-def _insert(rows: list[list[Any]]) -> None:
-    from services.infra.clickhouse import get_client
-
-    client = get_client()
-    try:
-        client.insert("switchyard.shadow_answers", rows, column_names=SHADOW_COLUMNS)
-    finally:
-        client.close()
+def shadow_sink() -> ClickHouseSink:
+    return ClickHouseSink(SHADOW_TABLE, SHADOW_COLUMNS, max_rows=200)
 
 
 class ShadowRunner:
-    """Asks the candidate after the incumbent answered, in the background, and records both."""
+    """Asks the candidate that shadow.json names after one of its incumbents answered, in the background, and
+    records both answers. Candidates are loaded on first use and kept by id."""
 
-    def __init__(self, registry_dir: Path, candidate_id: str, sink: ShadowSink | None = None) -> None:
+    def __init__(
+        self,
+        registry_dir: Path,
+        default_provider: str,
+        *,
+        switch: ShadowSwitch | None = None,
+        sink: ClickHouseSink | None = None,
+    ) -> None:
         self.registry_dir = registry_dir
-        self.candidate_id = candidate_id
-        self.candidate = AnswerMemoryProvider("shadow", registry_dir, model_id=candidate_id)
-        self.sink = sink or ShadowSink()
+        self.default_provider = default_provider
+        self.switch = switch or ShadowSwitch(registry_dir, ANSWER_KIND)
+        self.sink = sink or shadow_sink()
+        self.candidates: dict[str, AnswerMemoryProvider] = {}
         self.pending: set[asyncio.Task[None]] = set()
-        self._stat: tuple[int, int] | None = None
-        self._active = True
 
-    def active(self) -> bool:
-        """Whether shadow.json still names this candidate (re-read only when the file changed)."""
-        path = self.registry_dir / SHADOW_FILE
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            return False
-        key = (stat.st_mtime_ns, stat.st_size)
-        if key != self._stat:
-            import json
+    def candidate_for(self, provider: str) -> AnswerMemoryProvider | None:
+        """The candidate shadowing `provider` now, or None (no shadow, or another incumbent is shadowed)."""
+        config = self.switch.current()
+        if config is None or provider not in (config.get("incumbents") or [self.default_provider]):
+            return None
+        candidate_id = str(config["candidate"])
+        if candidate_id not in self.candidates:
+            self.candidates[candidate_id] = AnswerMemoryProvider("shadow", self.registry_dir, model_id=candidate_id)
+        return self.candidates[candidate_id]
 
-            self._stat = key
-            self._active = json.loads(path.read_text(encoding="utf-8")).get("candidate") == self.candidate_id
-        return self._active
-
-    def observe(self, messages: Sequence[ChatMessage], request_id: str | None, incumbent: Completion) -> None:
-        if request_id is None or not self.active():
+    def observe(
+        self, provider: str, messages: Sequence[ChatMessage], request_id: str | None, incumbent: Completion
+    ) -> None:
+        candidate = self.candidate_for(provider) if request_id is not None else None
+        if candidate is None or request_id is None:
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(list(messages), request_id, incumbent))
+        task = asyncio.get_running_loop().create_task(self._shadow(candidate, list(messages), request_id, incumbent))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _shadow(self, messages: list[ChatMessage], request_id: str, incumbent: Completion) -> None:
+    async def _shadow(
+        self, candidate: AnswerMemoryProvider, messages: list[ChatMessage], request_id: str, incumbent: Completion
+    ) -> None:
+        candidate_id = str(candidate.pinned)
         try:
-            found = await asyncio.to_thread(self.candidate.lookup, question_of(messages))
+            found = await asyncio.to_thread(candidate.lookup, question_of(messages))
         except Exception as error:
             log.warning("shadow candidate failed", extra={"request_id": request_id, "error": repr(error)})
             return
         row = [
-            request_id, self.candidate_id, self.candidate.model_id or self.candidate_id, found.answer is not None,
+            request_id, candidate_id, candidate.model_id or candidate_id, found.answer is not None,
             found.similarity, found.answer or "", found.latency_ms, 0.0, incumbent.provider, incumbent.model,
             incumbent.text, incumbent.latency_ms, incumbent.cost_usd, datetime.now(UTC),
         ]  # fmt: skip
-        await self.sink.add(row)
+        self.sink.add(row)
 
     async def drain(self) -> None:
         """Wait for the shadow calls in flight and write what is buffered (shutdown, tests, the demo)."""
         if self.pending:
             await asyncio.wait(set(self.pending), timeout=30)
-        await self.sink.flush()
+        await self.sink.aclose()
 
 
 class ShadowedProvider(GuardedProvider):
     """The incumbent, unchanged for its caller, with the shadow runner told of every answer it gives."""
 
-    def __init__(self, incumbent: GuardedProvider, runner: ShadowRunner) -> None:
+    def __init__(self, name: str, incumbent: GuardedProvider, runner: ShadowRunner) -> None:
         super().__init__(
             incumbent.provider,
             breaker=incumbent.breaker,
@@ -141,6 +110,7 @@ class ShadowedProvider(GuardedProvider):
             call_timeout_s=incumbent.call_timeout_s,
         )
         self.observers = incumbent.observers
+        self.registered_as = name
         self.runner = runner
 
     async def complete(
@@ -154,25 +124,21 @@ class ShadowedProvider(GuardedProvider):
         completion = await super().complete(
             messages, max_tokens=max_tokens, temperature=temperature, request_id=request_id
         )
-        self.runner.observe(messages, request_id, completion)
+        self.runner.observe(self.registered_as, messages, request_id, completion)
         return completion
+
+    async def aclose(self) -> None:
+        await self.runner.drain()
+        await super().aclose()
 
 
 def attach_shadow(registry: ProviderRegistry, registry_dir: Path | None = None) -> ProviderRegistry:
-    """Wraps the incumbents that shadow.json names (default: the default provider) so the candidate shadows
-    them; the registry is returned unchanged when no shadow is configured."""
-    import json
-
-    registry_dir = registry_dir or default_registry_dir()
-    path = registry_dir / SHADOW_FILE
-    if not path.is_file():
-        return registry
-    config = json.loads(path.read_text(encoding="utf-8"))
-    runner = ShadowRunner(registry_dir, str(config["candidate"]))
-    for name in config.get("incumbents") or [registry.default]:
-        if name in registry.providers and not isinstance(registry.providers[name], ShadowedProvider):
-            registry.providers[name] = ShadowedProvider(registry.providers[name], runner)
-    log.info("shadow mode on", extra={"candidate": runner.candidate_id, "incumbents": config.get("incumbents")})
+    """Wraps every provider that can be an incumbent (all but answer memories) so that whichever candidate
+    shadow.json names, now or later, shadows the incumbents it lists (default: the default provider)."""
+    runner = ShadowRunner(registry_dir or default_registry_dir(), registry.default)
+    for name, provider in list(registry.providers.items()):
+        if not isinstance(provider, ShadowedProvider) and not isinstance(provider.provider, AnswerMemoryProvider):
+            registry.providers[name] = ShadowedProvider(name, provider, runner)
     return registry
 
 

@@ -159,10 +159,11 @@ class RouteTable:
         prediction: Prediction,
         *,
         unhealthy_providers: Mapping[str, str] = NO_UNHEALTHY_PROVIDERS,
+        classifier_version: str = "",
     ) -> RouteDecision:
         """The route for a classified request. `unhealthy_providers` (provider -> why) is the failover hook: a
         route whose provider is listed is skipped for the first fallback whose provider is not, and the reason
-        says so."""
+        says so. `classifier_version` names the intent classifier that made `prediction`, for the audit."""
         chosen, why = self._choose(request, prediction)
         served, position, skipped = self._skip_unhealthy(chosen, unhealthy_providers)
         reason = (
@@ -181,6 +182,7 @@ class RouteTable:
             fallbacks=list(chosen.fallbacks[position:]),
             reason=reason,
             route_table_version=self.version,
+            classifier_version=classifier_version,
         )
 
     def _choose(self, request: Request, prediction: Prediction) -> tuple[RouteSpec, str]:

@@ -1,15 +1,26 @@
 """The router stage (requests → routed): the trained intent classifier reads the request, the declarative route
-table (routes/route_table.yaml, reloaded on change) picks its route and fallbacks."""
+table (routes/route_table.yaml, reloaded on change) picks its route and fallbacks.
+
+Both reload without a restart: the route table on any change, the classifier when its card.json is replaced
+(a promotion or a rollback by the learning loop writes the weights first and the card last). A candidate
+classifier in shadow (`switchyard shadow start ROUTER_MODEL`) classifies every request from the same embedding and
+is recorded, never obeyed."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from services.learning.router_shadow import RouterShadow
+from services.learning.switch import default_registry_dir
+from services.router.intents.artifact import CARD_FILE, IntentArtifactError
 from services.router.intents.classifier import IntentClassifier, IntentPrediction, ensure_trained
+from services.router.intents.embedder import SentenceEmbedder
 from services.router.route_table import (
     DEFAULT_CHECK_EVERY_S,
     NO_UNHEALTHY_PROVIDERS,
@@ -20,9 +31,20 @@ from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEF
 from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage, WorkLedger
+from services.runtime.watched import WatchedConfig
 from services.settings import Settings, get_settings
 
 RECENT_PREDICTIONS = 10_000  # exact request texts whose intent is kept (a few MB)
+log = logging.getLogger("switchyard.router")
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One text classified by the classifier in force (its version) and, when one is in shadow, by the candidate."""
+
+    prediction: IntentPrediction
+    version: str
+    shadow: tuple[str, IntentPrediction] | None = None  # (candidate model id, its prediction)
 
 
 def intent_model_dir(settings: Settings) -> Path:
@@ -50,10 +72,13 @@ class Router(Stage[Request, RouteDecision]):
         max_batch: int = DEFAULT_MAX_BATCH,
         classify_concurrency: int = DEFAULT_CONCURRENCY,
         provider_health: ReferenceTable[ProviderHealth] | None = None,
+        registry_dir: Path | None = None,
     ) -> None:
         settings = settings or get_settings()
         self.route_tables = RouteTableWatcher(route_table_path or settings.route_table, check_every_s=reload_every_s)
         self.intent_model_path = intent_model_path or intent_model_dir(settings)
+        self.registry_dir = registry_dir or default_registry_dir()
+        self.reload_every_s = reload_every_s
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch
         self.classify_concurrency = classify_concurrency
@@ -61,8 +86,11 @@ class Router(Stage[Request, RouteDecision]):
         self.unhealthy_providers: Mapping[str, str] = NO_UNHEALTHY_PROVIDERS
         self.provider_health = provider_health
         self.classifier: IntentClassifier | None = None
-        self._recent: OrderedDict[str, IntentPrediction] = OrderedDict()
-        self._classify: MicroBatcher[str, IntentPrediction] | None = None
+        self.classifiers: WatchedConfig[IntentClassifier] | None = None
+        self.shadow: RouterShadow | None = None
+        self._shadow_candidate: tuple[str, IntentClassifier] | None = None
+        self._recent: OrderedDict[str, Classified] = OrderedDict()
+        self._classify: MicroBatcher[str, Classified] | None = None
         self._work = WorkLedger()
 
     async def start(self) -> None:
@@ -72,9 +100,23 @@ class Router(Stage[Request, RouteDecision]):
         if self.provider_health is not None:
             await self.provider_health.start()
             await self.provider_health.ready.wait()
-        self.classifier = await asyncio.to_thread(ensure_trained, self.intent_model_path)
+        embedder = SentenceEmbedder()
+        await asyncio.to_thread(ensure_trained, self.intent_model_path, embedder=embedder)
+        self.classifiers = WatchedConfig(
+            self.intent_model_path,
+            lambda path: IntentClassifier.load(path, embedder=embedder),
+            invalid=(IntentArtifactError, OSError, ValueError),
+            what="intent classifier",
+            version=lambda classifier: classifier.version,
+            version_field="classifier_version",
+            logger=log,
+            files=lambda path: [path / CARD_FILE],
+            check_every_s=self.reload_every_s,
+        )
+        self.classifier = await asyncio.to_thread(self.classifiers.load)
+        self.shadow = RouterShadow(self.registry_dir, embedder)
         self._classify = MicroBatcher(
-            self.classifier.classify_many,
+            self._classify_batch,
             window_s=self.batch_window_s,
             max_batch=self.max_batch,
             concurrency=self.classify_concurrency,
@@ -86,6 +128,8 @@ class Router(Stage[Request, RouteDecision]):
         if self._classify is not None:
             await self._classify.aclose()
             self._classify = None
+        if self.shadow is not None:
+            await self.shadow.aclose()
 
     async def healthy(self) -> tuple[bool, str]:
         if self.classifier is None or self._classify is None:
@@ -97,27 +141,60 @@ class Router(Stage[Request, RouteDecision]):
         return self.route_tables.table
 
     async def decide(self, record: Request) -> RouteDecision:
-        if self._classify is None:
+        if self._classify is None or self.classifiers is None or self.shadow is None:
             raise RuntimeError("Router.start() has not run")
-        prediction = self._recent.get(record.text)
-        if prediction is None:
-            prediction, classify_ms = await self._classify.submit_timed(record.text)
+        self._refresh_classifier()
+        candidate = self._shadow_candidate = self.shadow.candidate()
+        classified = self._recent.get(record.text)
+        if classified is None or (candidate is not None and (classified.shadow or ("",))[0] != candidate[0]):
+            classified, classify_ms = await self._classify.submit_timed(record.text)
             self._work.add(record.request_id, "routing", classify_ms)
-            self._remember(record.text, prediction)
+            self._remember(record.text, classified)
         else:
             self._recent.move_to_end(record.text)
+        if candidate is not None and classified.shadow is not None and classified.shadow[0] == candidate[0]:
+            self.shadow.record(
+                record.request_id, candidate, classified.shadow[1], classified.prediction, classified.version
+            )
         with self._work.measure(record.request_id, "routing"):
             table = self.route_tables.current()
-            return table.decide(record, prediction, unhealthy_providers=self.current_unhealthy())
+            return table.decide(
+                record,
+                classified.prediction,
+                unhealthy_providers=self.current_unhealthy(),
+                classifier_version=classified.version,
+            )
+
+    def _refresh_classifier(self) -> None:
+        """A promoted or rolled-back classifier replaces the one in force; what was remembered was its work."""
+        assert self.classifiers is not None
+        current = self.classifiers.current()
+        if current is not self.classifier:
+            self.classifier = current
+            self._recent.clear()
+
+    def _classify_batch(self, texts: Sequence[str]) -> list[Classified]:
+        """In a worker thread: one embedding per text, the classifier in force and the shadow candidate (if any)
+        both applied to it. The references are read once, so a reload mid-batch cannot mix two versions."""
+        classifier, candidate = self.classifier, self._shadow_candidate
+        assert classifier is not None
+        embeddings = classifier.embedder.embed(texts)
+        predictions = classifier.classify_embeddings(embeddings)
+        if candidate is None:
+            return [Classified(p, classifier.version) for p in predictions]
+        shadowed = candidate[1].classify_embeddings(embeddings)
+        return [
+            Classified(p, classifier.version, (candidate[0], c)) for p, c in zip(predictions, shadowed, strict=True)
+        ]
 
     def work(self, record: Request, section: RouteDecision, decide_ms: float) -> dict[str, float]:
         """Intent classification (this request's share of its batch) and the route-table decision."""
         return self._work.pop(record.request_id)
 
-    def _remember(self, text: str, prediction: IntentPrediction) -> None:
+    def _remember(self, text: str, classified: Classified) -> None:
         """Store and counter staff ask the same few questions all day: an exact repeat reuses its intent
         instead of paying for another embedding (the classifier is deterministic, so nothing changes)."""
-        self._recent[text] = prediction
+        self._recent[text] = classified
         if len(self._recent) > RECENT_PREDICTIONS:
             self._recent.popitem(last=False)
 

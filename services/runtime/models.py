@@ -136,6 +136,10 @@ class RouteDecision(BaseModel):
         description="Human-readable explanation of the decision, for audits and route corrections.",
     )
     route_table_version: str = Field(description="Version of the route table that made the decision.")
+    classifier_version: str = Field(
+        default="",
+        description="Version (weights fingerprint) of the intent classifier that predicted the intent; empty where none was recorded. Lets a promoted router model's live results be told apart from its predecessor's.",
+    )
 
 
 class ContextItem(BaseModel):

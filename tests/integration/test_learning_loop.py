@@ -1,7 +1,8 @@
 """The learning loop against the real ClickHouse, Kafka and an HTTP model: feedback on the topic, struggle flags,
 a deterministic PII-free export, and a model trained on a tiny data set registered, shadowed on live calls,
-promoted into a route table, rolled back by hand and automatically; a candidate no better than the incumbent is
-not promoted. Each test writes its rows in a time window of its own (in 2031), so nothing else's data mixes in."""
+promoted into a route table, rolled back by hand and by the `learning` process; a router model shadowed,
+promoted and rolled back by that process when staff correct its routes; a candidate no better than the incumbent
+is not promoted. Each test writes its rows in a time window of its own (in 2031), so nothing else's data mixes in."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.answerer.stub_model import start_stub
 from services.infra.clickhouse import get_client
-from services.learning.compare import shadow_comparison
+from services.learning.compare import route_shadow_comparison, shadow_comparison
 from services.learning.export import ExportSpec, export_training
 from services.learning.feedback import make_feedback
 from services.learning.promotion import PromotionPolicy, check_live, promote, rollback
 from services.learning.registry import ModelRegistry
+from services.learning.router_shadow import RouterShadow
 from services.learning.shadow import attach_shadow, shadow_runner
 from services.learning.simulation import (
     PII_TAILS,
@@ -39,10 +41,12 @@ from services.learning.simulation import (
     simulated_governor,
     traffic,
 )
+from services.learning.switch import ROUTER_KIND
 from services.learning.training import train_and_register
+from services.learning.watchdog import Watchdog, WatchdogConfig
 from services.pos.feedback import PosFeedbackClient
 from services.router.intents.artifact import default_artifact_dir as intent_artifact_dir
-from services.router.intents.classifier import IntentClassifier
+from services.router.intents.classifier import IntentClassifier, ensure_trained
 from services.router.route_table import load_route_table
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Audited, Feedback, FeedbackKind, Finding, Verdict
@@ -232,10 +236,10 @@ async def test_a_model_from_a_tiny_data_set_is_registered_shadowed_promoted_and_
     assert card["evaluation"]["candidate_accuracy"] > card["evaluation"]["incumbent_accuracy"]
     assert card["dataset"]["version"].startswith("answers-") and card["files"]
     # 3. shadow: the candidate answers beside the incumbent on live calls, never released
-    registry.set_shadow({"candidate": model_id, "incumbents": ["default"]})
-    providers = attach_shadow(ProviderRegistry({"default": stub_default}), registry.root)
+    providers = attach_shadow(ProviderRegistry({"default": stub_default}), registry.root)  # an answerer running
     runner = shadow_runner(providers)
     assert runner is not None
+    registry.set_shadow({"candidate": model_id, "incumbents": ["default"]})  # `switchyard shadow start`, no restart
     live = list(traffic(40, seed=seed + 1, run=run, start_ms=start_ms + 1_800_000, policy_share=1.0))
     released = {}
     for item in live:
@@ -278,7 +282,8 @@ async def test_a_model_from_a_tiny_data_set_is_registered_shadowed_promoted_and_
     ]
     insert_audited(served_records)
     insert_feedback(reviewed(served_items, served_records, share=1.0, seed=seed))
-    assert check_live(route_table, registry, min_reviewed=10) is not None
+    done = Watchdog(WatchdogConfig(min_reviewed=10), registry, route_table).check()  # the `learning` process
+    assert done and done[0].startswith("answer_memory: rolled back")
     assert load_route_table(route_table).spec.routes["loyalty_account"].kind == "small_model"
     assert [e["event"] for e in registry.events()][-3:] == ["rolled_back", "promoted", "rolled_back"]
     assert "automatic" in registry.events()[-1]["reason"]
@@ -304,27 +309,60 @@ def test_a_candidate_no_better_than_the_incumbent_is_not_promoted(
     assert registry.events()[-1]["event"] == "promotion_refused"
 
 
-def test_a_router_retrained_on_route_corrections_beats_the_current_one_and_is_promoted_and_rolled_back(
+async def test_a_router_retrained_on_route_corrections_is_shadowed_promoted_and_rolled_back_when_it_degrades(
     window: tuple[datetime, int], tmp_path: Path, route_table: Path
 ) -> None:
     start, start_ms = window
-    items = list(traffic(160, seed=45, start_ms=start_ms, policy_share=0.0, jargon_share=1.0, run=uuid.uuid4().hex))
-    current = IntentClassifier.load()
+    run = uuid.uuid4().hex
+    items = list(traffic(160, seed=45, start_ms=start_ms, policy_share=0.0, jargon_share=1.0, run=run))
+    current = ensure_trained()  # the model the router ships (trained here on a fresh clone)
     routed = {i.request.request_id: current.classify(i.request.text).intent for i in items}
     records = answered_by_large_model(items, routed=routed)
     insert_audited(records)
     insert_feedback(reviewed(items, records, share=1.0, seed=6))
-    export_training(ExportSpec(task="router", since=start, until=start + timedelta(hours=1)), tmp_path / "data")
+    export_training(ExportSpec(task="router", since=start, until=start + timedelta(minutes=30)), tmp_path / "data")
     registry = ModelRegistry(tmp_path / "registry")
     model_id = train_and_register("router", tmp_path / "data", registry)
     evaluation = registry.card(model_id)["evaluation"]
     assert evaluation["candidate_accuracy"] > evaluation["incumbent_accuracy"] + 0.2
-    live = tmp_path / "intent"
-    shutil.copytree(intent_artifact_dir(), live)
-    before = (live / "intent_model.npz").read_bytes()
+    # shadow: the candidate classifies live requests from the incumbent's embedding, as the router does
+    registry.set_shadow({"candidate": model_id}, ROUTER_KIND)
+    shadow = RouterShadow(registry.root, current.embedder)
+    candidate = shadow.candidate()
+    assert candidate is not None and candidate[0] == model_id
+    live = list(traffic(60, seed=46, start_ms=start_ms + 1_800_000, policy_share=0.0, jargon_share=1.0, run=run))
+    embeddings = current.embedder.embed([i.request.text for i in live])
+    incumbent = current.classify_embeddings(embeddings)
+    for item, mine, theirs in zip(live, incumbent, candidate[1].classify_embeddings(embeddings), strict=True):
+        shadow.record(item.request.request_id, candidate, theirs, mine, current.version)
+    await shadow.aclose()
+    routes = {i.request.request_id: p.intent for i, p in zip(live, incumbent, strict=True)}
+    live_records = answered_by_large_model(live, routed=routes)
+    insert_audited(live_records)
+    insert_feedback(reviewed(live, live_records, share=1.0, seed=7))
+    comparison = route_shadow_comparison(model_id)
+    assert comparison.examples >= 20 and comparison.candidate_accuracy > comparison.incumbent_accuracy + 0.1
+    # promotion on the eval split and the shadow: the router's artifact is replaced, the shadow ends
+    artifact = tmp_path / "intent"
+    shutil.copytree(intent_artifact_dir(), artifact)
+    before = (artifact / "intent_model.npz").read_bytes()
     policy = PromotionPolicy(min_eval_examples=5)
-    decision = promote(model_id, [], route_table, registry, shadow=None, policy=policy, router_artifact=live)
+    decision = promote(model_id, [], route_table, registry, shadow=comparison, policy=policy, router_artifact=artifact)
     assert decision.promote, decision.reasons
-    assert IntentClassifier.load(live).classify("how many stars do I have left").intent == "loyalty_account"
-    rollback(route_table, registry, kind="router")
-    assert (live / "intent_model.npz").read_bytes() == before
+    assert registry.shadow(ROUTER_KIND) is None
+    promoted = IntentClassifier.load(artifact)
+    assert promoted.classify("how many stars do I have left").intent == "loyalty_account"
+    # its live routes are corrected by staff: the learning process rolls it back by itself
+    watchdog = Watchdog(WatchdogConfig(min_reviewed=10), registry, route_table)
+    assert watchdog.check() == []  # nothing routed by it yet
+    served = list(traffic(15, seed=47, start_ms=start_ms + 2_700_000, policy_share=1.0, run=run))
+    served_records = [
+        r.model_copy(update={"route": r.route.model_copy(update={"classifier_version": promoted.version})})
+        for r in answered_by_large_model(served, routed={i.request.request_id: "store_hours" for i in served})
+    ]
+    insert_audited(served_records)
+    insert_feedback(reviewed(served, served_records, share=1.0, seed=8))
+    done = watchdog.check()
+    assert len(done) == 1 and done[0].startswith("router: rolled back"), done
+    assert (artifact / "intent_model.npz").read_bytes() == before
+    assert "automatic" in registry.events()[-1]["reason"] and registry.deployed()[ROUTER_KIND] is None

@@ -43,9 +43,23 @@ def test_every_process_has_a_deployment_and_a_disruption_budget_and_every_consum
         assert sorted(by_kind(kind)) == sorted(PROCESSES), kind
     consumers = sorted(workload.name for workload in workloads() if workload.group)
     assert sorted(by_kind("ScaledObject")) == consumers
-    assert set(PROCESSES) - set(consumers) == set(by_kind("Service")) == {"dashboard"}
+    assert set(PROCESSES) - set(consumers) == {"dashboard", "learning"}
+    assert set(by_kind("Service")) == {"dashboard"}
     assert by_kind("Deployment")["dashboard"]["spec"]["replicas"] == 1
     assert "replicas" not in by_kind("Deployment")["router"]["spec"]  # KEDA owns it
+
+
+def test_the_learning_process_runs_once_and_shares_the_model_volume_with_router_and_answerer() -> None:
+    deployments = by_kind("Deployment")
+    learning = deployments["learning"]["spec"]
+    assert learning["replicas"] == 1 and learning["strategy"] == {"type": "Recreate"}  # never two at once
+    claims = {o["metadata"]["name"]: o for o in kubernetes_objects() if o["kind"] == "PersistentVolumeClaim"}
+    assert claims["switchyard-models"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    for name in ("router", "answerer", "learning"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "switchyard-models"}}]
+        assert pod["containers"][0]["volumeMounts"] == [{"name": "models", "mountPath": "/app/var/models"}]
+    assert "volumes" not in deployments["governor"]["spec"]["template"]["spec"]
 
 
 def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:
@@ -144,6 +158,7 @@ def test_rendering_into_another_directory_writes_the_same_set_of_files(tmp_path:
             "kubernetes/00-namespace.yaml",
             "kubernetes/01-config.yaml",
             "kubernetes/02-setup-job.yaml",
+            "kubernetes/03-models-volume.yaml",
         ]
         + [f"kubernetes/{name}.yaml" for name in PROCESSES]
     )

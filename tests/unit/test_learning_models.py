@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.answerer.memory import KIND as MEMORY_KIND
 from services.answerer.memory import AnswerMemory, AnswerMemoryProvider, MemoryDeclined, question_of, shared_embedder
 from services.answerer.registry import load_providers
-from services.learning.compare import compare
+from services.learning.compare import compare, compare_routes, route_label
 from services.learning.feedback import FeedbackError, make_feedback
 from services.learning.metrics import exact_match, is_correct, token_f1
 from services.learning.promotion import PromotionPolicy, decide, route_to_custom
 from services.learning.registry import ModelRegistry, RegistryError
 from services.learning.shadow import attach_shadow, shadow_runner
+from services.learning.switch import ANSWER_KIND, ROUTER_KIND, ClickHouseSink, ShadowSwitch
 from services.learning.training import NEVER, learn_threshold
 from services.router.route_table import parse_route_table
 from services.runtime.models import FeedbackKind
@@ -150,11 +152,87 @@ def test_providers_yaml_registers_the_answer_memory_with_its_fallback(tmp_path: 
     assert chain[0].price.cost_usd(1000, 1000) == 0.0
 
 
-def test_a_shadow_candidate_wraps_the_incumbent_without_changing_who_answers(tmp_path: Path) -> None:
+def test_a_shadow_started_after_the_answerer_is_picked_up_and_stopping_takes_effect(tmp_path: Path) -> None:
     providers = tmp_path / "providers.yaml"
-    providers.write_text("providers:\n  default: {kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n")
-    ModelRegistry(tmp_path, clickhouse=False).set_shadow({"candidate": "answer_memory-x", "incumbents": ["default"]})
-    registry = attach_shadow(load_providers(providers), tmp_path)
+    providers.write_text(
+        "providers:\n  default: {kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+        "  other: {kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+    )
+    registry = attach_shadow(load_providers(providers), tmp_path)  # no shadow file yet
     runner = shadow_runner(registry)
-    assert runner is not None and runner.candidate_id == "answer_memory-x"
-    assert registry.chain("default")[0][0].name == "default"
+    assert runner is not None
+    runner.switch = ShadowSwitch(tmp_path, ANSWER_KIND, check_every_s=0.0)
+    assert registry.chain("default")[0][0].name == "default"  # who answers is unchanged
+    assert runner.candidate_for("default") is None
+    models = ModelRegistry(tmp_path, clickhouse=False)
+    models.set_shadow({"candidate": "answer_memory-x", "incumbents": []})
+    candidate = runner.candidate_for("default")
+    assert candidate is not None and candidate.pinned == "answer_memory-x"
+    assert runner.candidate_for("other") is None  # only the listed incumbents (none listed: the default)
+    models.set_shadow({"candidate": "answer_memory-y", "incumbents": ["other"]})
+    assert runner.candidate_for("default") is None
+    assert runner.candidate_for("other").pinned == "answer_memory-y"  # type: ignore[union-attr]
+    models.set_shadow(None)
+    assert runner.candidate_for("other") is None
+
+
+def test_a_shadow_file_that_is_not_valid_turns_shadow_off(tmp_path: Path) -> None:
+    switch = ShadowSwitch(tmp_path, ROUTER_KIND, check_every_s=0.0)
+    (tmp_path / "shadow.router.json").write_text("{not json")
+    assert switch.current() is None
+    (tmp_path / "shadow.router.json").write_text('{"candidate": "router-1"}')
+    assert switch.current() == {"candidate": "router-1"}
+    (tmp_path / "shadow.router.json").write_text('{"model": "router-1"}')
+    assert switch.current() is None
+
+
+def test_the_answer_kind_of_the_switch_is_the_answer_memorys() -> None:
+    assert ANSWER_KIND == MEMORY_KIND
+
+
+async def test_the_shadow_sink_writes_by_size_and_at_close_and_counts_what_it_could_not_write() -> None:
+    written: list[list[object]] = []
+    sink = ClickHouseSink("t", ["a"], max_rows=3, flush_every_s=60, insert=lambda t, rows, c: written.extend(rows))
+    for value in range(3):
+        sink.add([value])
+    await asyncio.sleep(0.05)
+    assert written == [[0], [1], [2]]  # full: written without waiting for the timer
+    sink.add([3])
+    await asyncio.sleep(0.05)
+    assert len(written) == 3
+    await sink.aclose()
+    assert written == [[0], [1], [2], [3]] and sink.written == 4
+
+    def failing(table: str, rows: list[list[object]], columns: object) -> None:
+        raise ConnectionError("ClickHouse is down")
+
+    broken = ClickHouseSink("t", ["a"], insert=failing)
+    broken.add([1])
+    await broken.aclose()
+    assert broken.dropped == 1 and broken.written == 0
+
+
+def test_a_route_label_is_the_correction_or_a_confirmed_route_and_nothing_else() -> None:
+    assert route_label("store_hours", "stock_check", None, None, None) == "stock_check"
+    assert route_label("store_hours", None, 5, None, None) == "store_hours"
+    assert route_label("store_hours", None, None, "fixed answer", None) == "store_hours"
+    assert route_label("store_hours", None, None, None, "approved") == "store_hours"
+    assert route_label("store_hours", None, 2, None, None) is None
+    assert route_label("store_hours", None, None, None, None) is None
+
+
+def test_route_comparison_scores_both_classifiers_on_the_labelled_requests_only() -> None:
+    rows = [
+        ("stock_check", "store_hours", "stock_check"),  # the candidate was right, the incumbent corrected
+        ("store_hours", "store_hours", "store_hours"),
+        ("loyalty_account", "store_hours", "store_hours"),
+        ("stock_check", "store_hours", None),  # unlabelled: left out
+    ]
+    result = compare_routes(rows)
+    assert result.examples == 3
+    assert result.incumbent_accuracy == pytest.approx(2 / 3) and result.candidate_accuracy == pytest.approx(2 / 3)
+    assert result.agreement == pytest.approx(1 / 3)
+    assert compare_routes([]).examples == 0
+    policy = PromotionPolicy(margin=0.05, min_shadow_examples=3)
+    card = {"evaluation": {"candidate_accuracy": 0.9, "incumbent_accuracy": 0.7, "examples": 20}}
+    assert not decide(card, result, policy).promote  # no gain in shadow

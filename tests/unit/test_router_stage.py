@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from services.router.intents.classifier import IntentPrediction
-from services.router.stage import Router, intent_model_dir
+from services.learning.switch import ROUTER_KIND, ClickHouseSink, ShadowSwitch
+from services.router.intents import artifact
+from services.router.intents.artifact import LinearIntentModel
+from services.router.stage import Classified, Router, intent_model_dir
 from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
@@ -125,12 +127,12 @@ async def test_a_router_that_has_not_started_is_not_healthy() -> None:
 
 async def test_an_exact_repeat_reuses_its_intent_without_classifying_again(router: Router) -> None:
     assert router.classifier is not None
-    classify_many = router.classifier.classify_many
+    classify_batch = router._classify_batch
     calls: list[list[str]] = []
 
-    def counting(texts: Sequence[str]) -> list[IntentPrediction]:
+    def counting(texts: Sequence[str]) -> list[Classified]:
         calls.append(list(texts))
-        return classify_many(texts)
+        return classify_batch(texts)
 
     original, router._classify = router._classify, MicroBatcher(counting)
     try:
@@ -141,3 +143,69 @@ async def test_an_exact_repeat_reuses_its_intent_without_classifying_again(route
         router._classify = original
     assert first.intent == second.intent
     assert calls == [[text]]
+
+
+def biased_copy(source: Path, target: Path, intent: str) -> str:
+    """The classifier in `source` with `intent` made far likelier: a model that disagrees; returns its version."""
+    card = artifact.read_card(source)
+    assert card is not None
+    model = artifact.load_model(source)
+    intercept = model.intercept.copy()
+    intercept[model.classes.index(intent)] += 50.0
+    biased = LinearIntentModel(model.classes, model.coef, intercept)
+    version = biased.fingerprint(card["embedder"])
+    artifact.save(target, biased, {**card, "version": version})
+    return version
+
+
+@pytest.fixture
+async def own_router(tmp_path: Path, route_table_path: Path) -> AsyncIterator[Router]:
+    model = tmp_path / "intent"
+    shipped = intent_model_dir(get_settings())
+    if shipped.is_dir():
+        shutil.copytree(shipped, model)
+    stage = Router(
+        route_table_path=route_table_path,
+        intent_model_path=model,
+        reload_every_s=0.0,
+        registry_dir=tmp_path / "registry",
+    )
+    await stage.start()
+    yield stage
+    await stage.stop()
+
+
+async def test_a_promoted_classifier_is_used_without_a_restart_and_named_on_each_decision(
+    own_router: Router,
+) -> None:
+    text = "What time do you close today?"
+    before = await own_router.decide(request(text))
+    assert before.intent == "store_hours" and before.classifier_version == own_router.classifier.version  # type: ignore[union-attr]
+    version = biased_copy(own_router.intent_model_path, own_router.intent_model_path, "loyalty_account")
+    after = await own_router.decide(request(text, request_id="r-2"))  # the same text: not from the repeat memory
+    assert after.intent == "loyalty_account" and after.classifier_version == version != before.classifier_version
+
+
+async def test_a_router_candidate_in_shadow_is_recorded_beside_the_incumbent_and_never_obeyed(
+    own_router: Router, tmp_path: Path
+) -> None:
+    rows: list[list[object]] = []
+    assert own_router.shadow is not None
+    own_router.shadow.sink = ClickHouseSink("t", ["c"], insert=lambda table, batch, columns: rows.extend(batch))
+    own_router.shadow.switch = ShadowSwitch(tmp_path / "registry", ROUTER_KIND, check_every_s=0.0)
+    candidate_dir = tmp_path / "registry" / "models" / "router-candidate"
+    version = biased_copy(own_router.intent_model_path, candidate_dir, "loyalty_account")
+    text = "Are you open on Sunday?"
+    unshadowed = await own_router.decide(request(text, request_id="r-0"))
+    (tmp_path / "registry" / "shadow.router.json").write_text('{"candidate": "router-candidate"}')
+    shadowed = await own_router.decide(request(text, request_id="r-1"))  # a repeat, but the shadow needs its own
+    assert shadowed.intent == unshadowed.intent == "store_hours"  # the candidate is never obeyed
+    await own_router.shadow.sink.flush()
+    assert len(rows) == 1
+    request_id, candidate, candidate_version, intent, _, incumbent_version, incumbent_intent, _, _ = rows[0]
+    assert (request_id, candidate, candidate_version, intent) == ("r-1", "router-candidate", version, "loyalty_account")
+    assert (incumbent_version, incumbent_intent) == (shadowed.classifier_version, "store_hours")
+    (tmp_path / "registry" / "shadow.router.json").unlink()
+    await own_router.decide(request(text, request_id="r-2"))
+    await own_router.shadow.sink.flush()
+    assert len(rows) == 1  # stopped: nothing more recorded

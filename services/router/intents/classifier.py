@@ -60,6 +60,10 @@ class IntentClassifier:
         """The column order of `probabilities`."""
         return self._model.classes
 
+    @property
+    def embedder(self) -> SentenceEmbedder:
+        return self._embedder
+
     def probabilities(self, texts: Sequence[str]) -> NDArray[np.float64]:
         """One row per text, one column per intent in `intents` order; rows sum to 1."""
         return self._model.probabilities(self._embedder.embed(texts))
@@ -68,7 +72,12 @@ class IntentClassifier:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        return [self._prediction(row) for row in self.probabilities(texts)]
+        return self.classify_embeddings(self._embedder.embed(texts))
+
+    def classify_embeddings(self, embeddings: NDArray[np.float32]) -> list[IntentPrediction]:
+        """For texts already embedded by this classifier's embedder (a shadow candidate reuses the incumbent's
+        embeddings: both must share the embedding space, which `load` checks against the embedder's version)."""
+        return [self._prediction(row) for row in self._model.probabilities(embeddings)]
 
     def _prediction(self, row: NDArray[np.float64]) -> IntentPrediction:
         second, first = np.argsort(row, kind="stable")[-2:]
