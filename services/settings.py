@@ -62,6 +62,11 @@ class Settings(BaseSettings):
 
     dashboard_port: int = Field(9110, description="port of the monitoring dashboard (`switchyard dashboard`)")
 
+    model_registry_dir: Path | None = Field(
+        None,
+        description="the learning loop's model registry (default var/models/registry), shared by the router, "
+        "the answerer and the learning process",
+    )
     learning_check_every_s: float = Field(
         30.0, description="how often the learning process checks promoted models' live metrics (and shadows)"
     )

@@ -26,10 +26,11 @@ CHECK_EVERY_S: Final = 1.0
 
 
 def default_registry_dir() -> Path:
-    """The model registry: var/models/registry (services/learning/registry.py)."""
+    """The model registry (services/learning/registry.py): SWITCHYARD_MODEL_REGISTRY_DIR, else var/models/registry."""
     from services.settings import get_settings
 
-    return get_settings().var_dir / "models" / "registry"
+    settings = get_settings()
+    return settings.model_registry_dir or settings.var_dir / "models" / "registry"
 
 
 def shadow_path(registry_dir: Path, kind: str) -> Path:

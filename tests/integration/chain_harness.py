@@ -185,7 +185,12 @@ class Chain:
 
 @contextmanager
 def running_chain(
-    settings: Settings, codec: AvroCodec, admin: AdminClient, log_dir: Path, model_latency_ms: int = 10
+    settings: Settings,
+    codec: AvroCodec,
+    admin: AdminClient,
+    log_dir: Path,
+    model_latency_ms: int = 10,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Chain]:
     """Every process of the chain on topics of its own, the stub model answering; stopped and deleted after."""
     port = free_port()
@@ -195,7 +200,7 @@ def running_chain(
         stdout=(log_dir / "stub.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1")
+    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1", extra_env=extra_env or {})
     try:
         running.prepare()
         wait_for_leaders(admin, running.prefix)
