@@ -6,6 +6,7 @@ is not promoted. Each test writes its rows in a time window of its own (in 2031)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -315,6 +316,10 @@ async def test_a_router_retrained_on_route_corrections_is_shadowed_promoted_and_
     start, start_ms = window
     run = uuid.uuid4().hex
     items = list(traffic(160, seed=45, start_ms=start_ms, policy_share=0.0, jargon_share=1.0, run=run))
+    # one text unique to this run, so this run trains a classifier of its own: chDB keeps the 2031 rows of earlier
+    # runs, and the router's live health counts the rows its classifier version routed since its promotion
+    first = items[0].request
+    items[0] = dataclasses.replace(items[0], request=first.model_copy(update={"text": f"{first.text} (ref {run[:8]})"}))
     current = ensure_trained()  # the model the router ships (trained here on a fresh clone)
     routed = {i.request.request_id: current.classify(i.request.text).intent for i in items}
     records = answered_by_large_model(items, routed=routed)
@@ -354,6 +359,7 @@ async def test_a_router_retrained_on_route_corrections_is_shadowed_promoted_and_
     assert promoted.classify("how many stars do I have left").intent == "loyalty_account"
     # its live routes are corrected by staff: the learning process rolls it back by itself
     watchdog = Watchdog(WatchdogConfig(min_reviewed=10), registry, route_table)
+    assert watchdog.check() == []  # nothing routed by it yet
     served = list(traffic(15, seed=47, start_ms=start_ms + 2_700_000, policy_share=1.0, run=run))
     served_records = [
         r.model_copy(update={"route": r.route.model_copy(update={"classifier_version": promoted.version})})
