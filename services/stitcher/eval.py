@@ -21,7 +21,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from weaviate import WeaviateClient
 
-from services.stitcher.knowledge import DEFAULT_COLLECTION, DEFAULT_SOURCES_DIR, Embedder, ingest, load_chunks, search
+from services.stitcher.knowledge import (
+    DEFAULT_COLLECTION,
+    DEFAULT_SOURCES_DIR,
+    Embedder,
+    connect,
+    ingest,
+    load_chunks,
+    search,
+)
 
 QUERIES_FILE: Final = Path(__file__).resolve().parent / "retrieval_queries.yaml"
 MODES: Final = {"hybrid": 0.5, "bm25": 0.0, "vector": 1.0}
@@ -128,8 +136,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import weaviate
-
     from services.router.intents.embedder import SentenceEmbedder
     from services.settings import get_settings
 
@@ -140,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     queries = load_queries(args.queries)
-    client = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
-    )
+    client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
     try:
         result = run(client, SentenceEmbedder(max_tokens=256), args.collection, queries)
     finally:

@@ -258,6 +258,23 @@ def ensure_collection(client: WeaviateClient, name: str) -> Collection[Any, Any]
     )
 
 
+def connect(host: str, http_port: int, grpc_port: int, timeout_s: float | None = None) -> WeaviateClient:
+    """A client of the Weaviate at host:ports. The client's start-up checks are skipped: they look up the newest
+    weaviate-client on pypi.org (an outbound call from a store back office, and on each reconnect) and OIDC
+    settings we do not use; the server's version and gRPC are still checked, and a dead server fails the first
+    query, which callers treat as unavailable."""
+    import weaviate
+    from weaviate.classes.init import AdditionalConfig, Timeout
+
+    timeouts = None
+    if timeout_s is not None:
+        seconds = max(1, round(timeout_s))
+        timeouts = AdditionalConfig(timeout=Timeout(init=seconds, query=seconds, insert=seconds))
+    return weaviate.connect_to_local(
+        host=host, port=http_port, grpc_port=grpc_port, additional_config=timeouts, skip_init_checks=True
+    )
+
+
 def ingest(
     client: WeaviateClient, embedder: Embedder, sources_dir: Path, collection: str = DEFAULT_COLLECTION
 ) -> IngestReport:
@@ -373,18 +390,14 @@ def _filters(region: str | None, categories: Sequence[str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # imported here so that `--help` and the library import do not load the model or open a connection
-    import weaviate
-
+    # imported here so that `--help` and the library import do not load the model
     from services.router.intents.embedder import SentenceEmbedder
     from services.settings import get_settings
 
     args = _parser().parse_args(argv)
     settings = get_settings()
     embedder = SentenceEmbedder(max_tokens=256)
-    client = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
-    )
+    client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
     try:
         if args.command == "ingest":
             print(f"[knowledge] {ingest(client, embedder, args.sources, args.collection).summary()}")

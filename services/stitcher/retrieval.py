@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, search
+from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, connect, search
 
 log = logging.getLogger("switchyard.stitcher.retrieval")
 
@@ -145,19 +145,11 @@ class KnowledgeRetriever:
             raise
 
     def _connect(self) -> Any:
-        import weaviate
-        from weaviate.classes.init import AdditionalConfig, Timeout
-
         with self._lock:
             if self._client is not None:
                 return self._client
-            timeout = max(1, round(self.config.timeout_s))
-            client = weaviate.connect_to_local(
-                host=self.config.host,
-                port=self.config.http_port,
-                grpc_port=self.config.grpc_port,
-                additional_config=AdditionalConfig(timeout=Timeout(init=timeout, query=timeout, insert=timeout)),
-            )
+            config = self.config
+            client = connect(config.host, config.http_port, config.grpc_port, config.timeout_s)
             self._client = client
             log.info("knowledge base connected", extra={"collection": self.config.collection})
             return client
