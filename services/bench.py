@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from services.pos.answers import AnswerReader
 from services.pos.report import model_ms, stage_stats, summary, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.codec import AvroCodec
+from services.runtime.models import Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, get_settings
 from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, connect, ingest
@@ -92,7 +94,9 @@ def ingest_knowledge_base() -> dict[str, Any]:
     return {"passages": report.passages, "written": report.written, "seconds": round(report.seconds, 2)}
 
 
-def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: int) -> dict[str, Any]:
+def bench(
+    rate: float, duration_s: float, model_latency_ms: float, store_count: int, unique_texts: bool = False
+) -> dict[str, Any]:
     knowledge_base = ingest_knowledge_base()
     window_start = datetime.now(UTC)
     settings = get_settings()
@@ -117,7 +121,8 @@ def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: 
         reader.assigned.wait(30)
         publisher = PosPublisher(settings.kafka_bootstrap, f"{prefix}requests", codec)
         started = time.monotonic()
-        sent = publisher.publish(request_mix([s.store_id for s in stores(store_count)]), count, rate)
+        requests = request_mix([s.store_id for s in stores(store_count)])
+        sent = publisher.publish(with_unique_texts(requests) if unique_texts else requests, count, rate)
         publish_s = time.monotonic() - started
         missing = reader.wait_for({r.request_id for r in sent}, timeout_s=max(60.0, duration_s))
         drained_s = time.monotonic() - started
@@ -135,6 +140,7 @@ def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: 
     return {
         "rate_target_per_s": rate,
         "duration_s": duration_s,
+        "unique_texts": unique_texts,
         "model": {"kind": "openai-compatible stub", "fixed_latency_ms": model_latency_ms},
         "sent": len(sent),
         "answered": len(answers),
@@ -153,14 +159,24 @@ def bench(rate: float, duration_s: float, model_latency_ms: float, store_count: 
     }
 
 
+def with_unique_texts(requests: Iterator[Request]) -> Iterator[Request]:
+    """Every text new (a ticket number appended): the mix repeats about 60 phrasings, which every stage
+    remembers, so this is the cost of traffic that does not repeat itself."""
+    for ticket, request in enumerate(requests):
+        yield request.model_copy(update={"text": f"{request.text} (ticket {ticket})"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second offered")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of offered load")
     parser.add_argument("--model-latency-ms", type=float, default=50.0, help="the stub model's fixed latency")
     parser.add_argument("--stores", type=int, default=1600)
+    parser.add_argument(
+        "--unique-texts", action="store_true", help="make every request text new, so no stage can reuse its work"
+    )
     args = parser.parse_args(argv)
-    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores)
+    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores, args.unique_texts)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0 if result["lost"] == 0 and result["answered_twice"] == 0 else 1

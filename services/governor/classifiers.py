@@ -189,6 +189,10 @@ class BinaryClassifier:
         self.task, self._model, self._embedder, self.card = task, model, embedder, card
         self.version = model.fingerprint(embedder.version)
 
+    @property
+    def embedder(self) -> SentenceEmbedder:
+        return self._embedder
+
     def probabilities(self, texts: Sequence[str]) -> list[float]:
         if not texts:
             return []

@@ -13,9 +13,12 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from services.answerer.stage import fallback_prompt
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
@@ -26,7 +29,7 @@ from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_facts
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
-from services.runtime.models import Finding, Governance, PromptMessage, Stitched, Verdict
+from services.runtime.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
 from services.runtime.stage import SideRecord, Stage, WorkLedger
 from services.settings import Settings
 
@@ -59,6 +62,7 @@ class AnalysisInput:
     request_text: str
     prompt_texts: list[str]
     passage_texts: list[str | None]  # None: an item the classifier does not score (see CLASSIFIED_SOURCES)
+    request_embedding: TextEmbedding | None = None  # the router's, used where it is what our embedder would make
 
 
 class Analyzer:
@@ -84,6 +88,7 @@ class Analyzer:
         self._scores: OrderedDict[str, tuple[float, float]] = OrderedDict()  # text -> (toxicity, injection)
         self._request_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
         self._prompt_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
+        self.reused_embeddings = 0  # request texts scored from the router's embedding
 
     @classmethod
     def load(cls, *, use_ner: bool = True) -> Analyzer:
@@ -119,15 +124,24 @@ class Analyzer:
         classifiers; texts already scored are not embedded again."""
         requests = [item.request_text for item in inputs]
         passages = [text for item in inputs for text in item.passage_texts if text is not None]
-        found = _remembered(self._score, requests + passages, self._scores)
+        given: dict[str, NDArray[np.float32]] = {}
+        for item in inputs:
+            vector = self.toxicity.embedder.reusable(item.request_embedding)
+            if vector is not None:
+                given[item.request_text] = vector
+        found = _remembered(lambda texts: self._score(texts, given), requests + passages, self._scores)
         passage_scores = dict(zip(passages, found[len(requests) :], strict=True))
         return [
             (toxicity, injection, [0.0 if text is None else passage_scores[text][1] for text in item.passage_texts])
             for item, (toxicity, injection) in zip(inputs, found[: len(requests)], strict=True)
         ]
 
-    def _score(self, texts: Sequence[str]) -> list[tuple[float, float]]:
-        embeddings = self.toxicity.embed(texts)
+    def _score(self, texts: Sequence[str], given: Mapping[str, NDArray[np.float32]]) -> list[tuple[float, float]]:
+        """Both classifiers' scores; texts in `given` (the router's embeddings) are not embedded again."""
+        missing = [text for text in texts if text not in given]
+        embedded = dict(zip(missing, self.toxicity.embed(missing), strict=True)) if missing else {}
+        self.reused_embeddings += len(texts) - len(missing)
+        embeddings = np.stack([given[text] if text in given else embedded[text] for text in texts])
         toxicity, injection = self.toxicity.probabilities_of(embeddings), self.injection.probabilities_of(embeddings)
         return list(zip(toxicity, injection, strict=True))
 
@@ -161,6 +175,7 @@ def combined(
 def analysis_input(record: Stitched) -> AnalysisInput:
     return AnalysisInput(
         request_text=record.request.text,
+        request_embedding=record.request_embedding,
         prompt_texts=[message.content for message in prompt_of(record)],
         passage_texts=[item.text if item.source in CLASSIFIED_SOURCES else None for item in record.context.items],
     )

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from services.learning.router_shadow import RouterShadow
 from services.learning.switch import default_registry_dir
@@ -28,13 +28,13 @@ from services.router.route_table import (
     RouteTableWatcher,
 )
 from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
-from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision
+from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision, TextEmbedding
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage, WorkLedger
 from services.runtime.watched import WatchedConfig
 from services.settings import Settings, get_settings
 
-RECENT_PREDICTIONS = 10_000  # exact request texts whose intent is kept (a few MB)
+RECENT_PREDICTIONS = 10_000  # exact request texts whose intent and embedding are kept (about 20 MB)
 log = logging.getLogger("switchyard.router")
 
 
@@ -45,6 +45,7 @@ class Classified:
     prediction: IntentPrediction
     version: str
     shadow: tuple[str, IntentPrediction] | None = None  # (candidate model id, its prediction)
+    embedding: TextEmbedding | None = None  # passed on to the stitcher and the governor; None for a cut text
 
 
 def intent_model_dir(settings: Settings) -> Path:
@@ -90,6 +91,7 @@ class Router(Stage[Request, RouteDecision]):
         self.shadow: RouterShadow | None = None
         self._shadow_candidate: tuple[str, IntentClassifier] | None = None
         self._recent: OrderedDict[str, Classified] = OrderedDict()
+        self._embeddings: dict[str, TextEmbedding] = {}  # decided, not yet composed: request id -> embedding
         self._classify: MicroBatcher[str, Classified] | None = None
         self._work = WorkLedger()
 
@@ -158,12 +160,21 @@ class Router(Stage[Request, RouteDecision]):
             )
         with self._work.measure(record.request_id, "routing"):
             table = self.route_tables.current()
-            return table.decide(
+            decision = table.decide(
                 record,
                 classified.prediction,
                 unhealthy_providers=self.current_unhealthy(),
                 classifier_version=classified.version,
             )
+        if classified.embedding is not None:
+            self._embeddings[record.request_id] = classified.embedding
+        return decision
+
+    def passed_on(self, record: Request, section: RouteDecision) -> dict[str, Any]:
+        """The request text's embedding, so the stitcher's search and the governor's classifiers do not embed
+        the same text again (about 10 ms of CPU each for a short request on this box)."""
+        embedding = self._embeddings.pop(record.request_id, None)
+        return {"request_embedding": None if embedding is None else embedding.model_dump()}
 
     def _refresh_classifier(self) -> None:
         """A promoted or rolled-back classifier replaces the one in force; what was remembered was its work."""
@@ -178,13 +189,16 @@ class Router(Stage[Request, RouteDecision]):
         both applied to it. The references are read once, so a reload mid-batch cannot mix two versions."""
         classifier, candidate = self.classifier, self._shadow_candidate
         assert classifier is not None
-        embeddings = classifier.embedder.embed(texts)
+        embedder = classifier.embedder
+        embeddings, tokens = embedder.embed_whole(texts)
+        passed = [embedder.passed_on(vector, count) for vector, count in zip(embeddings, tokens, strict=True)]
         predictions = classifier.classify_embeddings(embeddings)
         if candidate is None:
-            return [Classified(p, classifier.version) for p in predictions]
+            return [Classified(p, classifier.version, None, e) for p, e in zip(predictions, passed, strict=True)]
         shadowed = candidate[1].classify_embeddings(embeddings)
         return [
-            Classified(p, classifier.version, (candidate[0], c)) for p, c in zip(predictions, shadowed, strict=True)
+            Classified(p, classifier.version, (candidate[0], c), e)
+            for p, c, e in zip(predictions, shadowed, passed, strict=True)
         ]
 
     def work(self, record: Request, section: RouteDecision, decide_ms: float) -> dict[str, float]:

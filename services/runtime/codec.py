@@ -127,6 +127,10 @@ class AvroCodec:
             raise WrongRecordTypeError(writer_name, reader_entry.name)
         return reader_entry
 
+    def field_names(self, name: str) -> frozenset[str]:
+        """The top-level fields of the current schema of `name`."""
+        return frozenset(field["name"] for field in self._current_entry(name).schema["fields"])
+
     def _current_entry(self, name: str) -> RegisteredSchema:
         entry = self._current.get(name) or self._current.get(full_name(name))
         return entry if entry is not None else self._registry.entry(name)

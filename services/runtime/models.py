@@ -528,6 +528,20 @@ class ProviderHealth(BaseModel):
     reason: str = Field(description="Why it is (un)healthy, in words.")
 
 
+class TextEmbedding(BaseModel):
+    """A sentence embedding of a whole text (never a truncated one), passed on so later stages do not embed the same text again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        description="The embedding model's identity (package, weights and tokenizer hashes); a reader uses the vector only when its own embedder has the same identity.",
+    )
+    tokens: AvroInt = Field(
+        description="Word pieces the text took; a reader whose embedder truncates below this embeds the text itself.",
+    )
+    vector: bytes = Field(description="The L2-normalised vector as float32 little-endian.")
+
+
 class Routed(BaseModel):
     """Stage record on topic routed: a request and its route."""
 
@@ -535,6 +549,10 @@ class Routed(BaseModel):
 
     request: Request = Field(description="The original request.")
     route: RouteDecision = Field(description="The router's decision.")
+    request_embedding: TextEmbedding | None = Field(
+        default=None,
+        description="The router's embedding of the request text, for the stitcher's knowledge-base search and the governor's classifiers; null where the text was too long to embed whole. Not carried past the governor.",
+    )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
@@ -546,6 +564,10 @@ class Stitched(BaseModel):
     request: Request = Field(description="The original request.")
     route: RouteDecision = Field(description="The router's decision.")
     context: Context = Field(description="The stitched context.")
+    request_embedding: TextEmbedding | None = Field(
+        default=None,
+        description="The router's embedding of the request text, for the stitcher's knowledge-base search and the governor's classifiers; null where the text was too long to embed whole. Not carried past the governor.",
+    )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
@@ -598,4 +620,5 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.StageTiming": StageTiming,
     "switchyard.Stitched": Stitched,
     "switchyard.Store": Store,
+    "switchyard.TextEmbedding": TextEmbedding,
 }

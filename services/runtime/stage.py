@@ -117,6 +117,12 @@ class Stage(ABC, Generic[In, Section]):
         encrypted PII vault entry); called right after `decide`. Default: none."""
         return []
 
+    def passed_on(self, record: In, section: Section) -> dict[str, Any]:
+        """Top-level fields to add to the outgoing record beside the section (the router's request embedding);
+        called right after `decide`. Fields of the incoming record that the output record also has are carried on
+        without this. Default: none."""
+        return {}
+
     def work(self, record: In, section: Section, decide_ms: float) -> dict[str, float]:
         """This record's work time by orchestration category, in ms, waiting excluded; called right after
         `decide` and stored in the stage's timing. Default: the whole decide time as `work_category` (nothing

@@ -115,6 +115,7 @@ class StageWorker:
         self.settings = settings or get_settings()
         self.config = config or WorkerConfig()
         self.codec = codec or AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
+        self._output_fields = self.codec.field_names(stage.output_record)
         self.metrics = StageMetrics(stage.name)
         self.stopping = asyncio.Event()
         self.interrupt_retries = asyncio.Event()
@@ -333,6 +334,10 @@ class StageWorker:
             self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
             timing = stage_timing(self.stage.name, received_at, started_at, finished_at, work_ms)
             outgoing = compose(value, self.stage.section, section.model_dump(), timing)
+            outgoing.update(self.stage.passed_on(record, section))
+            # a field the incoming record carried for the stages up to this one (the router's request embedding
+            # stops at the governor) ends where the output record has none; anything else unknown still fails
+            outgoing = {k: v for k, v in outgoing.items() if k in self._output_fields or k not in value}
             encoded = self.codec.encode(self.stage.output_record, outgoing)
             side = tuple(
                 Outgoing(

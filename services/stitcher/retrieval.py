@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
+from services.runtime.models import TextEmbedding
 from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, connect, search
 
 log = logging.getLogger("switchyard.stitcher.retrieval")
@@ -63,6 +64,7 @@ class KnowledgeRetriever:
         self._down_until = 0.0
         self._vectors: OrderedDict[str, list[float]] = OrderedDict()
         self.cache_hits = 0
+        self.reused = 0  # queries searched with the router's embedding
         self.last_error = ""
 
     @property
@@ -83,14 +85,21 @@ class KnowledgeRetriever:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def retrieve(self, query: str, region: str | None, categories: Sequence[str]) -> list[Passage]:
-        """The top-k passages. Raises KnowledgeUnavailableError at once while backing off, when Weaviate fails or
-        does not answer within timeout_s (then backing off), or when this request waited wait_s in all (a burst
-        of requests: this one goes without passages, the next ones still try)."""
+    async def retrieve(
+        self,
+        query: str,
+        region: str | None,
+        categories: Sequence[str],
+        passed_on: TextEmbedding | None = None,
+    ) -> list[Passage]:
+        """The top-k passages; `passed_on` is the query's embedding where the router made it (used when this
+        embedder would compute the same vector). Raises KnowledgeUnavailableError at once while backing off, when
+        Weaviate fails or does not answer within timeout_s (then backing off), or when this request waited wait_s
+        in all (a burst of requests: this one goes without passages, the next ones still try)."""
         if time.monotonic() < self._down_until:
             raise KnowledgeUnavailableError(f"knowledge base backing off after: {self.last_error}")
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._pool, self._search, query, region, tuple(categories))
+        job = loop.run_in_executor(self._pool, self._search, query, region, tuple(categories), passed_on)
         try:
             return await asyncio.wait_for(job, self.config.wait_s)
         except TimeoutError as error:
@@ -106,8 +115,14 @@ class KnowledgeRetriever:
         self._down_until = time.monotonic() + self.config.retry_after_s
         log.warning("knowledge base unavailable", extra={"error": self.last_error})
 
-    def _vector(self, query: str) -> list[float]:
-        """The query's embedding; POS traffic repeats its phrasings, so recent ones are remembered."""
+    def _vector(self, query: str, passed_on: TextEmbedding | None = None) -> list[float]:
+        """The query's embedding: the router's where it is this embedder's, else remembered (POS traffic repeats
+        its phrasings) or computed."""
+        reuse = getattr(self._embedder, "reusable", None)  # a SentenceEmbedder says whether the vector is its own
+        reusable = reuse(passed_on) if reuse is not None and passed_on is not None else None
+        if reusable is not None:
+            self.reused += 1
+            return list(map(float, reusable))
         with self._lock:
             cached = self._vectors.get(query)
             if cached is not None:
@@ -122,12 +137,14 @@ class KnowledgeRetriever:
                 self._vectors.popitem(last=False)
         return vector
 
-    def _search(self, query: str, region: str | None, categories: tuple[str, ...]) -> list[Passage]:
+    def _search(
+        self, query: str, region: str | None, categories: tuple[str, ...], passed_on: TextEmbedding | None = None
+    ) -> list[Passage]:
         if time.monotonic() < self._down_until:  # failed while this request queued
             raise KnowledgeUnavailableError(f"knowledge base backing off after: {self.last_error}")
         client = self._client or self._connect()
         assert self._embedder is not None, "start() loads the embedder"
-        vector = self._vector(query)
+        vector = self._vector(query, passed_on)
         try:
             return search(
                 client,

@@ -282,7 +282,10 @@ class Stitcher(Stage[Routed, Context]):
         degraded: list[str] = []
         try:
             passages = await self.retriever.retrieve(
-                request.text, store.region if store else None, INTENT_CATEGORIES.get(record.route.intent, ())
+                request.text,
+                store.region if store else None,
+                INTENT_CATEGORIES.get(record.route.intent, ()),
+                record.request_embedding,
             )
         except KnowledgeUnavailableError:
             degraded.append(KNOWLEDGE_BASE)

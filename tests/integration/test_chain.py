@@ -99,6 +99,11 @@ def test_500_requests_are_answered_exactly_once_in_store_order_and_counted_once_
     assert (
         "<EMAIL_1>" in masked["governance"]["redacted_text"] and "jane.doe" not in masked["governance"]["redacted_text"]
     )
+    # the router's embedding of each (short) request text rides to the governor and no further
+    stitched = chain.read("stitched", until=500, run="e2e")
+    passed = [r["request_embedding"] for r in stitched if r.get("request_embedding")]
+    assert len(passed) == 500 and all(len(e["vector"]) == 384 * 4 and 0 < e["tokens"] <= 128 for e in passed)
+    assert "request_embedding" not in first
     assert clickhouse_counts(settings, [r.request_id for r in requests]) == (500, 500 * len(CHAIN))
     port = chain.launcher.ports["router/0"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

@@ -202,7 +202,7 @@ def test_no_raw_email_phone_or_card_number_from_the_input_reaches_what_a_model_i
         ],
     )
     result = govern(record, analyzer.analyse([analysis_input(record)])[0], ENGINE)
-    governed = Governed(**record.model_dump(), governance=result.governance)
+    governed = Governed(**record.model_dump(exclude={"request_embedding"}), governance=result.governance)
     sent = "\n".join(m["content"] for m in prompt_for(governed))
     for part in parts:
         if "@" in part or sum(c.isdigit() for c in part) >= 10:
@@ -242,3 +242,36 @@ def test_a_text_seen_before_is_neither_scanned_nor_embedded_again(
     assert calls == []
     fresh.analyse([analysis_input(second)])
     assert f"embed:{shared}" not in calls and f"embed:{second.request.text}" in calls
+
+
+def test_the_routers_embedding_of_the_request_is_used_instead_of_embedding_it_again(
+    analyzer: Analyzer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = analyzer.toxicity.embedder
+    text = "You people are useless, give me my money back now"
+    vectors, tokens = embedder.embed_whole([text])
+    plain = stitched(text)
+    carried = plain.model_copy(update={"request_embedding": embedder.passed_on(vectors[0], tokens[0])})
+    expected = analyzer.analyse([analysis_input(plain)])[0]
+    fresh = Analyzer(analyzer.detector, analyzer.toxicity, analyzer.injection, analyzer.prompt_detector)
+    embedded: list[str] = []
+    original = fresh.toxicity.embed
+
+    def counted(texts: Sequence[str]) -> object:
+        embedded.extend(texts)
+        return original(texts)
+
+    monkeypatch.setattr(fresh.toxicity, "embed", counted)
+    found = fresh.analyse([analysis_input(carried)])[0]
+    assert text not in embedded and fresh.reused_embeddings == 1
+    assert found.toxicity == pytest.approx(expected.toxicity, abs=1e-5)
+    assert found.request_injection == pytest.approx(expected.request_injection, abs=1e-5)
+    # another model's vector is not trusted: the text is embedded
+    assert carried.request_embedding is not None
+    other = carried.model_copy(
+        update={"request_embedding": carried.request_embedding.model_copy(update={"model": "another-model"})}
+    )
+    fresh2 = Analyzer(analyzer.detector, analyzer.toxicity, analyzer.injection, analyzer.prompt_detector)
+    monkeypatch.setattr(fresh2.toxicity, "embed", counted)
+    fresh2.analyse([analysis_input(other)])
+    assert text in embedded and fresh2.reused_embeddings == 0

