@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="the learning loop's model registry (default var/models/registry), shared by the router, "
         "the answerer and the learning process",
     )
+    telemetry_flush_s: float = Field(
+        1.0,
+        gt=0,
+        description="the longest the telemetry writer buffers before inserting into ClickHouse: the delay before "
+        "monitoring and audit rows are queryable; 5 s cut chDB's CPU per request from about 20 to 7 ms in make bench",
+    )
     learning_check_every_s: float = Field(
         30.0, description="how often the learning process checks promoted models' live metrics (and shadows)"
     )

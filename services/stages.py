@@ -109,7 +109,8 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer
 
-        asyncio.run(run_writer(WriterConfig(http_port=port, http_host=settings.host)))
+        writer = WriterConfig(http_port=port, http_host=settings.host, max_wait_s=settings.telemetry_flush_s)
+        asyncio.run(run_writer(writer))
         return
     # /healthz and /metrics listen on SWITCHYARD_HOST: the loopback here, 0.0.0.0 in a container (infra/deploy)
     overrides: dict[str, Any] = {"http_port": port, "http_host": settings.host}
