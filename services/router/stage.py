@@ -34,6 +34,7 @@ from services.runtime.stage import Stage, WorkLedger
 from services.runtime.watched import WatchedConfig
 from services.settings import Settings, get_settings
 
+PENDING_EMBEDDINGS = 4_096  # far above the records one process has in flight (256)
 RECENT_PREDICTIONS = 10_000  # exact request texts whose intent and embedding are kept (about 20 MB)
 log = logging.getLogger("switchyard.router")
 
@@ -91,7 +92,9 @@ class Router(Stage[Request, RouteDecision]):
         self.shadow: RouterShadow | None = None
         self._shadow_candidate: tuple[str, IntentClassifier] | None = None
         self._recent: OrderedDict[str, Classified] = OrderedDict()
-        self._embeddings: dict[str, TextEmbedding] = {}  # decided, not yet composed: request id -> embedding
+        # decided, not yet composed: request id -> embedding. Bounded: a record that fails between its decision
+        # and its output (dead-lettered) never collects its entry.
+        self._embeddings: OrderedDict[str, TextEmbedding] = OrderedDict()
         self._classify: MicroBatcher[str, Classified] | None = None
         self._work = WorkLedger()
 
@@ -168,6 +171,8 @@ class Router(Stage[Request, RouteDecision]):
             )
         if classified.embedding is not None:
             self._embeddings[record.request_id] = classified.embedding
+            while len(self._embeddings) > PENDING_EMBEDDINGS:
+                self._embeddings.popitem(last=False)
         return decision
 
     def passed_on(self, record: Request, section: RouteDecision) -> dict[str, Any]:
