@@ -76,9 +76,13 @@ class Traffic(threading.Thread):
         """Waits until every request created before `until` is answered and in ClickHouse: then every stage row
         of a window ending at `until` is written (a stage starts after its request was created)."""
         cutoff = int(until.timestamp() * 1000)
+        deadline = time.monotonic() + timeout_s
+        # a batch is recorded in `sent` once published (about a second): wait for one created after the cutoff, so
+        # every request created before it is listed (a batch still publishing at `until` was missed before)
+        while not any(created >= cutoff for _, created in list(self.sent)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         wanted = [request_id for request_id, created in list(self.sent) if created < cutoff]
         client = get_client(settings)
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             found = client.query(
                 "SELECT count() FROM answers FINAL WHERE request_id IN {ids:Array(String)}", parameters={"ids": wanted}
