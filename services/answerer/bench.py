@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.answerer.stage import Answerer, load_toxicity
+from services.runtime.inflight import run_in_flight
 from services.runtime.models import (
     Channel,
     Context,
@@ -106,34 +106,24 @@ def governed(n: int) -> tuple[Governed, str]:
 
 async def run(answerer: Answerer, first: int, count: int, in_flight: int) -> dict[str, Any]:
     """Answers `first` to `first + count`: each run its own, as the answerer remembers the answers it scored."""
-    latencies: list[float] = []
     replaced = 0
-    slots = asyncio.Semaphore(in_flight)
     engine = answerer.policy.current()
     tokens = {"<PERSON_1>": "Maria"}
 
     async def one(n: int) -> None:
         nonlocal replaced
         record, text = governed(n)
-        async with slots:
-            started = time.perf_counter()
-            result: GuardResult = await answerer.guard(record, text, engine, tokens)
-            latencies.append((time.perf_counter() - started) * 1000)
-            replaced += result.replaced
+        result: GuardResult = await answerer.guard(record, text, engine, tokens)
+        replaced += result.replaced
 
-    started, cpu_started = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(one(n) for n in range(first, first + count)))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    latencies.sort()
+    timed = await run_in_flight(one, first, count, in_flight)
     return {
         "in_flight": in_flight,
         "answers": count,
         "replaced": replaced,
-        "answers_per_s": round(count / elapsed, 1),
-        "cpu_ms_per_answer": round(cpu * 1000 / count, 2),
-        "latency_ms_p50": round(statistics.median(latencies), 2),
-        "latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
-        "latency_ms_p99": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "answers_per_s": round(count / timed.elapsed_s, 1),
+        "cpu_ms_per_answer": round(timed.cpu_s * 1000 / count, 2),
+        **timed.latency_percentiles(),
     }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.governor.stage import Analyzer, Governor
+from services.runtime.inflight import run_in_flight
 from services.runtime.models import (
     Channel,
     Context,
@@ -79,27 +79,17 @@ def record(n: int) -> Stitched:
 
 async def run(governor: Governor, first: int, count: int, in_flight: int) -> dict[str, Any]:
     """Records `first` to `first + count`: each run its own requests, as the governor remembers texts it saw."""
-    latencies: list[float] = []
-    slots = asyncio.Semaphore(in_flight)
 
     async def one(n: int) -> None:
-        async with slots:
-            started = time.perf_counter()
-            section = await governor.decide(record(n))
-            governor.side_records(record(n), section)  # the vault entry is part of the governor's work
-            latencies.append((time.perf_counter() - started) * 1000)
+        section = await governor.decide(record(n))
+        governor.side_records(record(n), section)  # the vault entry is part of the governor's work
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in range(first, first + count)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    timed = await run_in_flight(one, first, count, in_flight)
     return {
         "in_flight": in_flight,
         "records": count,
-        "records_per_s": round(count / elapsed, 1),
-        "latency_ms_p50": round(statistics.median(latencies), 2),
-        "latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
-        "latency_ms_p99": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "records_per_s": round(count / timed.elapsed_s, 1),
+        **timed.latency_percentiles(),
     }
 
 

@@ -27,6 +27,8 @@ from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.collections import Collection
 
+from services.runtime.models import TextEmbedding
+
 DEFAULT_COLLECTION: Final = "KnowledgeBase"
 DEFAULT_SOURCES_DIR: Final = Path(__file__).resolve().parents[2] / "knowledge"
 CATEGORIES: Final = frozenset({"returns", "price_match", "discounts", "loyalty", "product", "faq"})
@@ -56,6 +58,10 @@ class Embedder(Protocol):
     def version(self) -> str: ...
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+    def reusable(self, embedding: TextEmbedding | None) -> NDArray[np.float32] | None:
+        """An earlier stage's vector of the text, where it is the one this embedder would compute."""
+        ...
 
 
 @dataclass(frozen=True)

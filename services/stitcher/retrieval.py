@@ -118,18 +118,18 @@ class KnowledgeRetriever:
     def _vector(self, query: str, passed_on: TextEmbedding | None = None) -> list[float]:
         """The query's embedding: the router's where it is this embedder's, else remembered (POS traffic repeats
         its phrasings) or computed."""
-        reuse = getattr(self._embedder, "reusable", None)  # a SentenceEmbedder says whether the vector is its own
-        reusable = reuse(passed_on) if reuse is not None and passed_on is not None else None
+        assert self._embedder is not None, "start() loads the embedder"
+        reusable = self._embedder.reusable(passed_on)
         if reusable is not None:
             self.reused += 1
-            return list(map(float, reusable))
+            passed: list[float] = reusable.tolist()
+            return passed
         with self._lock:
             cached = self._vectors.get(query)
             if cached is not None:
                 self._vectors.move_to_end(query)
                 self.cache_hits += 1
                 return cached
-        assert self._embedder is not None, "start() loads the embedder"
         vector: list[float] = self._embedder.embed([query])[0].tolist()
         with self._lock:
             self._vectors[query] = vector
