@@ -121,6 +121,10 @@ demo-learning: up ## the learning loop: traffic, simulated reviews, export, trai
 bench: up ## full-chain throughput and latency as JSON (BENCH_ARGS='--rate 100 --duration 30')
 	@$(PY) -m services.bench $(BENCH_ARGS)
 
+.PHONY: bench-runtime
+bench-runtime: up ## the stream runtime alone: five relay stages, transactions on, per-hop and 5-hop latency, highest rate (BENCH_ARGS='--rates 100 1000')
+	@$(PY) -m services.bench_runtime $(BENCH_ARGS)
+
 .PHONY: seed
 seed: up ## publish stores, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
 	@$(PY) -m services.stitcher.seed --stores 1600

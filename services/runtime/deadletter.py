@@ -4,9 +4,7 @@ operator can inspect it and replay it after a fix."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
-
-from aiokafka.structs import ConsumerRecord
+from typing import Any, Protocol
 
 from services.runtime.stage import now_us
 
@@ -42,8 +40,23 @@ def dead_letter(
     }
 
 
+class ConsumedRecord(Protocol):
+    """What a dead letter needs of a consumed record: aiokafka's ConsumerRecord and the runtime's Consumed both fit."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 def dead_letter_for(
-    message: ConsumerRecord[bytes, bytes], *, stage: str, reason: str, error: BaseException, request_id: str | None
+    message: ConsumedRecord, *, stage: str, reason: str, error: BaseException, request_id: str | None
 ) -> dict[str, Any]:
     """The DeadLetter record for a consumed Kafka record: its bytes, key and position come from the record."""
     return dead_letter(

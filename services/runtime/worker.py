@@ -1,13 +1,21 @@
-"""The stream runtime: runs one Stage as a consumer-group member, exactly once, as a pipeline.
+"""The stream runtime: runs one Stage as a consumer-group member, exactly once, as a pipeline, on librdkafka
+(confluent-kafka).
 
 Records are dispatched to the stage's decision as soon as they are fetched (at most `max_in_flight` at
 once: a slow stage slows consumption instead of growing memory). A single committer loop takes, for every
 partition, the contiguous run of finished records at its head and, in ONE Kafka transaction, produces their
-results (or dead letters) in offset order and commits the consumed offsets: a group commit, so one
-transaction carries whatever finished while the previous one was committing. A crash before a commit aborts
-the transaction: nothing downstream (read_committed) sees its output and the records are processed again by
-whoever owns the partition next; a crash after it loses nothing. Keys (store ids) are kept and results leave
-in offset order, so each store's requests stay in order.
+results (or dead letters) in offset order and commits the consumed offsets with the consumer's group metadata
+(KIP-447): a group commit. It commits at once when nothing else is being decided; under load it waits until
+`commit_max_records` are ready or `commit_linger_ms` has passed, so one transaction carries many records.
+
+A crash before a commit aborts the transaction: nothing downstream (read_committed) sees its output and the
+records are processed again by whoever owns the partition next; a crash after it loses nothing. Because the
+offsets travel with the group's generation, a member the group has moved on from (a paused pod, a replacement
+that got a different transactional id) cannot commit: its transaction fails and is aborted. Keys (store ids)
+are kept and results leave in offset order, so each store's requests stay in order.
+
+librdkafka's calls block, so they run in threads: one fetch at a time (rebalance callbacks run inside it and
+hand the drain to the event loop), and each transaction's produce/commit round trips.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaPartition
 from pydantic import BaseModel, ValidationError
 
 from services.runtime.codec import AvroCodec
-from services.runtime.deadletter import dead_letter_for
+from services.runtime.deadletter import ConsumedRecord, dead_letter_for
 from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
 from services.runtime.observability import StageMetrics, serve_http
@@ -38,6 +46,8 @@ from services.runtime.stage import Stage, compose, now_us, request_id_of, stage_
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("switchyard.runtime")
+
+PartitionKey = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -52,10 +62,21 @@ class WorkerConfig:
     # makes records readable (read_committed included), so a long wait adds no latency; a short one made every
     # idle consumer poll 200 times a second, which cost the broker and each stage more CPU than their records.
     fetch_wait_ms: int = 500
+    # Group commit: with nothing else being decided a transaction starts at once; under load it waits for this
+    # many finished records or this long, whichever comes first (make bench-runtime measures the trade).
+    commit_max_records: int = 200
+    commit_linger_ms: float = 0.0
     retry_initial_s: float = 0.05
     retry_max_s: float = 5.0
     transaction_timeout_ms: int = 15_000
     retry_backoff_ms: int = 5
+    # librdkafka's default 45 s would leave a killed replica's partitions idle that long; 10 s as aiokafka had
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    # an abortable transaction failure (a broker briefly away) is retried this many times before the process
+    # gives up and exits for a replica to take over
+    transaction_attempts: int = 3
     http_host: str = "127.0.0.1"
     http_port: int = 0
 
@@ -68,6 +89,29 @@ class ShuttingDown(Exception):
     """A retry loop was interrupted by shutdown; the batch is left uncommitted for the next owner."""
 
 
+class TransactionFailed(Exception):
+    """A transaction could not be committed (fenced, or the broker kept failing it); the process exits and the
+    records are processed again by the partition's next owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One consumed record, copied out of librdkafka's message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, message: Message) -> Consumed:
+        # a message without an error always has a topic, partition and offset
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        return cls(topic, partition, offset, message.key(), message.value())
+
+
 @dataclass
 class Outgoing:
     topic: str
@@ -75,29 +119,6 @@ class Outgoing:
     value: bytes
     dead_lettered: bool = False
     side: tuple[Outgoing, ...] = ()  # the stage's side records, produced in the same transaction
-
-
-class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revocation waits until every record in flight is decided and committed, so the next owner of a
-    partition starts exactly after what this one committed."""
-
-    def __init__(self, worker: StageWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # A record stuck retrying a transient failure must not hold the rebalance: it is interrupted and
-        # left uncommitted, and its partition's next owner retries it.
-        self.worker.interrupt_retries.set()
-        try:
-            await self.worker.drain()
-        finally:
-            self.worker.interrupt_retries.clear()
-        log.info("partitions revoked", extra={"stage": self.worker.stage.name, "partitions": str(revoked)})
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.worker.metrics.assigned_partitions.set(len(assigned))
-        await self.worker.stage.on_assigned(sorted(tp.partition for tp in assigned))
-        log.info("partitions assigned", extra={"stage": self.worker.stage.name, "partitions": str(assigned)})
 
 
 class StageWorker:
@@ -120,20 +141,66 @@ class StageWorker:
         self.stopping = asyncio.Event()
         self.interrupt_retries = asyncio.Event()
         self.http_port: int | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._capacity = asyncio.Semaphore(self.config.max_in_flight)
-        self._pending: dict[TopicPartition, deque[tuple[ConsumerRecord[bytes, bytes], asyncio.Task[Outgoing]]]] = {}
+        self._pending: dict[PartitionKey, deque[tuple[ConsumedRecord, asyncio.Task[Outgoing]]]] = {}
+        self._deciding = 0
         self._finished = asyncio.Event()
         self._dispatch_open = asyncio.Event()
         self._dispatch_open.set()
         self._commit_lock = asyncio.Lock()
         self._committer_error: BaseException | None = None
+        self._assigned: frozenset[PartitionKey] = frozenset()
+        # the group generation the partitions were assigned in: every transaction commits offsets with it, so
+        # a member the group has since moved on from is refused, even after it rejoins (KIP-447)
+        self._group_metadata: Any = None
+        self._lag_sampled_at = 0.0
         self.group_id = self.settings.topic(stage.group_id)
         self.input_topic = self.settings.topic(stage.input_topic)
         self.output_topic = self.settings.topic(stage.output_topic)
         self.dead_letter_topic = self.settings.topic(stage.dead_letter_topic)
-        self._positions: dict[TopicPartition, int] = {}
+        self._positions: dict[PartitionKey, int] = {}
+
+    # -- clients -------------------------------------------------------------------------------------
+
+    def consumer_config(self) -> dict[str, Any]:
+        client_id = f"{self.group_id}-{self.config.replica}"
+        return {
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "group.id": self.group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": self.config.fetch_wait_ms,
+            "max.partition.fetch.bytes": self.config.max_record_bytes * 8,
+            "session.timeout.ms": self.config.session_timeout_ms,
+            "heartbeat.interval.ms": self.config.heartbeat_interval_ms,
+            "max.poll.interval.ms": self.config.max_poll_interval_ms,
+            # librdkafka prefetches up to 64 MiB a partition by default; a stage needs a few batches
+            "queued.max.messages.kbytes": 16 * 1024,
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        client_id = f"{self.group_id}-{self.config.replica}"
+        return {
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "client.id": client_id,
+            "transactional.id": client_id,
+            "transaction.timeout.ms": self.config.transaction_timeout_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            # commit_transaction flushes at once; lingering would only delay the produce requests it waits for
+            "linger.ms": 0,
+            "message.max.bytes": self.config.max_record_bytes * 12,
+            # A transaction begun while the coordinator still writes the last one's markers is refused with
+            # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that
+            # much to every hop under steady traffic.
+            "retry.backoff.ms": self.config.retry_backoff_ms,
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -141,34 +208,15 @@ class StageWorker:
         """Run until stop() (or SIGTERM/SIGINT when installed): finish the batch in flight, commit it,
         leave the group, return."""
         await self.stage.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            client_id=f"{self.group_id}-{self.config.replica}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            fetch_max_wait_ms=self.config.fetch_wait_ms,
-            max_partition_fetch_bytes=self.config.max_record_bytes * 8,
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            client_id=f"{self.group_id}-{self.config.replica}",
-            transactional_id=f"{self.group_id}-{self.config.replica}",
-            transaction_timeout_ms=self.config.transaction_timeout_ms,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=0,
-            # A transaction begun while the coordinator still writes the last one's markers is refused with
-            # CONCURRENT_TRANSACTIONS and retried after this backoff; the default 100 ms would add that much
-            # to every hop under steady traffic.
-            retry_backoff_ms=self.config.retry_backoff_ms,
-            max_request_size=self.config.max_record_bytes * 12,
-        )
+        self._loop = asyncio.get_running_loop()
+        producer = Producer(self.producer_config())
+        # fences any earlier producer with this transactional id and aborts what it left open
+        await asyncio.to_thread(producer.init_transactions, self.config.transaction_timeout_ms / 1000)
+        consumer = Consumer(self.consumer_config())
         self._consumer, self._producer = consumer, producer
-        await producer.start()
-        await consumer.start()
-        consumer.subscribe([self.input_topic], listener=_DrainOnRevoke(self))
+        consumer.subscribe(
+            [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         runner = await serve_http(self.config.http_host, self.config.http_port, self.metrics, self.health)
         self.http_port = runner.addresses[0][1] if runner.addresses else None
         log.info(
@@ -178,11 +226,8 @@ class StageWorker:
         committer = asyncio.create_task(self._commit_loop(), name=f"{self.stage.name}-committer")
         try:
             while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=50, max_records=self.config.max_batch)
-                for tp, messages in batch.items():
-                    for message in messages:
-                        await self._dispatch(tp, message)
-                self._record_lag()
+                for message in await asyncio.to_thread(self._fetch):
+                    await self._dispatch(message)
             if self._committer_error is not None:
                 # a failed transaction (fenced by a newer replica, broker gone): exit non-zero, commit nothing
                 raise self._committer_error
@@ -191,8 +236,9 @@ class StageWorker:
             committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-            await consumer.stop()
-            await producer.stop()
+            # leaving the group revokes the partitions: a last drain (a no-op after the one above) runs then
+            await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(producer.flush, 10)
             await runner.cleanup()
             await self.stage.stop()
             log.info("stage stopped", extra={"stage": self.stage.name, "replica": self.config.replica})
@@ -206,36 +252,96 @@ class StageWorker:
             loop.add_signal_handler(sig, self.stop)
 
     async def health(self) -> tuple[bool, str]:
-        consumer = self._consumer
-        if consumer is None or not consumer.assignment():
+        if not self._assigned:
             return False, "no partitions assigned"
         ok, detail = await self.stage.healthy()
-        return ok, detail if not ok else f"{len(consumer.assignment())} partitions assigned"
+        return ok, detail if not ok else f"{len(self._assigned)} partitions assigned"
+
+    # -- the fetch thread and rebalances ---------------------------------------------------------------
+
+    def _fetch(self) -> list[Consumed]:
+        """Runs in a thread: the next record as soon as one is readable (or nothing after a short wait), then
+        whatever else is already fetched, without waiting, up to `max_batch`."""
+        consumer = self._consumer
+        assert consumer is not None
+        first = consumer.poll(0.1)
+        if first is None:
+            return []
+        messages = [first, *consumer.consume(self.config.max_batch - 1, 0)]
+        self._record_lag(consumer)
+        consumed = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                consumed.append(Consumed.of(message))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                self.metrics.error("consumer")
+                log.warning("consumer error", extra={"stage": self.stage.name, "error": str(error)})
+        return consumed
+
+    def _on_loop(self, coroutine: Any) -> None:
+        """From a librdkafka callback (the fetch thread): run `coroutine` on the event loop and wait for it."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaPartition]) -> None:
+        # read here, in the callback's own thread: from the event loop's thread the call waits on the rebalance
+        self._group_metadata = consumer.consumer_group_metadata()
+        self._on_loop(self._assign(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[KafkaPartition]) -> None:
+        self._on_loop(self._revoke(partitions, lost=False))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[KafkaPartition]) -> None:
+        self._on_loop(self._revoke(partitions, lost=True))
+
+    async def _assign(self, partitions: list[KafkaPartition]) -> None:
+        self._assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        await self.stage.on_assigned(sorted(p for _topic, p in self._assigned))
+        log.info("partitions assigned", extra={"stage": self.stage.name, "partitions": str(sorted(self._assigned))})
+
+    async def _revoke(self, partitions: list[KafkaPartition], *, lost: bool) -> None:
+        """Revocation waits until every record in flight is decided and committed, so the next owner of a
+        partition starts exactly after what this one committed. Lost partitions (the group moved on without
+        us) are not committed: the transaction would be refused, and the next owner redoes them."""
+        self._assigned = frozenset()
+        # A record stuck retrying a transient failure must not hold the rebalance: it is interrupted and
+        # left uncommitted, and its partition's next owner retries it.
+        self.interrupt_retries.set()
+        try:
+            await self.drain(commit=not lost and self._committer_error is None)
+        finally:
+            self.interrupt_retries.clear()
+        revoked = sorted((tp.topic, tp.partition) for tp in partitions)
+        log.info("partitions revoked", extra={"stage": self.stage.name, "partitions": str(revoked), "lost": lost})
 
     # -- one batch -----------------------------------------------------------------------------------
 
-    async def _dispatch(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
+    async def _dispatch(self, message: ConsumedRecord) -> None:
         """Start deciding one record; waits while `max_in_flight` records are in flight or a drain runs."""
         await self._dispatch_open.wait()
         # Capacity returns when a record is committed, not when it is decided: finished records waiting behind
         # a slow one at the head of their partition count too, so memory stays bounded.
         await self._capacity.acquire()
-        consumer = self._consumer
-        if consumer is not None and tp not in consumer.assignment():
+        key = (message.topic, message.partition)
+        if key not in self._assigned:
             self._capacity.release()
             return  # fetched just before a revocation; the partition's next owner processes it
         self.metrics.records_in.inc()
+        self._deciding += 1
         task = asyncio.create_task(self._handle(message))
         task.add_done_callback(self._on_finished)
-        self._pending.setdefault(tp, deque()).append((message, task))
+        self._pending.setdefault(key, deque()).append((message, task))
 
     def _on_finished(self, _task: asyncio.Task[Outgoing]) -> None:
+        self._deciding -= 1
         self._finished.set()
 
-    def _ready_prefixes(self) -> dict[TopicPartition, list[Outgoing]]:
+    def _ready_prefixes(self) -> dict[PartitionKey, list[Outgoing]]:
         """Per partition, the results of the finished records at the head, in offset order. A record whose
         decision was interrupted by shutdown ends the run: it and everything behind it stay uncommitted."""
-        ready: dict[TopicPartition, list[Outgoing]] = {}
+        ready: dict[PartitionKey, list[Outgoing]] = {}
         for tp, queue in self._pending.items():
             results: list[Outgoing] = []
             for _message, task in queue:
@@ -248,40 +354,80 @@ class StageWorker:
 
     async def _commit_ready(self) -> int:
         """One transaction for everything finished so far; returns the number of records committed."""
-        assert self._producer is not None
         async with self._commit_lock:
             ready = self._ready_prefixes()
             if not ready:
                 return 0
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            offsets: dict[TopicPartition, int] = {}
-            async with self._producer.transaction():
-                for tp, results in ready.items():
-                    for out in results:
-                        for side in out.side:
-                            await self._producer.send(side.topic, side.value, key=side.key)
-                        await self._producer.send(out.topic, out.value, key=out.key)
-                    last_message, _ = self._pending[tp][len(results) - 1]
-                    offsets[tp] = last_message.offset + 1
-                await self._producer.send_offsets_to_transaction(offsets, self.group_id)
-            count = 0
+            started = time.perf_counter()
+            batch = [out for results in ready.values() for out in results]
+            offsets = {tp: self._pending[tp][len(results) - 1][0].offset + 1 for tp, results in ready.items()}
+            await asyncio.to_thread(self._transact, batch, offsets)
             for tp, results in ready.items():
                 for _ in results:
                     self._pending[tp].popleft()
                     self._capacity.release()
-                count += len(results)
-                self.metrics.records_out.inc(sum(not r.dead_lettered for r in results))
+            self.metrics.records_out.inc(sum(not out.dead_lettered for out in batch))
             self._positions.update(offsets)
-            self.metrics.batch_size.observe(count)
-            self.metrics.batch_seconds.observe(loop.time() - started)
-            return count
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            return len(batch)
+
+    def _transact(self, batch: list[Outgoing], offsets: dict[PartitionKey, int]) -> None:
+        """Runs in a thread: produce the batch and commit its offsets in one transaction. An abortable failure
+        aborts and retries the whole transaction (the results are still in memory); a fatal one (fenced) or
+        one that keeps failing raises TransactionFailed. A member the group has moved on from fails here too:
+        the broker refuses offsets sent with a stale generation."""
+        producer, group_metadata = self._producer, self._group_metadata
+        assert producer is not None and group_metadata is not None
+        partitions = [KafkaPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        timeout_s = self.config.transaction_timeout_ms / 1000
+        for attempt in range(1, self.config.transaction_attempts + 1):
+            try:
+                producer.begin_transaction()
+                for out in batch:
+                    for side in out.side:
+                        self._produce(producer, side)
+                    self._produce(producer, out)
+                producer.send_offsets_to_transaction(partitions, group_metadata, timeout_s)
+                self._commit_transaction(producer, timeout_s)
+                return
+            except KafkaException as failure:
+                error: KafkaError = failure.args[0]
+                if error.fatal() or attempt == self.config.transaction_attempts:
+                    raise TransactionFailed(f"transaction of {len(batch)} records failed: {error}") from failure
+                log.warning(
+                    "transaction aborted; retrying",
+                    extra={"stage": self.stage.name, "error": str(error), "attempt": attempt},
+                )
+                with contextlib.suppress(KafkaException):  # nothing to abort when begin_transaction failed
+                    producer.abort_transaction(timeout_s)
+                time.sleep(self.config.retry_initial_s * attempt)
+
+    @staticmethod
+    def _produce(producer: Producer, out: Outgoing) -> None:
+        while True:
+            try:
+                producer.produce(out.topic, out.value, out.key)
+                return
+            except BufferError:  # librdkafka's local queue is full: let it send, then enqueue again
+                producer.poll(0.05)
+
+    def _commit_transaction(self, producer: Producer, timeout_s: float) -> None:
+        """Commit the open transaction; a retriable failure (a slow coordinator) is retried as librdkafka asks."""
+        while True:
+            try:
+                producer.commit_transaction(timeout_s)
+                return
+            except KafkaException as failure:
+                if not failure.args[0].retriable():
+                    raise
 
     async def _commit_loop(self) -> None:
         try:
             while True:
                 await self._finished.wait()
                 self._finished.clear()
+                await self._gather_batch()
                 await self._commit_ready()
         except asyncio.CancelledError:
             raise
@@ -290,31 +436,51 @@ class StageWorker:
             self._committer_error = error
             self.stopping.set()
 
-    async def drain(self) -> None:
+    async def _gather_batch(self) -> None:
+        """Under load, let more records finish before committing: until `commit_max_records` are ready,
+        `commit_linger_ms` has passed, or nothing is being decided any more (then waiting gains nothing)."""
+        linger_s = self.config.commit_linger_ms / 1000
+        if linger_s <= 0:
+            return
+        deadline = time.monotonic() + linger_s
+        while self._deciding > 0 and self._ready_count() < self.config.commit_max_records:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), remaining)
+
+    def _ready_count(self) -> int:
+        return sum(len(results) for results in self._ready_prefixes().values())
+
+    async def drain(self, *, commit: bool = True) -> None:
         """Wait for every record in flight, then commit what finished (all of it, unless shutting down).
         No record is dispatched meanwhile."""
         self._dispatch_open.clear()
         try:
-            await self._drain_pending()
+            await self._drain_pending(commit)
         finally:
             self._dispatch_open.set()
 
-    async def _drain_pending(self) -> None:
+    async def _drain_pending(self, commit: bool) -> None:
         tasks = [task for queue in self._pending.values() for _message, task in queue]
         if tasks:
             await asyncio.wait(tasks)
-        await self._commit_ready()
-        interrupted = sum(len(queue) for queue in self._pending.values())
-        for _ in range(interrupted):
-            self._capacity.release()
-        if interrupted:
-            log.info(
-                "records left uncommitted for the next owner",
-                extra={"stage": self.stage.name, "records": interrupted},
-            )
-        self._pending.clear()
+        if commit:
+            await self._commit_ready()
+        async with self._commit_lock:  # a transaction still under way (lost partitions) ends first
+            interrupted = sum(len(queue) for queue in self._pending.values())
+            for _ in range(interrupted):
+                self._capacity.release()
+            if interrupted:
+                log.info(
+                    "records left uncommitted for the next owner",
+                    extra={"stage": self.stage.name, "records": interrupted},
+                )
+            self._pending.clear()
 
-    async def _handle(self, message: ConsumerRecord[bytes, bytes]) -> Outgoing:
+    async def _handle(self, message: ConsumedRecord) -> Outgoing:
         received_at = now_us()
         value: dict[str, Any] | None = None
         try:
@@ -382,9 +548,7 @@ class StageWorker:
             waiter.cancel()
         return bool(done)
 
-    def _dead_letter(
-        self, message: ConsumerRecord[bytes, bytes], error: Exception, value: dict[str, Any] | None
-    ) -> Outgoing:
+    def _dead_letter(self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None) -> Outgoing:
         reason = _reason(error)
         request_id = request_id_of(value) if value is not None else None
         self.metrics.dead_letter(type(error).__name__)
@@ -405,17 +569,19 @@ class StageWorker:
             self.dead_letter_topic, message.key, self.codec.encode("DeadLetter", record), dead_lettered=True
         )
 
-    def _record_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+    def _record_lag(self, consumer: Consumer) -> None:
+        """Consumer lag per partition (from librdkafka's cached high watermark), at most once a second."""
+        now = time.monotonic()
+        if now - self._lag_sampled_at < 1.0:
             return
-        for tp in consumer.assignment():
-            end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
-            position = self._positions.get(tp)
-            if end is not None and position is not None:
-                self.metrics.consumer_lag.labels(self.stage.name, tp.topic, str(tp.partition)).set(
-                    max(end - position, 0)
-                )
+        self._lag_sampled_at = now
+        for topic, partition in self._assigned:
+            position = self._positions.get((topic, partition))
+            if position is None:
+                continue
+            _low, high = consumer.get_watermark_offsets(KafkaPartition(topic, partition), cached=True)
+            if high >= 0:
+                self.metrics.consumer_lag.labels(self.stage.name, topic, str(partition)).set(max(high - position, 0))
 
 
 def _reason(error: Exception) -> str:

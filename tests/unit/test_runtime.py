@@ -138,15 +138,12 @@ def test_the_work_split_counts_the_work_stages_measured_not_their_waiting() -> N
 async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_offset_order() -> None:
     from collections import deque
 
-    from aiokafka import TopicPartition
-    from aiokafka.structs import ConsumerRecord
-
-    from services.runtime.worker import Outgoing
+    from services.runtime.worker import Consumed, Outgoing
 
     worker = worker_for(Flaky(failures=0))
 
-    def message(tp: TopicPartition, offset: int) -> ConsumerRecord[bytes, bytes]:
-        return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+    def message(tp: tuple[str, int], offset: int) -> Consumed:
+        return Consumed(tp[0], tp[1], offset, b"k", b"v")
 
     async def result(value: bytes) -> Outgoing:
         return Outgoing("routed", b"k", value)
@@ -157,7 +154,7 @@ async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_of
         await blocker.wait()
         return Outgoing("routed", b"k", b"slow")
 
-    first, second = TopicPartition("requests", 0), TopicPartition("requests", 1)
+    first, second = ("requests", 0), ("requests", 1)
     worker._pending = {
         first: deque(
             [

@@ -1,0 +1,259 @@
+"""`make bench-runtime`: the stream runtime alone, printed as JSON. Five relay stages (a `decide` that returns the
+route it was given) in five processes chain six topics on the real broker, transactions on, exactly as the chain's
+stages run: decode, validate, decide, encode, produce and commit. An open-loop producer offers Routed records at
+each rate; a read_committed reader at the end measures per-hop and five-hop time and counts every record.
+
+usage: python -m services.bench_runtime [--rates 100 1000 3000] [--duration 20] [--linger-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from services.pos.report import summary
+from services.runtime.codec import AvroCodec
+from services.runtime.models import Routed, RouteDecision
+from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.stage import Stage, now_us
+from services.runtime.worker import StageWorker, WorkerConfig
+from services.settings import get_settings
+
+HOPS = 5
+PARTITIONS = 12
+
+
+class Relay(Stage[Routed, RouteDecision]):
+    """A stage whose decision is the route it was given: what is left is the runtime's own cost."""
+
+    input_record: ClassVar[str] = "Routed"
+    input_model = Routed
+    output_record: ClassVar[str] = "Routed"
+    section: ClassVar[str] = "route"
+
+    def __init__(self, hop: int) -> None:
+        self.hop = hop
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"relay{self.hop}"
+
+    @property
+    def input_topic(self) -> str:  # type: ignore[override]
+        return f"hop{self.hop}"
+
+    @property
+    def output_topic(self) -> str:  # type: ignore[override]
+        return f"hop{self.hop + 1}"
+
+    async def decide(self, record: Routed) -> RouteDecision:
+        return record.route
+
+
+def relay_main(hop: int, linger_ms: float, max_records: int) -> None:
+    """One relay process: the real StageWorker around Relay(hop), until SIGTERM."""
+    import asyncio
+
+    async def run() -> None:
+        worker = StageWorker(
+            Relay(hop),
+            config=WorkerConfig(replica=f"bench-{hop}", commit_linger_ms=linger_ms, commit_max_records=max_records),
+        )
+        worker.install_signal_handlers()
+        await worker.run()
+
+    asyncio.run(run())
+
+
+def routed_value(index: int, run: str) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "request_id": f"{run}-{index}",
+        "store_id": f"{index % 1600:04d}",
+        "terminal_id": "t1",
+        "customer_id": None,
+        "channel": "POS",
+        "locale": "en-US",
+        "text": f"Is the waxed field jacket in stock in size M? ({index})",
+        "created_at": now_us() // 1000,
+        "attributes": {},
+    }
+    route = RouteDecision(
+        route_id="store-hours", kind="WORKFLOW", intent="store_hours", confidence=0.97, provider=None,
+        reason="bench", route_table_version="bench",
+    )  # fmt: skip
+    sent_at = now_us()
+    timing = {"stage": "bench", "received_at": sent_at, "started_at": sent_at, "finished_at": sent_at, "work_ms": {}}
+    return {"request": request, "route": route.model_dump(), "request_embedding": None, "timings": [timing]}
+
+
+class EndReader:
+    """Reads the last topic read_committed and keeps, per request id, the arrival time and the hop timings."""
+
+    def __init__(self, bootstrap: str, topic: str, codec: AvroCodec) -> None:
+        self.codec = codec
+        self.topic = topic
+        self.arrivals: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        self.seen: Counter[str] = Counter()
+        self.assigned = threading.Event()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-end-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 100,
+            }
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._consumer.subscribe([self.topic], on_assign=lambda _c, _p: self.assigned.set())
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is not None:
+                    continue
+                arrived = now_us()
+                _, record = self.codec.decode(message.value() or b"")
+                rid = record["request"]["request_id"]
+                self.seen[rid] += 1
+                self.arrivals.setdefault(rid, (arrived, record["timings"]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+def measure(rate: float, duration_s: float, bootstrap: str, prefix: str, codec: AvroCodec) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    reader = EndReader(bootstrap, f"{prefix}hop{HOPS}", codec)
+    reader.start()
+    reader.assigned.wait(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1})
+    count = int(rate * duration_s)
+    started = time.monotonic()
+    for index in range(count):
+        due = started + index / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        value = codec.encode("Routed", routed_value(index, run))
+        producer.produce(f"{prefix}hop0", value, f"{index % 1600:04d}".encode())
+        producer.poll(0)
+    producer.flush(30)
+    offered_s = time.monotonic() - started
+    expected = {f"{run}-{i}" for i in range(count)}
+    deadline = time.monotonic() + max(30.0, duration_s)
+    while time.monotonic() < deadline and not expected <= reader.arrivals.keys():
+        time.sleep(0.1)
+    drained_s = time.monotonic() - started
+    reader.stop()
+    mine = {rid: reader.arrivals[rid] for rid in expected if rid in reader.arrivals}
+    five_hops = [(arrived - timings[0]["finished_at"]) / 1000 for arrived, timings in mine.values()]
+    per_hop = [
+        (timings[i + 1]["received_at"] - timings[i]["finished_at"]) / 1000
+        for _arrived, timings in mine.values()
+        for i in range(1, len(timings) - 1)
+    ]
+    return {
+        "rate_target_per_s": rate,
+        "sent": count,
+        "offered_per_s": round(count / offered_s, 1),
+        "received": len(mine),
+        "lost": count - len(mine),
+        "duplicates": sum(n - 1 for rid, n in reader.seen.items() if rid in expected and n > 1),
+        "sustained_per_s": round(len(mine) / drained_s, 1),
+        "five_hops_ms": summary(five_hops),
+        "hop_ms": summary(per_hop),
+    }
+
+
+def make_topics(admin: AdminClient, prefix: str) -> list[str]:
+    names = [f"{prefix}hop{i}" for i in range(HOPS + 1)] + [f"{prefix}dlq.relay{i}" for i in range(HOPS)]
+    futures = admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names], operation_timeout=30)
+    for future in futures.values():
+        future.result(30)
+    return names
+
+
+def bench(rates: list[float], duration_s: float, linger_ms: float, max_records: int) -> dict[str, Any]:
+    settings = get_settings()
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    prefix = f"bench-rt-{uuid.uuid4().hex[:6]}."
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    topics = make_topics(admin, prefix)
+    logs = Path(tempfile.mkdtemp(prefix="switchyard-bench-runtime-"))
+    env = {**os.environ, "SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": "WARNING"}
+    relays = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.bench_runtime", "relay", str(hop), str(linger_ms), str(max_records)],
+            env=env,
+            stdout=(logs / f"relay{hop}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for hop in range(HOPS)
+    ]
+    try:
+        measure(20, 3, settings.kafka_bootstrap, prefix, codec)  # warm-up: groups joined, transactions begun
+        results = [measure(rate, duration_s, settings.kafka_bootstrap, prefix, codec) for rate in rates]
+    finally:
+        for relay in relays:
+            relay.terminate()
+        for relay in relays:
+            relay.wait(30)
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result(30)
+    clean = [
+        r
+        for r in results
+        if r["lost"] == 0 and r["duplicates"] == 0 and r["sustained_per_s"] >= 0.9 * r["rate_target_per_s"]
+    ]
+    return {
+        "hops": HOPS,
+        "partitions": PARTITIONS,
+        "commit_linger_ms": linger_ms,
+        "commit_max_records": max_records,
+        "duration_s": duration_s,
+        "runs": results,
+        "highest_sustained_without_loss_per_s": max((r["sustained_per_s"] for r in clean), default=0.0),
+        "relay_logs": str(logs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["relay"]:
+        relay_main(int(args[1]), float(args[2]), int(args[3]))
+        return 0
+    parser = argparse.ArgumentParser(prog="switchyard bench-runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0, 3000.0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
+    parser.add_argument("--linger-ms", type=float, default=WorkerConfig.commit_linger_ms)
+    parser.add_argument("--max-records", type=int, default=WorkerConfig.commit_max_records)
+    parsed = parser.parse_args(args)
+    result = bench(parsed.rates, parsed.duration, parsed.linger_ms, parsed.max_records)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in result["runs"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
