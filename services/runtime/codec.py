@@ -59,16 +59,23 @@ class AvroCodec:
             self._headers[name] = SINGLE_OBJECT_MARKER + entry.fingerprint
         self._by_schema_id: dict[int, tuple[str, Schema]] = {}
 
-    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
-        """Single-object encode `record` with the current schema of `name` (short or full name)."""
+    def encode(self, name: str, record: Mapping[str, Any], *, validate: bool = True) -> bytes:
+        """Single-object encode `record` with the current schema of `name` (short or full name).
+
+        `validate=False` is for records built from typed values (a decoded record plus a stage's pydantic
+        section, as the runtime builds them): fastavro's writer still refuses a wrong type, a missing or an
+        unknown field, and only then is the record validated, for an error that names the field."""
         entry = self._current_entry(name)
         schema = self._wire[entry.fingerprint]
-        _validate(entry.name, schema, record)
+        if validate:
+            _validate(entry.name, schema, record)
         buffer = BytesIO()
         buffer.write(self._headers[entry.name])
         try:
             schemaless_writer(buffer, schema, record, strict_allow_default=True, disable_tuple_notation=True)
         except Exception as error:
+            if not validate:
+                _validate(entry.name, schema, record)
             # Validation passed, so what is left is structural: unknown fields, unencodable text.
             raise EncodeError(entry.name, "", str(error)) from error
         return buffer.getvalue()

@@ -504,7 +504,7 @@ class StageWorker:
             # a field the incoming record carried for the stages up to this one (the router's request embedding
             # stops at the governor) ends where the output record has none; anything else unknown still fails
             outgoing = {k: v for k, v in outgoing.items() if k in self._output_fields or k not in value}
-            encoded = self.codec.encode(self.stage.output_record, outgoing)
+            encoded = self.codec.encode(self.stage.output_record, outgoing, validate=False)
             side = tuple(
                 Outgoing(
                     self.settings.topic(extra.topic), extra.key.encode(), self.codec.encode(extra.record, extra.value)

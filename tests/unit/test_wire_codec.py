@@ -106,6 +106,18 @@ def test_a_record_with_a_wrong_type_names_the_field() -> None:
         CODEC.encode("Request", {**REQUEST, "store_id": 42})
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"store_id": 42}, "'store_id'"), ({"text": None}, "'text' is missing"), ({"custmer_id": "c"}, "custmer_id")],
+)
+def test_a_typed_record_encoded_without_validation_still_fails_naming_the_field(
+    change: dict[str, object], field: str
+) -> None:
+    assert CODEC.encode("Request", REQUEST, validate=False) == CODEC.encode("Request", REQUEST)
+    with pytest.raises(EncodeError, match=field):
+        CODEC.encode("Request", {**REQUEST, **change}, validate=False)
+
+
 def test_a_record_missing_a_required_field_names_the_field() -> None:
     request = {key: value for key, value in REQUEST.items() if key != "text"}
 
