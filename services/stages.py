@@ -51,15 +51,10 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
         from services.answerer.call_events import ModelCallPublisher
         from services.answerer.registry import answerer_registry
         from services.answerer.stage import Answerer
-        from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultTable, load_key
+        from services.governor.vault import VaultCipher, load_key
 
         codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-        vault = VaultTable(
-            bootstrap=settings.kafka_bootstrap,
-            topic=settings.topic(VAULT_TOPIC),
-            codec=codec,
-            cipher=VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s),
-        )
+        vault = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
         return Answerer(
             answerer_registry(settings),
             call_events=ModelCallPublisher(settings, codec),

@@ -30,7 +30,7 @@ from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import complete_with_failover
 from services.governor.classifiers import TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.pii import restore
-from services.governor.vault import VaultError, VaultTable
+from services.governor.vault import VaultCipher, VaultError
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
@@ -149,7 +149,7 @@ class Answerer(Stage[Governed, Answer]):
         max_tokens: int = 64,
         call_events: ModelCallPublisher | None = None,
         policies: Path | None = None,
-        vault: VaultTable | None = None,
+        vault: VaultCipher | None = None,
         toxicity: BinaryClassifier | None = None,
         output_toxicity: bool = True,
     ):
@@ -173,8 +173,6 @@ class Answerer(Stage[Governed, Answer]):
             # oversubscribed 2 cores (84% of the answerer's CPU at 40 requests/s in `make bench`).
             self._toxicity_scores = MicroBatcher(self.toxicity.probabilities, concurrency=1, max_batch=64)
         await self.providers.load()  # local models load before the first record, not during it
-        if self.vault is not None:
-            await self.vault.start()
         if self.call_events is not None:
             await self.call_events.start(self.providers)
 
@@ -183,8 +181,6 @@ class Answerer(Stage[Governed, Answer]):
             await self._toxicity_scores.aclose()
         if self.call_events is not None:
             await self.call_events.stop()
-        if self.vault is not None:
-            await self.vault.stop()
         await self.providers.aclose()
 
     async def decide(self, record: Governed) -> Answer:
@@ -245,12 +241,17 @@ class Answerer(Stage[Governed, Answer]):
         return score
 
     async def _tokens(self, record: Governed) -> tuple[dict[str, str], list[Finding]]:
-        """The request's token mapping from the vault; without it the answer keeps neutral words for the tokens."""
+        """The request's token mapping, opened from the sealed entry the governed record carries; without it
+        (no key here, or a record from a governor that did not pass it on) the answer keeps neutral words."""
         key = record.governance.vault_key
         if not key or self.vault is None:
             return {}, []
         try:
-            return await self.vault.mapping(key), []
+            if record.pii_vault is None:
+                raise VaultError(f"governed record {key} carries no vault entry")
+            if record.pii_vault.vault_key != key:
+                raise VaultError(f"the vault entry carried is {record.pii_vault.vault_key}'s, not {key}'s")
+            return self.vault.open(record.pii_vault), []
         except VaultError as error:
             log.warning("PII vault entry unavailable", extra={"request_id": record.request.request_id})
             finding = Finding(

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -412,6 +412,11 @@ class Governor(Stage[Stitched, Governance]):
     def work(self, record: Stitched, section: Governance, decide_ms: float) -> dict[str, float]:
         """PII, toxicity and injection screening and redaction (governance); facts and rules (policy)."""
         return self._work.pop(record.request.request_id)
+
+    def passed_on(self, record: Stitched, section: Governance) -> dict[str, Any]:
+        """The sealed vault entry travels in the governed record, so the answerer opens it without reading
+        `pii.vault` (and without waiting for it); side_records still writes it there for the approvals process."""
+        return {"pii_vault": self._vault.get(section.vault_key) if section.vault_key else None}
 
     def side_records(self, record: Stitched, section: Governance) -> list[SideRecord]:
         value = self._vault.pop(section.vault_key, None) if section.vault_key else None

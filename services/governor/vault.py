@@ -1,6 +1,7 @@
-"""The PII vault: each request's token → value mapping, encrypted with AES-256-GCM, written by the governor to the
-`pii.vault` topic (keyed by request id, 24 h time retention) in the same transaction as its governed record, and
-read back on the way out by `VaultTable` to re-personalise an answer for the store.
+"""The PII vault: each request's token → value mapping, encrypted with AES-256-GCM. The governor seals it into its
+governed record (`pii_vault`), where the answerer opens it to re-personalise the answer for the store, and writes
+it to the `pii.vault` topic (keyed by request id, 24 h time retention) in the same transaction, where the approvals
+process reads it back with `VaultTable` when it re-releases an escalated request.
 
 The key comes from a file (settings.pii_vault_key_file, default var/secrets/pii_vault.key, created 0600 on first
 use) and is never logged; entries name only a hash prefix of it (`key_id`), so a rotated key is noticed.
@@ -103,7 +104,7 @@ class VaultCipher:
 
 class VaultTable(TopicTable):
     """The `pii.vault` topic held in memory (every partition), expired entries dropped; `mapping` waits briefly
-    for an entry, since the answerer may read a governed record before the vault entry written beside it."""
+    for an entry, since a reader may see a record before the vault entry written beside it."""
 
     def __init__(self, *, bootstrap: str, topic: str, codec: AvroCodec, cipher: VaultCipher) -> None:
         super().__init__(bootstrap=bootstrap, topic=topic)

@@ -389,6 +389,27 @@ class Feedback(BaseModel):
     )
 
 
+class PiiVaultEntry(BaseModel):
+    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by request_id; the topic's time retention expires it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vault_key: str = Field(description="Name of the entry, as in Governance.vault_key: the request id.")
+    key_id: str = Field(
+        description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
+    )
+    nonce: bytes = Field(description="The 12-byte AES-GCM nonce.")
+    ciphertext: bytes = Field(
+        description="AES-GCM encryption of the JSON token-to-value mapping, with the vault key as associated data.",
+    )
+    created_at: TimestampMillis = Field(
+        description="When the entry was written: milliseconds since the Unix epoch, UTC.",
+    )
+    expires_at: TimestampMillis = Field(
+        description="After this instant the entry is refused even if the topic still holds it.",
+    )
+
+
 class Governed(BaseModel):
     """Stage record on topic governed: a stitched request plus its governance verdict."""
 
@@ -398,6 +419,10 @@ class Governed(BaseModel):
     route: RouteDecision = Field(description="The router's decision.")
     context: Context = Field(description="The stitched context.")
     governance: Governance = Field(description="The governor's verdict.")
+    pii_vault: PiiVaultEntry | None = Field(
+        default=None,
+        description="The governor's sealed token mapping of this request (AES-256-GCM under the vault key), so the answerer restores the tokens in the answer without reading pii.vault; null when nothing was tokenised. Not carried past the answerer.",
+    )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
@@ -475,27 +500,6 @@ class OpeningHours(BaseModel):
     weekday: AvroInt = Field(description="Day of the week, 0 = Monday to 6 = Sunday.")
     opens: str = Field(description="Opening time, HH:MM.")
     closes: str = Field(description="Closing time, HH:MM.")
-
-
-class PiiVaultEntry(BaseModel):
-    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by request_id; the topic's time retention expires it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vault_key: str = Field(description="Name of the entry, as in Governance.vault_key: the request id.")
-    key_id: str = Field(
-        description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
-    )
-    nonce: bytes = Field(description="The 12-byte AES-GCM nonce.")
-    ciphertext: bytes = Field(
-        description="AES-GCM encryption of the JSON token-to-value mapping, with the vault key as associated data.",
-    )
-    created_at: TimestampMillis = Field(
-        description="When the entry was written: milliseconds since the Unix epoch, UTC.",
-    )
-    expires_at: TimestampMillis = Field(
-        description="After this instant the entry is refused even if the topic still holds it.",
-    )
 
 
 class ProviderState(enum.StrEnum):

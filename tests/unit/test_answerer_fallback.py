@@ -12,6 +12,7 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider, ProvidersExhausted, ProvidersRejected
 from services.answerer.stage import HOLD_REPLY, Answerer
+from services.governor.vault import VaultCipher
 from services.runtime.faults import RejectedRecord, TransientError
 from services.runtime.models import (
     Channel,
@@ -187,3 +188,18 @@ async def test_held_and_workflow_records_call_no_provider(stub: StubFactory, ans
     workflow = await stage.decide(governed(None, kind=RouteKind.WORKFLOW))
     assert (workflow.provider, workflow.text) == ("workflow", "Open 9 to 5")
     assert behaviour.requests == 0
+
+
+async def test_the_answerer_restores_tokens_from_the_sealed_entry_the_governed_record_carries(
+    answerers: list[Answerer],
+) -> None:
+    stage = answerer(answerers, {"default": "http://127.0.0.1:9/v1"}, {})
+    stage.vault = VaultCipher(b"k" * 32)
+    record = governed()
+    record.governance.vault_key = "req-1"
+    assert (await stage._tokens(record))[1][0].rule_id == "pii.vault_unavailable", "no entry carried: neutral words"
+    record.pii_vault = stage.vault.seal("req-1", {"<PERSON_1>": "Maria Lopez"})
+    assert await stage._tokens(record) == ({"<PERSON_1>": "Maria Lopez"}, [])
+    record.pii_vault = stage.vault.seal("req-2", {"<PERSON_1>": "Someone Else"})
+    tokens, [finding] = await stage._tokens(record)
+    assert tokens == {} and "req-2" in finding.detail, "another request's entry is never opened for this one"

@@ -160,7 +160,9 @@ async def test_pii_is_tokenised_in_the_text_and_the_stitched_prompt_and_sealed_i
     assert governance.redacted_prompt[1].content == f"Customer <PERSON_1> asks: {governance.redacted_text}"
     for finding in governance.findings:
         assert "maria" not in (finding.detail + str(finding.inputs)).lower()
+    carried = governor.passed_on(record, governance)["pii_vault"]
     [side] = governor.side_records(record, governance)
+    assert carried == side.value, "the governed record carries the same sealed entry as pii.vault"
     assert (side.topic, side.record, side.key) == (VAULT_TOPIC, VAULT_RECORD, "req-1")
     entry = PiiVaultEntry.model_validate(side.value)
     assert b"Maria" not in entry.ciphertext
