@@ -95,7 +95,12 @@ def ingest_knowledge_base() -> dict[str, Any]:
 
 
 def bench(
-    rate: float, duration_s: float, model_latency_ms: float, store_count: int, unique_texts: bool = False
+    rate: float,
+    duration_s: float,
+    model_latency_ms: float,
+    store_count: int,
+    unique_texts: bool = False,
+    fused: bool = False,
 ) -> dict[str, Any]:
     knowledge_base = ingest_knowledge_base()
     window_start = datetime.now(UTC)
@@ -116,7 +121,7 @@ def bench(
     reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}audited", codec)
     count = int(rate * duration_s)
     try:
-        launcher.start_all()
+        launcher.start_all(fused=fused)
         reader.start()
         reader.assigned.wait(30)
         publisher = PosPublisher(settings.kafka_bootstrap, f"{prefix}requests", codec)
@@ -141,6 +146,7 @@ def bench(
         "rate_target_per_s": rate,
         "duration_s": duration_s,
         "unique_texts": unique_texts,
+        "stages": "fused in one process" if fused else "one process each",
         "model": {"kind": "openai-compatible stub", "fixed_latency_ms": model_latency_ms},
         "sent": len(sent),
         "answered": len(answers),
@@ -175,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unique-texts", action="store_true", help="make every request text new, so no stage can reuse its work"
     )
+    parser.add_argument(
+        "--fused", action="store_true", help="run the five stages in one process (`switchyard run chain`)"
+    )
     args = parser.parse_args(argv)
-    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores, args.unique_texts)
+    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores, args.unique_texts, args.fused)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0 if result["lost"] == 0 and result["answered_twice"] == 0 else 1

@@ -3,7 +3,7 @@ route it was given) in five processes chain six topics on the real broker, trans
 stages run: decode, validate, decide, encode, produce and commit. An open-loop producer offers Routed records at
 each rate; a read_committed reader at the end measures per-hop and five-hop time and counts every record.
 
-usage: python -m services.bench_runtime [--rates 100 1000 3000] [--duration 20] [--linger-ms 0]
+usage: python -m services.bench_runtime [--rates 100 1000 3000] [--duration 20] [--linger-ms 0] [--fused]
 """
 
 from __future__ import annotations
@@ -63,15 +63,14 @@ class Relay(Stage[Routed, RouteDecision]):
         return record.route
 
 
-def relay_main(hop: int, linger_ms: float, max_records: int) -> None:
-    """One relay process: the real StageWorker around Relay(hop), until SIGTERM."""
+def relay_main(hops: list[int], linger_ms: float, max_records: int) -> None:
+    """One relay process: the real StageWorker around Relay(hop) (several consecutive hops fused), until SIGTERM."""
     import asyncio
 
     async def run() -> None:
-        worker = StageWorker(
-            Relay(hop),
-            config=WorkerConfig(replica=f"bench-{hop}", commit_linger_ms=linger_ms, commit_max_records=max_records),
-        )
+        config = WorkerConfig(replica=f"bench-{hops[0]}", commit_linger_ms=linger_ms, commit_max_records=max_records)
+        relays = [Relay(hop) for hop in hops]
+        worker = StageWorker(relays[0], config=config, downstream=relays[1:])
         worker.install_signal_handlers()
         await worker.run()
 
@@ -116,7 +115,7 @@ class EndReader:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": 500,
             }
         )
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -127,10 +126,14 @@ class EndReader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for message in self._consumer.consume(1000, 0.05):
+            # poll returns as soon as one record is readable; consume with a timeout would wait all of it
+            first = self._consumer.poll(0.05)
+            if first is None:
+                continue
+            arrived = now_us()
+            for message in [first, *self._consumer.consume(1000, 0)]:
                 if message.error() is not None:
                     continue
-                arrived = now_us()
                 _, record = self.codec.decode(message.value() or b"")
                 rid = record["request"]["request_id"]
                 self.seen[rid] += 1
@@ -142,12 +145,10 @@ class EndReader:
         self._consumer.close()
 
 
-def measure(rate: float, duration_s: float, bootstrap: str, prefix: str, codec: AvroCodec) -> dict[str, Any]:
+def measure(
+    rate: float, duration_s: float, prefix: str, codec: AvroCodec, producer: Producer, reader: EndReader
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
-    reader = EndReader(bootstrap, f"{prefix}hop{HOPS}", codec)
-    reader.start()
-    reader.assigned.wait(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1})
     count = int(rate * duration_s)
     started = time.monotonic()
     for index in range(count):
@@ -165,7 +166,6 @@ def measure(rate: float, duration_s: float, bootstrap: str, prefix: str, codec: 
     while time.monotonic() < deadline and not expected <= reader.arrivals.keys():
         time.sleep(0.1)
     drained_s = time.monotonic() - started
-    reader.stop()
     mine = {rid: reader.arrivals[rid] for rid in expected if rid in reader.arrivals}
     five_hops = [(arrived - timings[0]["finished_at"]) / 1000 for arrived, timings in mine.values()]
     per_hop = [
@@ -194,7 +194,9 @@ def make_topics(admin: AdminClient, prefix: str) -> list[str]:
     return names
 
 
-def bench(rates: list[float], duration_s: float, linger_ms: float, max_records: int) -> dict[str, Any]:
+def bench(
+    rates: list[float], duration_s: float, linger_ms: float, max_records: int, fused: bool = False
+) -> dict[str, Any]:
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
     prefix = f"bench-rt-{uuid.uuid4().hex[:6]}."
@@ -202,19 +204,28 @@ def bench(rates: list[float], duration_s: float, linger_ms: float, max_records: 
     topics = make_topics(admin, prefix)
     logs = Path(tempfile.mkdtemp(prefix="switchyard-bench-runtime-"))
     env = {**os.environ, "SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": "WARNING"}
-    relays = [
-        subprocess.Popen(
-            [sys.executable, "-m", "services.bench_runtime", "relay", str(hop), str(linger_ms), str(max_records)],
-            env=env,
-            stdout=(logs / f"relay{hop}.log").open("wb"),
-            stderr=subprocess.STDOUT,
+    relays = []
+    for hops in [list(range(HOPS))] if fused else [[hop] for hop in range(HOPS)]:
+        command = [sys.executable, "-m", "services.bench_runtime", "relay", ",".join(map(str, hops))]
+        relays.append(
+            subprocess.Popen(
+                [*command, str(linger_ms), str(max_records)],
+                env=env,
+                stdout=(logs / f"relay{hops[0]}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
         )
-        for hop in range(HOPS)
-    ]
+    # one reader for every run, started before the warm-up: a reader that joins with the load would add its own
+    # start (offset look-ups, the first fetch) to the first records' latency
+    reader = EndReader(settings.kafka_bootstrap, f"{prefix}hop{HOPS}", codec)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 1})
+    reader.start()
     try:
-        measure(20, 3, settings.kafka_bootstrap, prefix, codec)  # warm-up: groups joined, transactions begun
-        results = [measure(rate, duration_s, settings.kafka_bootstrap, prefix, codec) for rate in rates]
+        reader.assigned.wait(30)
+        measure(20, 3, prefix, codec, producer, reader)  # warm-up: groups joined, producer ids, transactions begun
+        results = [measure(rate, duration_s, prefix, codec, producer, reader) for rate in rates]
     finally:
+        reader.stop()
         for relay in relays:
             relay.terminate()
         for relay in relays:
@@ -229,6 +240,7 @@ def bench(rates: list[float], duration_s: float, linger_ms: float, max_records: 
     return {
         "hops": HOPS,
         "partitions": PARTITIONS,
+        "processes": 1 if fused else HOPS,
         "commit_linger_ms": linger_ms,
         "commit_max_records": max_records,
         "duration_s": duration_s,
@@ -241,15 +253,16 @@ def bench(rates: list[float], duration_s: float, linger_ms: float, max_records: 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["relay"]:
-        relay_main(int(args[1]), float(args[2]), int(args[3]))
+        relay_main([int(hop) for hop in args[1].split(",")], float(args[2]), int(args[3]))
         return 0
     parser = argparse.ArgumentParser(prog="switchyard bench-runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0, 3000.0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
     parser.add_argument("--linger-ms", type=float, default=WorkerConfig.commit_linger_ms)
     parser.add_argument("--max-records", type=int, default=WorkerConfig.commit_max_records)
+    parser.add_argument("--fused", action="store_true", help="the five relays in one process, one transaction")
     parsed = parser.parse_args(args)
-    result = bench(parsed.rates, parsed.duration, parsed.linger_ms, parsed.max_records)
+    result = bench(parsed.rates, parsed.duration, parsed.linger_ms, parsed.max_records, parsed.fused)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in result["runs"]) else 1

@@ -6,15 +6,17 @@ import argparse
 import sys
 from typing import Any
 
-from services.stages import PROCESSES
+from services.stages import FUSED, PROCESSES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard orchestration layer")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run one stage process (or the telemetry writer) until SIGTERM")
-    run.add_argument("process", choices=PROCESSES)
+    run = commands.add_parser(
+        "run", help=f"run one stage process (or the telemetry writer; `{FUSED}`: the five stages fused) until SIGTERM"
+    )
+    run.add_argument("process", choices=[*PROCESSES, FUSED])
     run.add_argument("--replica", help="replica id, unique per running copy (default: $SWITCHYARD_REPLICA or host)")
     run.add_argument("--http-port", type=int, help="port of /healthz and /metrics (0 picks a free one)")
 

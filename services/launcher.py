@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.stages import NO_HTTP, PROCESSES
+from services.stages import CHAIN, FUSED, NO_HTTP, PROCESSES
 
 
 def free_port() -> int:
@@ -47,8 +47,10 @@ class Launcher:
         self.ports[key] = port
         return key
 
-    def start_all(self, timeout_s: float = 90.0) -> None:
-        for name in PROCESSES:
+    def start_all(self, timeout_s: float = 90.0, *, fused: bool = False) -> None:
+        """Every process; with `fused`, the five stages as one process (`chain`) in place of five."""
+        names = [FUSED, *(name for name in PROCESSES if name not in CHAIN)] if fused else PROCESSES
+        for name in names:
             self.start(name)
         for key in list(self.processes):
             self.wait_ready(key, timeout_s)

@@ -17,10 +17,15 @@ from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
 PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals", "learning"]
+# the five stages in one process (`switchyard run chain`), in place of the five stage processes: the same Stage
+# classes, each record's five outputs produced to their topics in one transaction; for a small box, where latency
+# matters more than scaling stages apart. It consumes as the router's group: never run it beside the stages.
+FUSED = "chain"
 # processes without /healthz: the faust worker reports through its logs and model.health itself
 NO_HTTP = {"health"}
 # 9101 up, leaving out 9110: the dashboard's pages (settings.dashboard_port)
 DEFAULT_HTTP_PORTS = {name: 9101 + index + (index >= 9) for index, name in enumerate(PROCESSES)}
+DEFAULT_HTTP_PORTS[FUSED] = DEFAULT_HTTP_PORTS[CHAIN[0]]
 
 
 def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
@@ -71,8 +76,8 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
 
 def run_process(name: str, *, replica: str | None = None, http_port: int | None = None) -> None:
     """Run one process in the foreground until SIGTERM; the entry point of every stage."""
-    if name not in PROCESSES:
-        raise SystemExit(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
+    if name not in (*PROCESSES, FUSED):
+        raise SystemExit(f"unknown process {name!r}; choose one of {', '.join((*PROCESSES, FUSED))}")
     configure_logging(os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
     settings = get_settings()
     port = http_port if http_port is not None else DEFAULT_HTTP_PORTS[name]
@@ -111,5 +116,6 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
     overrides: dict[str, Any] = {"http_port": port, "http_host": settings.host}
     if replica is not None:
         overrides["replica"] = replica
-    runner: Callable[[], Any] = lambda: run_stage(build_stage(name, settings), WorkerConfig(**overrides))  # noqa: E731
+    stages = [build_stage(stage, settings) for stage in (CHAIN if name == FUSED else [name])]
+    runner: Callable[[], Any] = lambda: run_stage(stages[0], WorkerConfig(**overrides), downstream=stages[1:])  # noqa: E731
     asyncio.run(runner())

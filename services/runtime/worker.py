@@ -29,7 +29,8 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -119,6 +120,21 @@ class Outgoing:
     value: bytes
     dead_lettered: bool = False
     side: tuple[Outgoing, ...] = ()  # the stage's side records, produced in the same transaction
+    partition: int = -1  # -1: the producer's partitioner (murmur2 of the key, as Java clients)
+
+    def flattened(self) -> list[Outgoing]:
+        """This record's side records, then itself, in the order they are produced."""
+        return [*self.side, replace(self, side=())]
+
+
+@dataclass(frozen=True)
+class Link:
+    """One stage of those this process runs in sequence, with its topics resolved."""
+
+    stage: Stage[Any, Any]
+    output_topic: str
+    dead_letter_topic: str
+    output_fields: frozenset[str]
 
 
 class StageWorker:
@@ -131,12 +147,19 @@ class StageWorker:
         settings: Settings | None = None,
         config: WorkerConfig | None = None,
         codec: AvroCodec | None = None,
+        downstream: Sequence[Stage[Any, Any]] = (),
     ) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
         self.config = config or WorkerConfig()
         self.codec = codec or AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
-        self._output_fields = self.codec.field_names(stage.output_record)
+        self.links = [self._link(s) for s in (stage, *downstream)]
+        for upstream, next_stage in zip((stage, *downstream), downstream, strict=False):
+            if (upstream.output_topic, upstream.output_record) != (next_stage.input_topic, next_stage.input_record):
+                raise ValueError(
+                    f"{next_stage.name} reads {next_stage.input_record} from {next_stage.input_topic}, not what "
+                    f"{upstream.name} writes ({upstream.output_record} to {upstream.output_topic}): run them apart"
+                )
         self.metrics = StageMetrics(stage.name)
         self.stopping = asyncio.Event()
         self.interrupt_retries = asyncio.Event()
@@ -159,9 +182,20 @@ class StageWorker:
         self._lag_sampled_at = 0.0
         self.group_id = self.settings.topic(stage.group_id)
         self.input_topic = self.settings.topic(stage.input_topic)
-        self.output_topic = self.settings.topic(stage.output_topic)
-        self.dead_letter_topic = self.settings.topic(stage.dead_letter_topic)
         self._positions: dict[PartitionKey, int] = {}
+
+    def _link(self, stage: Stage[Any, Any]) -> Link:
+        return Link(
+            stage,
+            self.settings.topic(stage.output_topic),
+            self.settings.topic(stage.dead_letter_topic),
+            self.codec.field_names(stage.output_record),
+        )
+
+    @property
+    def fused(self) -> bool:
+        """Whether this process runs several consecutive stages (each output still produced to its topic)."""
+        return len(self.links) > 1
 
     # -- clients -------------------------------------------------------------------------------------
 
@@ -195,6 +229,9 @@ class StageWorker:
             "acks": "all",
             # commit_transaction flushes at once; lingering would only delay the produce requests it waits for
             "linger.ms": 0,
+            # the partition of a key as Java clients (and aiokafka) choose it, so a store's records land where
+            # they did before and where other clients put them
+            "partitioner": "murmur2_random",
             "message.max.bytes": self.config.max_record_bytes * 12,
             # A transaction begun while the coordinator still writes the last one's markers is refused with
             # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that
@@ -207,13 +244,16 @@ class StageWorker:
     async def run(self) -> None:
         """Run until stop() (or SIGTERM/SIGINT when installed): finish the batch in flight, commit it,
         leave the group, return."""
-        await self.stage.start()
+        for link in self.links:
+            await link.stage.start()
         self._loop = asyncio.get_running_loop()
         producer = Producer(self.producer_config())
         # fences any earlier producer with this transactional id and aborts what it left open
         await asyncio.to_thread(producer.init_transactions, self.config.transaction_timeout_ms / 1000)
         consumer = Consumer(self.consumer_config())
         self._consumer, self._producer = consumer, producer
+        if self.fused:
+            await asyncio.to_thread(self._check_partitions, consumer)
         consumer.subscribe(
             [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -240,8 +280,22 @@ class StageWorker:
             await asyncio.to_thread(consumer.close)
             await asyncio.to_thread(producer.flush, 10)
             await runner.cleanup()
-            await self.stage.stop()
+            for link in reversed(self.links):
+                await link.stage.stop()
             log.info("stage stopped", extra={"stage": self.stage.name, "replica": self.config.replica})
+
+    def _check_partitions(self, consumer: Consumer) -> None:
+        """Fused stages write each record to the partition number it was read from, so that every topic of the
+        chain keeps a store on one partition number (the auditor continues its chains by partition): the topics
+        must have as many partitions as the input."""
+        names = [self.input_topic, *(link.output_topic for link in self.links)]
+        metadata = consumer.list_topics(timeout=30).topics
+        counts = {name: len(metadata[name].partitions) if name in metadata else 0 for name in names}
+        if len(set(counts.values())) != 1:
+            raise ValueError(
+                f"fused stages need topics with equal partition counts, found {counts}: align them in topics/ "
+                "(make topics) or run the stages apart"
+            )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -254,8 +308,11 @@ class StageWorker:
     async def health(self) -> tuple[bool, str]:
         if not self._assigned:
             return False, "no partitions assigned"
-        ok, detail = await self.stage.healthy()
-        return ok, detail if not ok else f"{len(self._assigned)} partitions assigned"
+        for link in self.links:
+            ok, detail = await link.stage.healthy()
+            if not ok:
+                return False, detail if not self.fused else f"{link.stage.name}: {detail}"
+        return True, f"{len(self._assigned)} partitions assigned"
 
     # -- the fetch thread and rebalances ---------------------------------------------------------------
 
@@ -298,7 +355,8 @@ class StageWorker:
     async def _assign(self, partitions: list[KafkaPartition]) -> None:
         self._assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
         self.metrics.assigned_partitions.set(len(self._assigned))
-        await self.stage.on_assigned(sorted(p for _topic, p in self._assigned))
+        for link in self.links:  # fused stages write each record to the partition it was read from: same numbers
+            await link.stage.on_assigned(sorted(p for _topic, p in self._assigned))
         log.info("partitions assigned", extra={"stage": self.stage.name, "partitions": str(sorted(self._assigned))})
 
     async def _revoke(self, partitions: list[KafkaPartition], *, lost: bool) -> None:
@@ -407,7 +465,7 @@ class StageWorker:
     def _produce(producer: Producer, out: Outgoing) -> None:
         while True:
             try:
-                producer.produce(out.topic, out.value, out.key)
+                producer.produce(out.topic, out.value, out.key, partition=out.partition)
                 return
             except BufferError:  # librdkafka's local queue is full: let it send, then enqueue again
                 producer.poll(0.05)
@@ -481,7 +539,8 @@ class StageWorker:
             self._pending.clear()
 
     async def _handle(self, message: ConsumedRecord) -> Outgoing:
-        received_at = now_us()
+        """Decode the record, then run each stage of this process on it in turn. A stage that fails dead-letters
+        the record (what the stages before it produced is kept, as when they run apart)."""
         value: dict[str, Any] | None = None
         try:
             raw = message.value or b""
@@ -490,45 +549,64 @@ class StageWorker:
                     f"record is {len(raw):,} bytes, over this stage's limit of {self.config.max_record_bytes:,}"
                 )
             _, value = self.codec.decode(raw, reader=self.stage.input_record)
-            record = self.stage.input_model.model_validate(value)
-            started_at = now_us()
-            decide_started = time.perf_counter()
-            section = await self._decide_with_retries(record, request_id_of(value))
-            decide_ms = (time.perf_counter() - decide_started) * 1000
-            work_ms = self.stage.work(record, section, decide_ms)
-            finished_at = now_us()
-            self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
-            timing = stage_timing(self.stage.name, received_at, started_at, finished_at, work_ms)
-            outgoing = compose(value, self.stage.section, section.model_dump(), timing)
-            outgoing.update(self.stage.passed_on(record, section))
-            # a field the incoming record carried for the stages up to this one (the router's request embedding
-            # stops at the governor) ends where the output record has none; anything else unknown still fails
-            outgoing = {k: v for k, v in outgoing.items() if k in self._output_fields or k not in value}
-            encoded = self.codec.encode(self.stage.output_record, outgoing, validate=False)
-            side = tuple(
-                Outgoing(
-                    self.settings.topic(extra.topic), extra.key.encode(), self.codec.encode(extra.record, extra.value)
-                )
-                for extra in self.stage.side_records(record, section)
-            )
-            return Outgoing(self.output_topic, message.key, encoded, side=side)
-        except ShuttingDown:
-            raise
-        except Exception as error:  # every other failure dead-letters this record alone
+        except Exception as error:
             return self._dead_letter(message, error, value)
+        partition = message.partition if self.fused else -1
+        produced: list[Outgoing] = []
+        source = message
+        for link in self.links:
+            try:
+                value, out = await self._step(link, value, message.key, partition)
+            except ShuttingDown:
+                raise
+            except Exception as error:  # every other failure dead-letters this record alone
+                return _after(produced, self._dead_letter(source, error, value, link))
+            produced.append(out)
+            source = Consumed(out.topic, message.partition, message.offset, message.key, out.value)
+        return _after(produced[:-1], produced[-1])
 
-    async def _decide_with_retries(self, record: BaseModel, request_id: str | None) -> BaseModel:
+    async def _step(
+        self, link: Link, value: dict[str, Any], key: bytes | None, partition: int
+    ) -> tuple[dict[str, Any], Outgoing]:
+        """One stage's decision on a decoded record: the record it passes on, and its encoded output."""
+        stage = link.stage
+        received_at = now_us()
+        record = stage.input_model.model_validate(value)
+        started_at = now_us()
+        decide_started = time.perf_counter()
+        section = await self._decide_with_retries(record, request_id_of(value), stage)
+        decide_ms = (time.perf_counter() - decide_started) * 1000
+        work_ms = stage.work(record, section, decide_ms)
+        finished_at = now_us()
+        self.metrics.processing_seconds.observe((finished_at - received_at) / 1e6)
+        timing = stage_timing(stage.name, received_at, started_at, finished_at, work_ms)
+        outgoing = compose(value, stage.section, section.model_dump(), timing)
+        outgoing.update(stage.passed_on(record, section))
+        # a field the incoming record carried for the stages up to this one (the router's request embedding
+        # stops at the governor) ends where the output record has none; anything else unknown still fails
+        outgoing = {k: v for k, v in outgoing.items() if k in link.output_fields or k not in value}
+        encoded = self.codec.encode(stage.output_record, outgoing, validate=False)
+        side = tuple(
+            Outgoing(self.settings.topic(extra.topic), extra.key.encode(), self.codec.encode(extra.record, extra.value))
+            for extra in stage.side_records(record, section)
+        )
+        return outgoing, Outgoing(link.output_topic, key, encoded, side=side, partition=partition)
+
+    async def _decide_with_retries(
+        self, record: BaseModel, request_id: str | None, stage: Stage[Any, Any] | None = None
+    ) -> BaseModel:
+        stage = stage or self.stage
         delay = self.config.retry_initial_s
         while True:
             try:
-                result: BaseModel = await self.stage.decide(record)
+                result: BaseModel = await stage.decide(record)
                 return result
             except TransientError as error:
                 self.metrics.error("transient")
                 log.warning(
                     "transient failure; retrying",
                     extra={
-                        "stage": self.stage.name,
+                        "stage": stage.name,
                         "request_id": request_id,
                         "error": str(error),
                         "retry_in_s": delay,
@@ -548,14 +626,17 @@ class StageWorker:
             waiter.cancel()
         return bool(done)
 
-    def _dead_letter(self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None) -> Outgoing:
+    def _dead_letter(
+        self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None, link: Link | None = None
+    ) -> Outgoing:
+        link = link or self.links[0]
         reason = _reason(error)
         request_id = request_id_of(value) if value is not None else None
         self.metrics.dead_letter(type(error).__name__)
         log.warning(
             "dead-lettered",
             extra={
-                "stage": self.stage.name,
+                "stage": link.stage.name,
                 "request_id": request_id,
                 "error_type": type(error).__name__,
                 "reason": reason,
@@ -564,9 +645,9 @@ class StageWorker:
                 "offset": message.offset,
             },
         )
-        record = dead_letter_for(message, stage=self.stage.name, reason=reason, error=error, request_id=request_id)
+        record = dead_letter_for(message, stage=link.stage.name, reason=reason, error=error, request_id=request_id)
         return Outgoing(
-            self.dead_letter_topic, message.key, self.codec.encode("DeadLetter", record), dead_lettered=True
+            link.dead_letter_topic, message.key, self.codec.encode("DeadLetter", record), dead_lettered=True
         )
 
     def _record_lag(self, consumer: Consumer) -> None:
@@ -584,6 +665,14 @@ class StageWorker:
                 self.metrics.consumer_lag.labels(self.stage.name, topic, str(partition)).set(max(high - position, 0))
 
 
+def _after(earlier: list[Outgoing], last: Outgoing) -> Outgoing:
+    """`last`, carrying the outputs of the stages before it (fused stages) to be produced first, in order."""
+    if not earlier:
+        return last
+    before = [record for out in earlier for record in out.flattened()]
+    return replace(last, side=(*before, *last.side))
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, ValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
@@ -593,8 +682,11 @@ def _reason(error: Exception) -> str:
     return f"stage raised {type(error).__name__}: {error}"
 
 
-async def run_stage(stage: Stage[Any, Any], config: WorkerConfig | None = None) -> None:
-    """Entry point of a stage process: run until SIGTERM, then exit cleanly."""
-    worker = StageWorker(stage, config=config)
+async def run_stage(
+    stage: Stage[Any, Any], config: WorkerConfig | None = None, downstream: Sequence[Stage[Any, Any]] = ()
+) -> None:
+    """Entry point of a stage process (with `downstream`, of consecutive stages fused): run until SIGTERM, then
+    exit cleanly."""
+    worker = StageWorker(stage, config=config, downstream=downstream)
     worker.install_signal_handlers()
     await worker.run()

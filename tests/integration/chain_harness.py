@@ -49,6 +49,7 @@ class Chain:
     model_url: str
     prefix: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}.")
     extra_env: dict[str, str] = field(default_factory=dict)
+    fused: bool = False  # the five stages as one process (`switchyard run chain`)
     launcher: Launcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class Chain:
         return self.launcher.start(name, replica)
 
     def start_all(self) -> None:
-        self.launcher.start_all()
+        self.launcher.start_all(fused=self.fused)
 
     def healthz(self, key: str) -> tuple[int, str]:
         return self.launcher.healthz(key)
