@@ -93,7 +93,11 @@ def test_a_stage_killed_with_an_open_transaction_of_20_or_more_records_loses_non
 ) -> None:
     expected = publish(kafka, codec, f"{topics.prefix}hop0", 300, uuid.uuid4().hex[:8])
     doomed = start_relay(topics.prefix, "a", "kill-in-commit", tmp_path / "a.log")
-    assert doomed.wait(60) == -signal.SIGKILL, (tmp_path / "a.log").read_text()
+    try:
+        assert doomed.wait(60) == -signal.SIGKILL, (tmp_path / "a.log").read_text()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
     assert "records in the open transaction" in (tmp_path / "a.log").read_text()
     successor = start_relay(topics.prefix, "b", "none", tmp_path / "b.log")
     try:
@@ -101,7 +105,8 @@ def test_a_stage_killed_with_an_open_transaction_of_20_or_more_records_loses_non
         seen = read_committed(kafka, codec, f"{topics.prefix}hop1", until=len(expected), timeout_s=90)
     finally:
         successor.send_signal(signal.SIGTERM)
-        assert successor.wait(30) == 0, (tmp_path / "b.log").read_text()
+        code = successor.wait(30)
+    assert code == 0, (tmp_path / "b.log").read_text()
     assert set(seen) == expected, f"lost {len(expected - set(seen))}"
     assert [rid for rid, n in seen.items() if n > 1] == [], "answered twice"
 
