@@ -35,9 +35,14 @@ APPROVAL_REPLY: Final = "This needs a manager's approval: a manager must approve
 BLOCK_REPLY: Final = "Thanks for your patience: a colleague will help you with this request shortly."
 TOXIC_ANSWER_REPLY: Final = "Sorry, I couldn't put together a good answer. A colleague will help you shortly."
 WITHHELD: Final = "[withheld]"
-# raw identifiers a model must never produce: it only saw tokens
+# raw identifiers a model must never produce: it only saw tokens. A match without the `leak` group is text a
+# pattern consumed so as not to scan it again, and stays: the e-mail pattern takes a run of local-part characters
+# not followed by an address whole, since every later start inside it fails the same way and trying them all made
+# the scan quadratic.
 LEAK_PATTERNS: Final[Mapping[str, re.Pattern[str]]] = {
-    "EMAIL": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    "EMAIL": re.compile(
+        r"(?P<leak>[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})|[A-Za-z0-9._%+-]++"
+    ),
     "CARD": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
     "PHONE": re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[.-])\d{3}[.-]\d{4}(?!\w)"),
     "GOV_ID": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
@@ -139,9 +144,8 @@ def screen_answer(
 def _withhold_leaks(answer: str) -> tuple[str, list[Finding]]:
     findings: list[Finding] = []
     for kind, pattern in LEAK_PATTERNS.items():
-        count = len(pattern.findall(answer))
+        answer, count = _withhold(pattern, answer)
         if count:
-            answer = pattern.sub(WITHHELD, answer)
             findings.append(
                 _finding(
                     f"pii.output_{kind.lower()}",
@@ -151,6 +155,20 @@ def _withhold_leaks(answer: str) -> tuple[str, list[Finding]]:
                 )
             )
     return answer, findings
+
+
+def _withhold(pattern: re.Pattern[str], text: str) -> tuple[str, int]:
+    """`text` with each leak `pattern` finds replaced by WITHHELD, and how many were."""
+    withheld = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal withheld
+        if "leak" in pattern.groupindex and match.group("leak") is None:
+            return match.group(0)
+        withheld += 1
+        return WITHHELD
+
+    return pattern.sub(replace, text), withheld
 
 
 def _restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[str]) -> tuple[str, list[Finding]]:

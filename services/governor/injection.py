@@ -48,7 +48,9 @@ INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
     )
 )
 INVISIBLE: Final = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff]")
-HIDDEN_MARKUP: Final = re.compile(r"<!--.*?-->", re.S)
+# an HTML comment, found from the first `<!--` only (atomic group): a later one is closed by any `-->` that closes
+# the first, and re-scanning the rest of the text from every unclosed `<!--` made the search quadratic
+HIDDEN_MARKUP: Final = re.compile(r"\A(?>.*?<!--).*?-->", re.S)
 
 
 def injection_signals(text: str) -> list[str]:

@@ -10,7 +10,9 @@ text and every prompt message; `restore` puts the values back.
 
 from __future__ import annotations
 
+import bisect
 import importlib
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +20,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import spacy
-from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
@@ -26,6 +36,7 @@ from presidio_analyzer.predefined_recognizers import (
     UkNinoRecognizer,
     UsSsnRecognizer,
 )
+from spacy.tokens import Doc
 
 # Presidio logs every analyze call at INFO ("Fetching all recognizers"): thousands of lines a minute
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -61,12 +72,19 @@ TYPE_PRIORITY: Final[Mapping[str, int]] = {
 MIN_SCORE: Final = 0.4
 TOKEN: Final = re.compile(r"<(" + "|".join(TOKEN_TYPES) + r")_(\d+)>")
 UNUSED_PIPES: Final = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
+# spaCy's tokenizer takes a word's prefixes and suffixes off one at a time, searching the rest of the word for each:
+# quadratic in the word's length (30,000 "!" took over a minute). No name is that long, so spaCy gets spaces in place
+# of a longer word (the same length: every offset stays); the pattern recognizers read the text as written.
+LONGEST_WORD: Final = 64
+_LONG_WORD: Final = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
 
 # RFC 5322 dot-atom local parts (dots tolerated anywhere: a malformed address is still personal) at a dotted
 # domain; Presidio's own e-mail recognizer validates domains with tldextract, which fetches the public-suffix list
-# over the network on first use.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-EMAIL: Final = rf"(?<![\w.+-]){_ATOM}(?:\.+{_ATOM})*\.*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}\b"
+# over the network on first use. A local part that is not followed by an address is consumed whole by the second
+# alternative (no `id`): every later start inside it would fail the same way, and trying them all made the scan
+# quadratic (30,000 "!" took ~28 s).
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-][A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]*+"
+EMAIL: Final = rf"(?<![\w.+-])(?:(?P<id>{_LOCAL}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}\b)|{_LOCAL})"
 # numbers written the way people write phone numbers: +country code, (area) code, or 3-3-4 groups
 PHONE: Final = (
     r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){2,4}"
@@ -134,22 +152,19 @@ NOT_NAMES: Final = frozenset(
 )
 
 
+_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # each digit doubled as the Luhn check does, less 9 above 9
+
+
 def luhn_valid(digits: str) -> bool:
     numbers = [int(c) for c in digits if c.isdigit()]
     if not 12 <= len(numbers) <= 19:
         return False
-    total = 0
-    for position, digit in enumerate(reversed(numbers)):
-        if position % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    return (sum(numbers[-1::-2]) + sum(_DOUBLED[n] for n in numbers[-2::-2])) % 10 == 0
 
 
 class _GroupRecognizer(PatternRecognizer):
-    """A pattern recognizer whose match is the named group `id` (the keyword before it is context, not PII)."""
+    """A pattern recognizer whose match is the named group `id` (the keyword before it is context, not PII). A match
+    without `id` is text a linear-time pattern consumed so as not to scan it again, and is skipped."""
 
     def __init__(self, entity: str, name: str, regex: str, score: float) -> None:
         super().__init__(supported_entity=entity, name=name, patterns=[Pattern(name, regex, score)])
@@ -166,6 +181,8 @@ class _GroupRecognizer(PatternRecognizer):
         results: list[RecognizerResult] = []
         for match in self._compiled.finditer(text):
             start, end = match.span("id") if "id" in self._compiled.groupindex else match.span()
+            if start < 0:
+                continue
             value = text[start:end].rstrip(" -")
             if not value or value in NOT_NAMES:
                 continue
@@ -189,18 +206,40 @@ class _CardRecognizer(_GroupRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         groups = list(re.finditer(r"(?<![\w.])\d+(?![\w.]\d)", text))
+        # where each group's digits start in all the groups' digits, and whether a single space or dash joins it to
+        # the next: worked out once, as every group starts up to 19 candidates (50,000 one-digit groups took 1.1 s)
+        bounds = list(itertools.accumulate((group.end() - group.start() for group in groups), initial=0))
+        joined = [text[group.end() : after.start()] in (" ", "-") for group, after in itertools.pairwise(groups)]
+        sums = _luhn_sums("".join(group.group(0) for group in groups))
         results: list[RecognizerResult] = []
+        # Only the longest card from each group, and only when it is not inside an earlier one: Presidio drops a
+        # result inside another of its type with a score as high (EntityRecognizer.remove_duplicates), and reporting
+        # them all made 100,000 characters of "0 " take 9 s.
+        reported = -1  # the last group of the cards reported so far
         for first in range(len(groups)):
-            digits = ""
+            longest = -1
             for last in range(first, len(groups)):
-                if last > first and text[groups[last - 1].end() : groups[last].start()] not in (" ", "-"):
+                if last > first and not joined[last - 1]:
                     break
-                digits += groups[last].group(0)
-                if len(digits) > 19:
+                start, end = bounds[first], bounds[last + 1]
+                if end - start > 19:
                     break
-                if len(digits) >= 13 and luhn_valid(digits):
-                    results.append(RecognizerResult("CREDIT_CARD", groups[first].start(), groups[last].end(), 0.95))
+                running = sums[(end - 1) % 2]  # the sum that leaves the candidate's last digit undoubled
+                if end - start >= 13 and (running[end] - running[start]) % 10 == 0:
+                    longest = last
+            if longest > reported:
+                results.append(RecognizerResult("CREDIT_CARD", groups[first].start(), groups[longest].end(), 0.95))
+                reported = longest
         return results
+
+
+def _luhn_sums(digits: str) -> tuple[list[int], list[int]]:
+    """Running Luhn sums of `digits`: the first doubles the digits at odd positions, the second those at even ones.
+    The Luhn total of digits[a:b] is running[b] - running[a] in the sum that leaves position b - 1 undoubled."""
+    values = [int(digit) for digit in digits]
+    odd = itertools.accumulate((_DOUBLED[v] if i % 2 else v for i, v in enumerate(values)), initial=0)
+    even = itertools.accumulate((v if i % 2 else _DOUBLED[v] for i, v in enumerate(values)), initial=0)
+    return list(odd), list(even)
 
 
 def switchyard_recognizers() -> list[PatternRecognizer]:
@@ -217,6 +256,12 @@ def switchyard_recognizers() -> list[PatternRecognizer]:
         _GroupRecognizer("PERSON", "switchyard_name_cue", NAME_CUE, 0.9),
         _GroupRecognizer("PERSON", "switchyard_title_name", TITLE_NAME, 0.9),
     ]
+
+
+def pattern_recognizers() -> list[PatternRecognizer]:
+    """Every pattern recognizer the detector runs: Presidio's for card numbers and US and UK government ids, then
+    Switchyard's."""
+    return [CreditCardRecognizer(), UsSsnRecognizer(), UkNinoRecognizer(), *switchyard_recognizers()]
 
 
 class PiiModelUnavailable(RuntimeError):
@@ -239,17 +284,18 @@ class PiiDetector:
         self.batch_size = batch_size
         self.use_ner = use_ner
         registry = RecognizerRegistry(supported_languages=["en"])
-        registry.add_recognizer(CreditCardRecognizer())
-        registry.add_recognizer(UsSsnRecognizer())
-        registry.add_recognizer(UkNinoRecognizer())
-        for recognizer in switchyard_recognizers():
+        for recognizer in pattern_recognizers():
             registry.add_recognizer(recognizer)
         if use_ner:
             registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON"]))
         self._nlp = _PackagedSpacy(use_ner)
         self._nlp.load()
         self._analyzer = AnalyzerEngine(
-            registry=registry, nlp_engine=self._nlp, supported_languages=["en"], default_score_threshold=MIN_SCORE
+            registry=registry,
+            nlp_engine=self._nlp,
+            supported_languages=["en"],
+            default_score_threshold=MIN_SCORE,
+            context_aware_enhancer=_ContextEnhancer(),
         )
         self.version = f"presidio-analyzer 2.2.366;{SPACY_PACKAGE if use_ner else 'patterns-only'}"
 
@@ -260,7 +306,8 @@ class PiiDetector:
         """Spans per text, non-overlapping and in order; spaCy runs once over the batch (nlp.pipe)."""
         if not texts:
             return []
-        artifacts = [item[1] for item in self._nlp.process_batch(list(texts), "en", batch_size=self.batch_size)]
+        words_cut = [_LONG_WORD.sub(lambda word: " " * len(word.group(0)), text) for text in texts]
+        artifacts = [item[1] for item in self._nlp.process_batch(words_cut, "en", batch_size=self.batch_size)]
         return [
             _resolve(
                 self._analyzer.analyze(
@@ -270,6 +317,42 @@ class PiiDetector:
             )
             for text, artifact in zip(texts, artifacts, strict=True)
         ]
+
+
+class _ContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's context enhancer, finding the token a result starts in by bisection (Presidio's own walks the
+    tokens from the first for every result, quadratic in a text's length: 5,000 card numbers took 7 s), and copying
+    only the results it may change (copying them all was half the time of a text dense with card numbers)."""
+
+    def enhance_using_context(
+        self,
+        text: str,
+        raw_results: list[RecognizerResult],
+        nlp_artifacts: NlpArtifacts,
+        recognizers: list[EntityRecognizer],
+        context: list[str] | None = None,
+    ) -> list[RecognizerResult]:
+        # Presidio's own leaves alone a result whose recognizer has no context words
+        with_context = {recognizer.id for recognizer in recognizers if recognizer.context}
+
+        def has_context(result: RecognizerResult) -> bool:
+            recognizer = (result.recognition_metadata or {}).get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY)
+            return recognizer in with_context
+
+        enhanced = iter(
+            super().enhance_using_context(
+                text, [r for r in raw_results if has_context(r)], nlp_artifacts, recognizers, context
+            )
+        )
+        return [next(enhanced) if has_context(result) else result for result in raw_results]
+
+    @staticmethod
+    def _find_index_of_match_token(word: str, start: int, tokens: Doc, tokens_indices: list[int]) -> int:
+        # the first token that ends after `start` (token ends only grow), as Presidio's own walk finds it
+        index = bisect.bisect_right(range(len(tokens)), start, key=lambda i: tokens_indices[i] + len(tokens[i]))
+        if index == len(tokens):
+            raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected to be found")
+        return index
 
 
 class _PackagedSpacy(SpacyNlpEngine):
@@ -338,19 +421,27 @@ def _resolve(results: Iterable[RecognizerResult], text: str) -> list[PiiSpan]:
         candidates.append(PiiSpan(kind, start, end, float(result.score), name))
     candidates.sort(key=lambda s: (-TYPE_PRIORITY[s.kind], -(s.end - s.start), -s.score, s.start))
     chosen: list[PiiSpan] = []
+    # 1 for each character a chosen span covers: a candidate is checked in its own length, not against every span
+    # chosen so far (that was quadratic in the number of spans: 14,000 e-mails took 2.8 s)
+    taken = bytearray(len(text))
     for span in candidates:
-        overlapping = [other for other in chosen if span.start < other.end and other.start < span.end]
-        if not overlapping:
-            chosen.append(span)
-        elif span.kind == "PHONE":
-            # a greedy phone match running into a card number keeps its own digits
-            cut = min(other.start for other in overlapping)
-            end = span.start + len(text[span.start : cut].rstrip(" .-"))
-            if cut > span.start and sum(c.isdigit() for c in text[span.start : end]) >= 10:
-                trimmed = PiiSpan(span.kind, span.start, end, span.score, span.recognizer)
-                if all(end <= other.start or span.start >= other.end for other in chosen):
-                    chosen.append(trimmed)
+        cut = taken.find(1, span.start, span.end)  # the first character a chosen span covers, or -1
+        kept = span if cut < 0 else _phone_before(span, cut, text)
+        if kept is None:
+            continue
+        chosen.append(kept)
+        taken[kept.start : kept.end] = b"\x01" * (kept.end - kept.start)
     return sorted(chosen, key=lambda s: s.start)
+
+
+def _phone_before(span: PiiSpan, cut: int, text: str) -> PiiSpan | None:
+    """A greedy phone match running into a card number (chosen first, from `cut`) keeps its own digits."""
+    if span.kind != "PHONE" or cut <= span.start:
+        return None
+    end = span.start + len(text[span.start : cut].rstrip(" .-"))
+    if sum(c.isdigit() for c in text[span.start : end]) < 10:
+        return None
+    return PiiSpan(span.kind, span.start, end, span.score, span.recognizer)
 
 
 @dataclass

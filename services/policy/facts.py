@@ -23,7 +23,9 @@ NUMBER_WORDS: Final[Mapping[str, int]] = {
 }  # fmt: skip
 UNIT_DAYS: Final[Mapping[str, int]] = {"day": 1, "week": 7, "fortnight": 14, "month": 30, "year": 365}
 
-_NUM = r"(\d+(?:\.\d+)?|" + "|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True)) + r")"
+# a number starts where a run of digits does: a later start in the run fails the same way, and trying every one
+# made a long run of digits take quadratic time
+_NUM = r"((?<!\d)\d+(?:\.\d+)?|" + "|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True)) + r")"
 PERCENT: Final = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*(?:%|percent\b|per\s*cent\b|pct\b)", re.I)
 HALF_OFF: Final = re.compile(r"\b(half[- ]price|half off|50/50)\b", re.I)
 AMOUNT: Final = re.compile(
