@@ -1,9 +1,10 @@
 """`python -m services.answerer.bench` (`make bench-answerer`): the answerer's output guard's own cost, as JSON.
 
-Runs the real Answerer's guard (the policy's output rules, the toxicity classifier batched across answers in
-flight, leaked-PII withholding, token restoring) in this process on model-like answers of about 64 tokens, some
-promising what the policy forbids, at a fixed number of answers in flight, and prints answers per second, the
-CPU per answer and the latency the guard adds (p50/p95/p99). No model is called and no Kafka hop is included.
+Runs the real Answerer's guard (the policy's output rules, the toxicity cascade: the cheap n-gram model, then the
+MiniLM classifier batched across answers in flight for what it is unsure of, leaked-PII withholding, token
+restoring) in this process on model-like answers of about 64 tokens, some promising what the policy forbids, at a
+fixed number of answers in flight, and prints answers per second, the CPU per answer, the latency the guard adds
+(p50/p95/p99) and which toxicity model decided. No model is called and no Kafka hop is included.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,6 +110,7 @@ async def run(answerer: Answerer, first: int, count: int, in_flight: int) -> dic
     """Answers `first` to `first + count`: each run its own, as the answerer remembers the answers it scored."""
     replaced = 0
     engine = answerer.policy.current()
+    deciders_before = Counter(answerer.toxicity_deciders)
     tokens = {"<PERSON_1>": "Maria"}
 
     async def one(n: int) -> None:
@@ -124,6 +127,7 @@ async def run(answerer: Answerer, first: int, count: int, in_flight: int) -> dic
         "answers_per_s": round(count / timed.elapsed_s, 1),
         "cpu_ms_per_answer": round(timed.cpu_s * 1000 / count, 2),
         **timed.latency_percentiles(),
+        "toxicity_decided_by": dict(answerer.toxicity_deciders - deciders_before),
     }
 
 
@@ -142,9 +146,10 @@ async def bench(count: int, in_flight: Sequence[int]) -> dict[str, Any]:
         results = [await run(answerer, 32 + i * count, count, level) for i, level in enumerate(in_flight)]
     finally:
         await answerer.stop()
+    sure_clean = answerer.sure_clean.version if answerer.sure_clean else "none"
     return {
         "bench": "answerer output guard (in process, no model, no Kafka)",
-        "models": f"toxicity {toxicity.version}",
+        "models": f"toxicity {toxicity.version}; sure-clean {sure_clean}",
         "model_load_s": round(load_s, 2),
         "runs": results,
     }

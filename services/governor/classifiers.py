@@ -86,9 +86,12 @@ def fit(embeddings: NDArray[np.float32], labels: NDArray[np.int_], seed: int = S
 
     estimator = LogisticRegression(C=REGULARISATION_C, class_weight="balanced", max_iter=5000, random_state=seed)
     estimator.fit(embeddings, labels)
-    weights = np.asarray(estimator.coef_, dtype=np.float64)[0]
-    bias = float(estimator.intercept_[0])
-    # softmax([-z/2, z/2]) == sigmoid(z): the binary model in the two-class form the intent artifact stores
+    return two_class_model(np.asarray(estimator.coef_, dtype=np.float64)[0], float(estimator.intercept_[0]))
+
+
+def two_class_model(weights: NDArray[np.float64], bias: float) -> LinearIntentModel:
+    """sigmoid(x @ weights + bias) in the two-class softmax form the intent artifact stores:
+    softmax([-z/2, z/2]) == sigmoid(z)."""
     return LinearIntentModel(
         classes=("negative", "positive"),
         coef=np.vstack([-weights / 2, weights / 2]),

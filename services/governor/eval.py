@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from services.answerer.guard import check_answer
+from services.governor import char_ngram
 from services.governor.classifiers import INJECTION, TOXICITY, binary_metrics, evaluate_held_out
 from services.governor.injection import injection_signals
 from services.governor.pii import TOKEN_TYPES
@@ -92,10 +95,21 @@ def _precision_recall(counter: Counter[str]) -> dict[str, float | int]:
     }
 
 
-def toxicity_scores(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> dict[str, float | int]:
-    scores = analyzer.toxicity.probabilities([case["text"] for case in cases])
-    predicted = [int(score >= TOXICITY.threshold) for score in scores]
-    return binary_metrics([int(case["label"] == "abusive") for case in cases], predicted)
+def toxicity_scores(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> dict[str, Any]:
+    """MiniLM's classifier alone (the governor's check of a request), and the answerer's cascade: the char n-gram
+    model decides what it is sure is clean, MiniLM the rest; with the share of each label MiniLM still scores."""
+    texts, expected = [case["text"] for case in cases], [int(case["label"] == "abusive") for case in cases]
+    alone = np.array(analyzer.toxicity.probabilities(texts)) >= TOXICITY.threshold
+    cheap = char_ngram.ensure_trained()
+    scores = np.array([cheap.score(text) for text in texts])
+    cascade = (alone & (scores >= cheap.sure_clean_below)).astype(int).tolist()
+    return {
+        **binary_metrics(expected, alone.astype(int).tolist()),
+        "cascade": {
+            **binary_metrics(expected, cascade),
+            **char_ngram.escalation(scores, np.array(expected), cheap.sure_clean_below),
+        },
+    }
 
 
 def injection_scores(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> dict[str, Any]:
@@ -225,7 +239,9 @@ def report(result: dict[str, Any]) -> str:
     tox, inj, prom = result["toxicity"], result["injection"], result["promises"]
     lines += [
         f"toxicity: precision {tox['precision']:.3f}, recall {tox['recall']:.3f} "
-        f"({tox['positives']} abusive, {tox['negatives']} clean)",
+        f"({tox['positives']} abusive, {tox['negatives']} clean); the answerer's cascade: precision "
+        f"{tox['cascade']['precision']:.3f}, recall {tox['cascade']['recall']:.3f}, MiniLM still scoring "
+        f"{tox['cascade']['escalated_abusive']:.0%} of abusive and {tox['cascade']['escalated_clean']:.0%} of clean",
         f"injection: detection rate {inj['detection_rate']:.3f}, false-positive rate "
         f"{inj['false_positive_rate']:.3f} (requests {inj['request']['recall']:.3f}/"
         f"{inj['request']['false_positive_rate']:.3f}, passages {inj['passage']['recall']:.3f}/"

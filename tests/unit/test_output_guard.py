@@ -3,7 +3,8 @@ leaked PII is withheld, tokens come back only for what the store may see, and he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,9 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.answerer.stage import Answerer, load_toxicity, prompt_for
+from services.governor import char_ngram
+from services.governor.char_ngram import CheapToxicity
+from services.governor.classifiers import BinaryClassifier
 from services.policy.engine import PolicyEngine
 from services.policy.facts import commitments
 from services.runtime.models import (
@@ -190,18 +194,10 @@ async def test_an_answer_the_policy_replaces_is_not_scored_for_toxicity(
     engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     toxicity = load_toxicity()
-    scored: list[str] = []
     probabilities = toxicity.probabilities
-
-    def counted(texts: Sequence[str]) -> list[float]:
-        scored.extend(texts)
-        return probabilities(texts)
-
-    monkeypatch.setattr(toxicity, "probabilities", counted)
-    idle = parse_provider_config(
-        {"kind": "openai", "name": "default", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
-    )
-    stage = Answerer(ProviderRegistry({"default": GuardedProvider.from_config(idle, environ={})}), toxicity=toxicity)
+    scored = record_minilm_calls(toxicity, monkeypatch)
+    never_sure = replace(char_ngram.ensure_trained(), sure_clean_below=0.0)  # every answer goes on to MiniLM
+    stage = idle_answerer(toxicity, never_sure)
     await stage.start()
     try:
         late = governed({"intent": "return_or_refund", "days_since_purchase": "45"})
@@ -217,3 +213,59 @@ async def test_an_answer_the_policy_replaces_is_not_scored_for_toxicity(
         )
     finally:
         await stage.stop()
+
+
+@pytest.fixture
+async def cascade(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Answerer, list[str]]]:
+    """An answerer with its toxicity cascade, and the texts its MiniLM classifier is asked to score."""
+    toxicity = load_toxicity()
+    minilm_scored = record_minilm_calls(toxicity, monkeypatch)
+    stage = idle_answerer(toxicity)
+    await stage.start()
+    yield stage, minilm_scored
+    await stage.stop()
+
+
+def record_minilm_calls(toxicity: BinaryClassifier, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts the classifier is asked to score from now on (it still scores them)."""
+    scored: list[str] = []
+    probabilities = toxicity.probabilities
+
+    def counted(texts: Sequence[str]) -> list[float]:
+        scored.extend(texts)
+        return probabilities(texts)
+
+    monkeypatch.setattr(toxicity, "probabilities", counted)
+    return scored
+
+
+def idle_answerer(toxicity: BinaryClassifier, sure_clean: CheapToxicity | None = None) -> Answerer:
+    """An answerer whose only provider is never called: for tests of its guard."""
+    idle = parse_provider_config(
+        {"kind": "openai", "name": "default", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    )
+    providers = ProviderRegistry({"default": GuardedProvider.from_config(idle, environ={})})
+    return Answerer(providers, toxicity=toxicity, sure_clean=sure_clean)
+
+
+async def test_a_clean_retail_answer_is_decided_by_the_cheap_model_without_minilm(
+    engine: PolicyEngine, cascade: tuple[Answerer, list[str]]
+) -> None:
+    stage, minilm_scored = cascade
+    clean = "The store closes at 9 pm today and opens again at 8 am tomorrow."
+    released = await stage.guard(governed(), clean, engine, {})
+    assert not released.replaced and released.text == clean
+    assert minilm_scored == []
+    assert stage.toxicity_deciders == {"char_ngram": 1}
+
+
+async def test_an_abusive_answer_is_escalated_to_minilm_and_blocked(
+    engine: PolicyEngine, cascade: tuple[Answerer, list[str]]
+) -> None:
+    stage, minilm_scored = cascade
+    abusive = "Shut up, you useless idiot, and stop wasting my time."
+    blocked = await stage.guard(governed(), abusive, engine, {})
+    assert minilm_scored == [abusive]
+    assert blocked.replaced and [f.rule_id for f in blocked.findings] == ["toxicity.answer"]
+    assert await stage.guard(governed(), abusive, engine, {}) == blocked
+    assert stage.toxicity_deciders == {"minilm": 1, "remembered": 1}
