@@ -85,7 +85,7 @@ class StageMetrics:
         ).labels(**labels)
         self.batch_size = Histogram(
             "switchyard_batch_records",
-            "Records per consumed batch",
+            "Records per transaction (a group commit carries every record finished while the last one committed)",
             registry=self.registry,
             labelnames=["stage"],
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
