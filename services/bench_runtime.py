@@ -14,16 +14,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from services.pos.answers import AnswerReader
 from services.pos.report import summary
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Routed, RouteDecision
@@ -98,57 +97,11 @@ def routed_value(index: int, run: str) -> dict[str, Any]:
     return {"request": request, "route": route.model_dump(), "request_embedding": None, "timings": [timing]}
 
 
-class EndReader:
-    """Reads the last topic read_committed and keeps, per request id, the arrival time and the hop timings."""
-
-    def __init__(self, bootstrap: str, topic: str, codec: AvroCodec) -> None:
-        self.codec = codec
-        self.topic = topic
-        self.arrivals: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-        self.seen: Counter[str] = Counter()
-        self.assigned = threading.Event()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-end-{uuid.uuid4().hex[:6]}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 500,
-            }
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._consumer.subscribe([self.topic], on_assign=lambda _c, _p: self.assigned.set())
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            # poll returns as soon as one record is readable; consume with a timeout would wait all of it
-            first = self._consumer.poll(0.05)
-            if first is None:
-                continue
-            arrived = now_us()
-            for message in [first, *self._consumer.consume(1000, 0)]:
-                if message.error() is not None:
-                    continue
-                _, record = self.codec.decode(message.value() or b"")
-                rid = record["request"]["request_id"]
-                self.seen[rid] += 1
-                self.arrivals.setdefault(rid, (arrived, record["timings"]))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
-
-
 def measure(
-    rate: float, duration_s: float, prefix: str, codec: AvroCodec, producer: Producer, reader: EndReader
+    rate: float, duration_s: float, prefix: str, codec: AvroCodec, producer: Producer, reader: AnswerReader
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
+    duplicates_before = reader.duplicates
     count = int(rate * duration_s)
     started = time.monotonic()
     for index in range(count):
@@ -162,15 +115,13 @@ def measure(
     producer.flush(30)
     offered_s = time.monotonic() - started
     expected = {f"{run}-{i}" for i in range(count)}
-    deadline = time.monotonic() + max(30.0, duration_s)
-    while time.monotonic() < deadline and not expected <= reader.arrivals.keys():
-        time.sleep(0.1)
+    missing = reader.wait_for(expected, timeout_s=max(30.0, duration_s))
     drained_s = time.monotonic() - started
-    mine = {rid: reader.arrivals[rid] for rid in expected if rid in reader.arrivals}
-    five_hops = [(arrived - timings[0]["finished_at"]) / 1000 for arrived, timings in mine.values()]
+    mine = [reader.received[rid] for rid in expected - missing]
+    five_hops = [got.received_ms - got.record["timings"][0]["finished_at"] / 1000 for got in mine]
     per_hop = [
         (timings[i + 1]["received_at"] - timings[i]["finished_at"]) / 1000
-        for _arrived, timings in mine.values()
+        for timings in (got.record["timings"] for got in mine)
         for i in range(1, len(timings) - 1)
     ]
     return {
@@ -178,8 +129,8 @@ def measure(
         "sent": count,
         "offered_per_s": round(count / offered_s, 1),
         "received": len(mine),
-        "lost": count - len(mine),
-        "duplicates": sum(n - 1 for rid, n in reader.seen.items() if rid in expected and n > 1),
+        "lost": len(missing),
+        "duplicates": reader.duplicates - duplicates_before,
         "sustained_per_s": round(len(mine) / drained_s, 1),
         "five_hops_ms": summary(five_hops),
         "hop_ms": summary(per_hop),
@@ -217,7 +168,7 @@ def bench(
         )
     # one reader for every run, started before the warm-up: a reader that joins with the load would add its own
     # start (offset look-ups, the first fetch) to the first records' latency
-    reader = EndReader(settings.kafka_bootstrap, f"{prefix}hop{HOPS}", codec)
+    reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}hop{HOPS}", codec, record="Routed")
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 1})
     reader.start()
     try:

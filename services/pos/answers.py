@@ -25,7 +25,8 @@ class Received:
 
 
 class AnswerReader(threading.Thread):
-    """Collects audited records for a set of request ids in the background; `on_answer` sees each."""
+    """Collects audited records (or any chain record, `record`) in the background, once per request id, counting
+    duplicates; `on_answer` sees each."""
 
     def __init__(
         self,
@@ -33,9 +34,10 @@ class AnswerReader(threading.Thread):
         topic: str,
         codec: AvroCodec,
         on_answer: Callable[[Received], None] | None = None,
+        record: str = "Audited",
     ) -> None:
         super().__init__(daemon=True, name="answer-reader")
-        self.codec, self.on_answer = codec, on_answer
+        self.codec, self.on_answer, self.record = codec, on_answer, record
         self.wanted: set[str] | None = None
         self.received: dict[str, Received] = {}
         self.duplicates = 0
@@ -56,22 +58,26 @@ class AnswerReader(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
-                message = self.consumer.poll(0.1)
-                if message is None or message.error():
+                # poll returns as soon as one record is readable; then take what else has arrived, not waiting
+                first = self.consumer.poll(0.1)
+                if first is None:
                     continue
-                value = message.value()
-                if value is None:
-                    continue
-                received = Received(self.codec.decode(value, reader="Audited")[1], time.time() * 1000)
-                request_id = received.record["request"]["request_id"]
-                if request_id in self.received:
-                    self.duplicates += 1
-                    continue
-                self.received[request_id] = received
-                if self.on_answer is not None:
-                    self.on_answer(received)
+                arrived_ms = time.time() * 1000
+                for message in [first, *self.consumer.consume(1000, 0)]:
+                    value = message.value()
+                    if message.error() is None and value is not None:
+                        self._take(Received(self.codec.decode(value, reader=self.record)[1], arrived_ms))
         finally:
             self.consumer.close()
+
+    def _take(self, received: Received) -> None:
+        request_id = received.record["request"]["request_id"]
+        if request_id in self.received:
+            self.duplicates += 1
+            return
+        self.received[request_id] = received
+        if self.on_answer is not None:
+            self.on_answer(received)
 
     def wait_for(self, request_ids: set[str], timeout_s: float) -> set[str]:
         """Waits until every id has an answer or the time is up; returns the ids still unanswered."""

@@ -50,6 +50,7 @@ class Chain:
     prefix: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}.")
     extra_env: dict[str, str] = field(default_factory=dict)
     fused: bool = False  # the five stages as one process (`switchyard run chain`)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # of each process, once stop_all ran
     launcher: Launcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +89,8 @@ class Chain:
         return self.launcher.kill(key, sig)
 
     def stop_all(self) -> dict[str, int]:
-        return self.launcher.stop_all()
+        self.exit_codes = self.launcher.stop_all()
+        return self.exit_codes
 
     def set_model_reply(self, reply: str) -> None:
         """Tell the stub model what to answer from now on (POST /stub/behaviour)."""
@@ -192,6 +194,7 @@ def running_chain(
     log_dir: Path,
     model_latency_ms: int = 10,
     extra_env: dict[str, str] | None = None,
+    fused: bool = False,
 ) -> Iterator[Chain]:
     """Every process of the chain on topics of its own, the stub model answering; stopped and deleted after."""
     port = free_port()
@@ -201,7 +204,7 @@ def running_chain(
         stdout=(log_dir / "stub.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1", extra_env=extra_env or {})
+    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1", extra_env=extra_env or {}, fused=fused)
     try:
         running.prepare()
         wait_for_leaders(admin, running.prefix)

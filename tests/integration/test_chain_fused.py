@@ -5,8 +5,6 @@ through SIGKILL, and a stage that raises dead-letters the record on its own dead
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from services.runtime.codec import AvroCodec
 from services.settings import Settings
 from services.stitcher.seed import publish_stores, stores
-from tests.integration.chain_harness import CHAIN, Chain, free_port
+from tests.integration.chain_harness import CHAIN, Chain, running_chain
 from tests.integration.test_chain import answered_once_in_order, clickhouse_counts
 
 
@@ -27,23 +25,9 @@ def fused(
     settings: Settings, codec: AvroCodec, admin: AdminClient, clickhouse: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:
     log_dir = tmp_path_factory.mktemp("fused")
-    port = free_port()
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", "20"],
-        stdout=(log_dir / "stub.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    running = Chain(settings, codec, log_dir, f"http://127.0.0.1:{port}/v1", fused=True)
-    try:
-        running.prepare()
-        running.start_all()
+    with running_chain(settings, codec, admin, log_dir, model_latency_ms=20, fused=True) as running:
         yield running
-    finally:
-        codes = running.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        running.delete_topics(admin)
-    assert all(code == 0 for code in codes.values()), f"SIGTERM did not exit 0: {codes}; logs in {log_dir}"
+    assert all(code == 0 for code in running.exit_codes.values()), f"SIGTERM: {running.exit_codes}; logs in {log_dir}"
 
 
 def test_fused_stages_answer_once_in_order_and_write_every_stages_record_once(fused: Chain, settings: Settings) -> None:
