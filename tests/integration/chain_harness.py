@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -91,6 +92,19 @@ class Chain:
     def stop_all(self) -> dict[str, int]:
         self.exit_codes = self.launcher.stop_all()
         return self.exit_codes
+
+    def kill_mid_stream(self, process: str, run: str, count: int = 200) -> list[Request]:
+        """Publish `count` requests at 100/s, SIGKILL `process` (replica 0) while they flow, start it again and
+        wait until it is ready; returns the requests, for the caller to check what was answered."""
+        requests = self.requests(count, run=run)
+        publisher = threading.Thread(target=self.publish, args=(requests, 100.0))
+        publisher.start()
+        time.sleep(0.8)
+        assert self.kill(f"{process}/0", signal.SIGKILL) == -signal.SIGKILL
+        time.sleep(0.5)
+        self.wait_ready(self.start(process, "0"))
+        publisher.join()
+        return requests
 
     def set_model_reply(self, reply: str) -> None:
         """Tell the stub model what to answer from now on (POST /stub/behaviour)."""

@@ -120,15 +120,7 @@ def test_a_stage_killed_mid_stream_loses_nothing_and_answers_nothing_twice(
     chain: Chain, settings: Settings, stage: str
 ) -> None:
     run = f"crash-{stage}"
-    requests = chain.requests(200, run=run)
-    publisher = threading.Thread(target=chain.publish, args=(requests, 100.0))
-    publisher.start()
-    time.sleep(0.8)
-    assert chain.kill(f"{stage}/0", signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(0.5)
-    chain.wait_ready(chain.start(stage, "0"))
-    publisher.join()
-
+    requests = chain.kill_mid_stream(stage, run)
     answered_once_in_order(chain, run, 200)
     assert clickhouse_counts(settings, [r.request_id for r in requests]) == (200, 200 * len(CHAIN))
 

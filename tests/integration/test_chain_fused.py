@@ -4,8 +4,6 @@ through SIGKILL, and a stage that raises dead-letters the record on its own dead
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -47,14 +45,7 @@ def test_fused_stages_answer_once_in_order_and_write_every_stages_record_once(fu
 
 
 def test_the_fused_process_killed_mid_stream_loses_nothing_and_answers_nothing_twice(fused: Chain) -> None:
-    requests = fused.requests(200, run="fused-crash")
-    publisher = threading.Thread(target=fused.publish, args=(requests, 100.0))
-    publisher.start()
-    time.sleep(0.8)
-    assert fused.kill("chain/0", signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(0.5)
-    fused.wait_ready(fused.start("chain", "0"))
-    publisher.join()
+    fused.kill_mid_stream("chain", "fused-crash")
     answered_once_in_order(fused, "fused-crash", 200)
 
 

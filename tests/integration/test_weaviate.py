@@ -16,7 +16,7 @@ from weaviate.collections import Collection
 from services.settings import Settings
 
 PASSAGES = [
-    ("returns", "Returns are accepted within 30 days with a receipt; sale items within 14 days.", "policy"),
+    ("returns", "Returns are taken back within 30 days with a receipt; sale items within 14 days.", "policy"),
     ("price-match", "We match a local competitor's advertised price on identical items in stock.", "policy"),
     ("loyalty", "Gold loyalty members earn double points on outerwear every weekend.", "loyalty"),
     ("jacket", "The waxed field jacket comes in olive and navy, sizes S to XXL.", "product"),

@@ -177,7 +177,7 @@ async def test_pii_is_tokenised_in_the_text_and_the_stitched_prompt_and_sealed_i
 
 async def test_a_capped_offer_tells_the_model_the_cap(governor: Governor) -> None:
     record = stitched(
-        "can I get 15% off at the kiosk?",
+        "could I have 15% off at the kiosk today?",
         intent="discount_request",
         channel=Channel.KIOSK,
         attributes={"timezone": "UTC"},
@@ -225,7 +225,7 @@ def test_a_text_seen_before_is_neither_scanned_nor_embedded_again(
 
         return call
 
-    shared = "Returns are accepted within 30 days with a receipt."
+    shared = "Returns are taken back within 30 days when the receipt is shown."
     first = stitched("Hi, I'm Maria Lopez, can I return this?", items=[passage(shared)])
     second = stitched("Is the kettle in stock?", items=[passage(shared)])
     expected = analyzer.analyse([analysis_input(first)])[0]

@@ -83,7 +83,7 @@ def governed(
     [
         ("Sure, we will give you a full refund today.", ["refund"]),
         ("I can offer you a 25% discount on the sofa.", ["discount"]),
-        ("We'll price match Amazon for you.", ["price_match"]),
+        ("We'll price match Argos for you.", ["price_match"]),
         ("It will be delivered by Friday, guaranteed.", ["delivery_date"]),
         ("Don't worry, the warranty covers it and we will replace it for free.", ["warranty"]),
         ("We can make an exception this once.", ["exception"]),

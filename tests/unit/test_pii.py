@@ -52,7 +52,7 @@ def test_each_kind_of_pii_becomes_a_typed_token(detector: PiiDetector, text: str
 
 def test_a_card_number_that_fails_the_luhn_check_is_not_a_card(detector: PiiDetector) -> None:
     assert not luhn_valid("4111 1111 1111 1112")
-    redacted, _ = scrub(detector, "reference 4111 1111 1111 1112 on the parcel")
+    redacted, _ = scrub(detector, "tracking reference 4111 1111 1111 1112 on the box")
     assert "<CARD_" not in redacted
 
 

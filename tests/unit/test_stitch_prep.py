@@ -52,7 +52,7 @@ def test_cleaning_is_idempotent(text: str) -> None:
 def test_near_identical_passages_are_found_and_the_first_kept() -> None:
     texts = [
         "Unworn items can be returned within 30 days with the receipt for a full refund.",
-        "Gift cards never expire and have no fees.",
+        "Gift vouchers never expire and carry no fees.",
         "Unworn items can be returned within 30 days with the receipt, for a full refund!",
     ]
     assert near_duplicates(texts) == [2]

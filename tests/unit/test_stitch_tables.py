@@ -121,7 +121,7 @@ def test_stock_rows_match_the_product_and_size_asked_for(codec: AvroCodec) -> No
         stock("0001", "SW0014-06", "Waxed field jacket", "M / olive", 3),
         stock("0001", "SW0014-07", "Waxed field jacket", "M / navy", 1),
         stock("0001", "SW0014-09", "Waxed field jacket", "L / olive", 2),
-        stock("0001", "SW0024-03", "Featherlight packable down jacket", "M / black", 5),
+        stock("0001", "SW0024-03", "Featherlight packable down gilet", "M / black", 5),
         stock("0001", "SW0017-00", "Puddle kids rain boot", "age 4-5 / yellow", 5),
     ]
     for row in rows:

@@ -31,7 +31,7 @@ def labelled() -> Labelled:
 
 def test_near_copies_fall_in_one_family() -> None:
     texts = [
-        "listen, do your job you dimwit",
+        "listen, do your job you halfwit",
         "DO YOUR JOB YOU IMBECILE!!!",
         "what time do you open on sunday",
         "what time do you close on the 24th",
