@@ -110,7 +110,7 @@ schema-release: $(INSTALLED) ## keep schemas in history before changing them: ma
 	@$(PY) -m services.runtime.schema_registry release $$NAMES
 
 .PHONY: demo
-demo: up ## set up everything and run the main job: the six-stage chain answering a mix of POS requests
+demo: seed ## set up everything and run the main job: the six-stage chain answering a mix of POS requests (stock, stores, customers and the knowledge base seeded first)
 	@$(PY) -m services.demo $(DEMO_ARGS)
 
 .PHONY: demo-learning
@@ -137,6 +137,10 @@ bench-stitcher: up ## (after `make seed`) stitcher records/s and stitch time p50
 .PHONY: eval-retrieval
 eval-retrieval: up ## knowledge-base retrieval on the labelled questions: recall@5, MRR, latency, embeddings/s
 	@$(PY) -m services.stitcher.eval $(EVAL_ARGS)
+
+.PHONY: eval-answers
+eval-answers: up ## right answers on the labelled POS set: share correct and junk released, per intent and per route
+	@$(PY) -m services.answerer.eval $(EVAL_ARGS)
 
 .PHONY: export
 export: $(INSTALLED) ## write the system as one hash-signed bundle (dir + .tar.gz) under dist/ (EXPORT_ARGS='--with-data')

@@ -66,6 +66,8 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
             policies=settings.policies,
             vault=vault,
             output_toxicity=settings.output_toxicity,
+            # the local default is a base model: knowledge questions are answered from the passages first
+            grounded_first=settings.model_provider == "local_gguf",
         )
     if name == "auditor":
         from services.auditor.stage import Auditor

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from services.answerer.call_events import ModelCallPublisher
+from services.answerer.grounded import GROUNDED_VERSION, UNGROUNDED_INTENTS, Grounded, grounded_answer
 from services.answerer.guard import (
     BLOCK_REPLY,
     GUARD_VERSION,
@@ -25,6 +26,7 @@ from services.answerer.guard import (
     screen_answer,
     visible_for_chain,
 )
+from services.answerer.junk import JUNK_GUARD_VERSION, find_junk
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import complete_with_failover
@@ -39,6 +41,7 @@ from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Answer, ContextItem, Finding, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import get_settings
+from services.stitcher.workflows import WORKFLOW_SOURCE
 
 log = logging.getLogger("switchyard.answerer")
 
@@ -84,17 +87,27 @@ def prompt_hash(messages: list[ChatMessage]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-# Workflow routes answered from a stitched fact: route id -> context source. Any other workflow route
-# (workflow.escalate) hands the request to staff with the hold reply.
-FACT_WORKFLOWS = {"workflow.store_hours": "store_hours"}
-
-
 def workflow_answer(record: Governed) -> Answer:
-    """A workflow route: the stitched fact itself, or the hold reply; no model involved."""
-    source = FACT_WORKFLOWS.get(record.route.route_id)
-    facts = [item.text for item in record.context.items if item.source == source]
-    text = facts[0] if facts else HOLD_REPLY
-    return answer_without_model(text, "workflow", record.route.route_id, record.route.route_table_version, "workflow")
+    """A workflow route: the data workflow's answer the stitcher put first in the context, or, for a route with
+    none (workflow.escalate), the hold reply; no model involved. The answer names the workflow and its version."""
+    answer = next((item for item in record.context.items if item.source == WORKFLOW_SOURCE), None)
+    if answer is None:
+        return answer_without_model(HOLD_REPLY, "workflow", record.route.route_id, "", "workflow")
+    return answer_without_model(answer.text, "workflow", answer.source_id, answer.version, "workflow")
+
+
+def grounded_reply(grounded: Grounded) -> Answer:
+    """An answer quoted from the knowledge passages, no model called; the passages are its provenance."""
+    answer = answer_without_model(grounded.text, "grounded", "extractive", GROUNDED_VERSION, "grounded")
+    source = Finding(
+        rule_id="grounded.source",
+        rule_version=GROUNDED_VERSION,
+        kind="grounded.source",
+        action="allow",
+        detail=f"quoted from {len(grounded.passage_ids)} knowledge passage(s)",
+        inputs={"passages": ",".join(grounded.passage_ids)},
+    )
+    return answer.model_copy(update={"output_findings": [source]})
 
 
 def held_answer(record: Governed, engine: PolicyEngine | None = None) -> Answer:
@@ -155,6 +168,7 @@ class Answerer(Stage[Governed, Answer]):
         toxicity: BinaryClassifier | None = None,
         output_toxicity: bool = True,
         sure_clean: CheapToxicity | None = None,
+        grounded_first: bool = False,
     ):
         self.providers = providers
         self.max_tokens = max_tokens
@@ -170,6 +184,10 @@ class Answerer(Stage[Governed, Answer]):
         # remembered): the stage has no metrics object of its own, so the bench and tests read this counter
         self.sure_clean = sure_clean
         self.toxicity_deciders: Counter[str] = Counter()
+        # a base model continues text rather than following instructions: answer from the passages where they
+        # answer, and call it only where they do not
+        self.grounded_first = grounded_first
+        self.junk_found: Counter[str] = Counter()
         self._work = WorkLedger()
 
     async def start(self) -> None:
@@ -198,6 +216,10 @@ class Answerer(Stage[Governed, Answer]):
             return held_answer(record, engine)
         if record.route.kind == RouteKind.WORKFLOW:
             return workflow_answer(record)
+        if self.grounded_first and record.route.intent not in UNGROUNDED_INTENTS:
+            grounded = grounded_answer(record.governance.redacted_text, record.context.items)
+            if grounded is not None:
+                return grounded_reply(grounded)
         request_id = record.request.request_id
         tokens, findings = await self._tokens(record)
         chain, skipped = self.providers.chain(record.route.provider)
@@ -215,8 +237,36 @@ class Answerer(Stage[Governed, Answer]):
             skipped=skipped,
         )
         answer = model_answer(completion, messages, failover)
+        junk = self._junk(record, answer.text, messages)
+        if junk is not None:
+            return answer.model_copy(update={"text": junk[0], "output_findings": [*findings, junk[1]]})
         guarded = await self.guard(record, answer.text, engine, tokens)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
+
+    def _junk(self, record: Governed, text: str, messages: list[ChatMessage]) -> tuple[str, Finding] | None:
+        """A junk model answer (empty, looping, echoing the prompt or its markup, off the topic) replaced, before
+        anyone sees it, by the grounded answer from the knowledge passages or else the hand-off to staff."""
+        with self._work.measure(record.request.request_id, "governance"):
+            found = find_junk(
+                text,
+                record.governance.redacted_text,
+                [item.text for item in record.context.items],
+                [message["content"] for message in messages],
+            )
+            if found is None:
+                return None
+            grounded = grounded_answer(record.governance.redacted_text, record.context.items)
+        self.junk_found[found.kind] += 1
+        replaced_with = "grounded" if grounded is not None else "handoff"
+        finding = Finding(
+            rule_id=found.kind,
+            rule_version=JUNK_GUARD_VERSION,
+            kind=found.kind,
+            action="block",
+            detail=f"{found.detail}; replaced with the {replaced_with} answer",
+            inputs={"replaced_with": replaced_with, "passages": ",".join(grounded.passage_ids) if grounded else ""},
+        )
+        return (grounded.text if grounded is not None else HOLD_REPLY), finding
 
     async def guard(self, record: Governed, text: str, engine: PolicyEngine, tokens: Mapping[str, str]) -> GuardResult:
         """check_answer on a model's answer, with its toxicity scored in a batch and only where it is read: the

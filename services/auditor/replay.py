@@ -29,6 +29,7 @@ from services.settings import Settings, get_settings
 _PREDICTION = re.compile(r"^intent (?P<intent>\S+) (?P<conf>[\d.]+) \(runner-up (?P<runner>\S+) (?P<rconf>[\d.]+)\)")
 _SKIPPED = re.compile(r"skipped (?P<route>\S+): provider (?P<provider>\S+) is unhealthy \((?P<why>[^)]*)\)")
 _ROUTE_FIELDS = ("route_id", "kind", "intent", "provider", "fallbacks", "reason", "route_table_version")
+_DECLINED = re.compile(r"; (?P<route>[\w.-]+) declined \((?P<why>[^()]*)\): took [\w.-]+")
 
 
 @dataclass
@@ -71,7 +72,11 @@ def replay_routing(record: dict[str, Any], route_table: Path) -> Check:
     )
     unhealthy = {m["provider"]: m["why"] for m in _SKIPPED.finditer(recorded["reason"])}
     request = _request(record["request"])
-    decided = table.decide(request, prediction, unhealthy_providers=unhealthy).model_dump(mode="json")
+    decision = table.decide(request, prediction, unhealthy_providers=unhealthy)
+    for declined in _DECLINED.finditer(recorded["reason"]):
+        # the stitcher moved the request on when the route's data workflow could not answer it
+        decision = table.fall_back(decision, declined["why"])
+    decided = decision.model_dump(mode="json")
     # the reason prints the confidence with two decimals: recorded and replayed agree on it when the inputs do
     differences = [
         f"{name}: recorded {recorded[name]!r}, replayed {decided[name]!r}"

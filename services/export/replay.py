@@ -33,8 +33,10 @@ from services.runtime.models import (
     Verdict,
 )
 from services.settings import REPO_ROOT, get_settings
-from services.stitcher.seed import stores
+from services.stitcher.seeded import SeededReference
+from services.stitcher.stage import workflow_context
 from services.stitcher.store_hours import describe_hours
+from services.stitcher.workflows import Declined, WorkflowAnswer, run_workflow
 
 # a fixed instant, so "open now" and today's hours are the same in every replay
 REPLAY_NOW: Final = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -49,12 +51,19 @@ def replay(requests: Sequence[Request]) -> list[dict[str, Any]]:
     table = load_route_table(settings.route_table)
     classifier = IntentClassifier.load(settings.var_dir / "models" / "intent")
     policy = _policy_engine(getattr(settings, "policies", None) or REPO_ROOT / "policies")
-    directory = {store.store_id: store for store in stores(1600, updated_at=0)}
+    reference = SeededReference()
     predictions = classifier.classify_many([request.text for request in requests])
     results: list[dict[str, Any]] = []
     for request, prediction in zip(requests, predictions, strict=True):
         route = table.decide(request, prediction)
-        context = _context(request, directory.get(request.store_id))
+        context = _context(request, reference.stores.get(request.store_id))
+        if route.kind == RouteKind.WORKFLOW:
+            outcome = run_workflow(route.route_id, reference.workflow_data(request, route.intent, policy, REPLAY_NOW))
+            if isinstance(outcome, WorkflowAnswer):
+                customer = reference.customers.get(request.customer_id or "")
+                context = workflow_context(outcome, customer)
+            elif isinstance(outcome, Declined):
+                route = table.fall_back(route, outcome.reason)
         verdict, policy_result = _policy(policy, request, route.intent, context)
         results.append(
             {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,7 +27,62 @@ UNIT_DAYS: Final[Mapping[str, int]] = {"day": 1, "week": 7, "fortnight": 14, "mo
 # made a long run of digits take quadratic time
 _NUM = r"((?<!\d)\d+(?:\.\d+)?|" + "|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True)) + r")"
 PERCENT: Final = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*(?:%|percent\b|per\s*cent\b|pct\b)", re.I)
-HALF_OFF: Final = re.compile(r"\b(half[- ]price|half off|50/50)\b", re.I)
+HALF_OFF: Final = re.compile(r"\b(half[- ](?:price|off)|50/50|1/2[- ]price)\b", re.I)
+# a percentage written in words, one to ninety-nine ("ten percent", "twenty-five per cent"); not "a hundred
+# percent", which is mostly said of certainty, not of a price
+UNIT_WORDS: Final[Mapping[str, int]] = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}  # fmt: skip
+TEEN_WORDS: Final[Mapping[str, int]] = {
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+TENS_WORDS: Final[Mapping[str, int]] = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+}  # fmt: skip
+
+
+def _words(words: Mapping[str, int]) -> str:
+    return "|".join(sorted(words, key=len, reverse=True))
+
+
+WORD_PERCENT: Final = re.compile(
+    rf"\b(?:({_words(TENS_WORDS)})(?:[- ]?({_words(UNIT_WORDS)}))?|({_words(TEEN_WORDS)})|({_words(UNIT_WORDS)}))"
+    r"[\s-]*(?:percent\b|per\s*cent\b|pct\b|%)",
+    re.I,
+)
+# a fraction of the price: "1/3", "a third", "two-thirds", "an eighth", "¼". Halves are HALF_OFF's ("and a half
+# off" is mostly an amount or a time). A digit fraction is one digit over two to ten, not part of a date ("3/4/25")
+# or of a mixed number ("1 1/2").
+FRACTION_WORDS: Final[Mapping[str, int]] = {
+    "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
+    "tenth": 10,
+}  # fmt: skip
+NUMERATOR_WORDS: Final[Mapping[str, int]] = {"a": 1, "an": 1, **UNIT_WORDS}
+UNICODE_FRACTIONS: Final[Mapping[str, tuple[int, int]]] = {
+    "½": (1, 2), "⅓": (1, 3), "⅔": (2, 3), "¼": (1, 4), "¾": (3, 4), "⅕": (1, 5), "⅖": (2, 5), "⅗": (3, 5),
+    "⅘": (4, 5), "⅙": (1, 6), "⅚": (5, 6), "⅛": (1, 8), "⅜": (3, 8), "⅝": (5, 8), "⅞": (7, 8), "⅒": (1, 10),
+}  # fmt: skip
+FRACTION: Final = re.compile(
+    r"(?<![\d/])(?<!\d )([1-9])/(10|[2-9])(?![\d/])(?:st|nd|rd|th)?"
+    rf"|\b({_words(NUMERATOR_WORDS)})[\s-]+({_words(FRACTION_WORDS)})s?\b"
+    rf"|([{''.join(UNICODE_FRACTIONS)}])",
+    re.I,
+)
+# ...counted only as a discount: followed by "off", "discount", "reduction" or "markdown" (after at most "of the
+# price": "a third of the price off"), or after "discount of", "knock off", "take off". So not "a third of the
+# shelf", "1/3 of the stock", "a fifth pair", "the quarter ends" or a date.
+_FRACTION_OF_PRICE = (
+    r"(?:\s+(?:of\s+)?(?:the\s+|its\s+|their\s+|that\s+|this\s+)?(?:(?:sticker|list|retail|ticket|tag)\s+)?"
+    r"(?:price|cost|total|bill|rrp|msrp|it|that|this)\b)?"
+)
+FRACTION_OFF: Final = re.compile(
+    r"\b(?:discount|reduction|markdown)\s+of\s+(?:about\s+|around\s+|roughly\s+|maybe\s+|just\s+)?"
+    rf"(?:{FRACTION.pattern})"
+    rf"|\b(?:knock(?:ed|ing)?|take|taking|took)\s+off\s+(?:{FRACTION.pattern})"
+    rf"|(?:{FRACTION.pattern}){_FRACTION_OF_PRICE}[\s-]*(?:off(?![\w-])|discount(?:ed)?\b|reduction\b|markdown\b)",
+    re.I,
+)
 AMOUNT: Final = re.compile(
     r"(?:[$€£]\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?)|(?:\b(\d+)(?:\.(\d{1,2}))?\s?(?:dollars|usd|eur|euros|gbp|pounds|bucks)\b)",
     re.I,
@@ -38,6 +93,25 @@ DAYS_AGO: Final = re.compile(
     r"|\b(?:bought|purchased|got|ordered)\b[^.?!]{0,40}?\b" + _NUM + r"\s+(day|week|fortnight|month|year)s?\b",
     re.I,
 )
+_TIER: Final = re.compile(r"Loyalty customer [^:]{1,64}: (\w{1,32}) tier;")
+MONTHS: Final[Mapping[str, int]] = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+# a date after a purchase cue: "bought on 20 October", "purchased October 3rd", "receipt says 28 Oct", "dated 3 Nov"
+PURCHASE_DATE: Final = re.compile(
+    r"\b(?:bought|purchased|ordered|got|receipt(?: is)?(?: dated| says| shows)?|dated)\b[^.?!\d]{0,20}?"
+    r"(?:(?P<day1>[0-3]?\d)(?:st|nd|rd|th)?(?: of)? (?P<month1>" + _MONTH + r")\b"
+    r"|(?P<month2>" + _MONTH + r")\.? (?P<day2>[0-3]?\d)(?:st|nd|rd|th)?\b)",
+    re.I,
+)
+SALE_ITEM: Final = re.compile(r"\b(?:sale|clearance|marked down)\b", re.I)  # "sales" (receipt, associate) is not
 LAST_PERIOD: Final = re.compile(r"\b(?:bought|purchased|got|ordered)\b[^.?!]{0,30}\blast\s+(week|month|year)\b", re.I)
 MARKETPLACES: Final = (
     "amazon", "ebay", "temu", "aliexpress", "alibaba", "etsy", "shein", "wish.com", "walmart.com",
@@ -133,6 +207,11 @@ def extract_facts(request: Request, intent: str, context: Context | None) -> dic
     for name in ("region", "customer_tier"):
         if attributes.get(name):
             facts[name] = attributes[name].strip().lower()
+    if "customer_tier" not in facts and context is not None:
+        # the tier the stitcher read from the customer table, where the till sent none
+        tier = next((m.group(1) for i in context.items if i.source == "customer" and (m := _TIER.match(i.text))), None)
+        if tier:
+            facts["customer_tier"] = tier.lower()
     # a manager's approval (services.approvals re-publishes an approved request with both attributes)
     approved_by, approval_for = attributes.get("approved_by", "").strip(), attributes.get("approval_for", "").strip()
     if approved_by and approval_for:
@@ -140,7 +219,9 @@ def extract_facts(request: Request, intent: str, context: Context | None) -> dic
     _put(facts, "discount_percent", discount_percent(text))
     _put(facts, "amount", largest_amount(text))
     days = _number_attribute(attributes.get("days_since_purchase"))
-    _put(facts, "days_since_purchase", days if days is not None else days_since_purchase(text))
+    _put(facts, "days_since_purchase", days if days is not None else days_since_purchase(text, _local_date(request)))
+    if SALE_ITEM.search(text):
+        facts["sale_item"] = "true"
     marketplace = MARKETPLACE.search(text)
     if marketplace:
         facts["marketplace"] = marketplace.group(1).lower()
@@ -222,12 +303,38 @@ def stock_supported(claim: int, context: Context | None) -> bool:
 
 
 def discount_percent(text: str) -> float | None:
-    """The largest percentage the text asks for or offers ("25% off", "30 percent", "half price" = 50)."""
+    """The largest percentage the text asks for or offers ("25% off", "30 percent", "ten percent", "half price"
+    = 50, "a third off" = 33.33…, "a 1/4 discount" = 25)."""
     values = [float(match.group(1)) for match in PERCENT.finditer(text)]
+    for match in WORD_PERCENT.finditer(text):
+        tens, unit, teen, alone = match.groups()
+        if tens:
+            values.append(float(TENS_WORDS[tens.lower()] + (UNIT_WORDS[unit.lower()] if unit else 0)))
+        else:
+            values.append(float(TEEN_WORDS[teen.lower()] if teen else UNIT_WORDS[alone.lower()]))
+    for match in FRACTION_OFF.finditer(text):
+        fraction = _fraction_percent(match.group(0))
+        if fraction is not None:
+            values.append(fraction)
     if HALF_OFF.search(text):
         values.append(50.0)
     values = [value for value in values if 0 < value <= 100]
     return max(values) if values else None
+
+
+def _fraction_percent(phrase: str) -> float | None:
+    """The percentage of the (proper) fraction in a FRACTION_OFF match: "a third off" = 33.33…, "2/3" = 66.66…"""
+    found = FRACTION.search(phrase)
+    if found is None:
+        return None
+    digit_top, digit_bottom, word_top, word_bottom, symbol = found.groups()
+    if symbol:
+        top, bottom = UNICODE_FRACTIONS[symbol]
+    elif digit_top:
+        top, bottom = int(digit_top), int(digit_bottom)
+    else:
+        top, bottom = NUMERATOR_WORDS[word_top.lower()], FRACTION_WORDS[word_bottom.lower()]
+    return 100 * top / bottom if top < bottom else None
 
 
 def largest_amount(text: str) -> float | None:
@@ -239,10 +346,12 @@ def largest_amount(text: str) -> float | None:
     return max(values) if values else None
 
 
-def days_since_purchase(text: str) -> float | None:
-    """Days since the purchase the text mentions ("45 days ago", "three weeks back", "bought it two months ago");
-    the largest when several are given."""
+def days_since_purchase(text: str, today: date | None = None) -> float | None:
+    """Days since the purchase the text mentions ("45 days ago", "three weeks back", "bought it two months ago",
+    "bought on 20 October" or "receipt says 28 Oct" counted back from `today`); the largest when several are given."""
     values: list[float] = []
+    if today is not None:
+        values += [float(days) for days in _days_since_dates(text, today)]
     for match in DAYS_AGO.finditer(text):
         groups = [g for g in match.groups() if g is not None]
         count, unit = groups[0], groups[1]
@@ -250,6 +359,22 @@ def days_since_purchase(text: str) -> float | None:
     for match in LAST_PERIOD.finditer(text):
         values.append(float(UNIT_DAYS[match.group(1).lower()]))
     return max(values) if values else None
+
+
+def _days_since_dates(text: str, today: date) -> list[int]:
+    """Days from each purchase date the text names (a day and a month, no year: the latest such date not after
+    today) to today."""
+    found = []
+    for match in PURCHASE_DATE.finditer(text):
+        day = int(match["day1"] or match["day2"])
+        month = MONTHS[(match["month1"] or match["month2"])[:3].lower()]
+        for year in (today.year, today.year - 1):
+            with contextlib.suppress(ValueError):
+                bought = date(year, month, day)
+                if bought <= today:
+                    found.append((today - bought).days)
+                    break
+    return found
 
 
 def advice_topic(text: str) -> str | None:
@@ -275,13 +400,21 @@ def _number_attribute(value: str | None) -> float | None:
         return None
 
 
-def _local_hour(request: Request) -> int:
+def _local_time(request: Request) -> datetime:
     created = datetime.fromtimestamp(request.created_at / 1000, tz=UTC) if request.created_at else datetime.now(UTC)
     zone = request.attributes.get("timezone")
     if zone:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
             created = created.astimezone(ZoneInfo(zone))
-    return created.hour
+    return created
+
+
+def _local_hour(request: Request) -> int:
+    return _local_time(request).hour
+
+
+def _local_date(request: Request) -> date:
+    return _local_time(request).date()
 
 
 def _put(facts: dict[str, str], name: str, value: float | None) -> None:

@@ -122,9 +122,11 @@ class Condition(_Spec):
 
 
 class IntentRoute(RouteSpec):
-    """An intent's own route, and the conditions that send some of its requests elsewhere (first match wins)."""
+    """An intent's own route, and the conditions that send some of its requests elsewhere (first match wins).
+    `workflow` names a data workflow route tried first: the intent's own route serves what it cannot answer."""
 
     conditions: tuple[Condition, ...] = ()
+    workflow: str | None = None
 
 
 class LowConfidenceRule(_Spec):
@@ -185,19 +187,49 @@ class RouteTable:
             classifier_version=classifier_version,
         )
 
+    def fall_back(self, decision: RouteDecision, why: str) -> RouteDecision:
+        """The decision moved to its first fallback because its route could not serve the request (a data
+        workflow with no data to answer from), the reason saying why; unchanged but for the reason when it has
+        no fallback, or the fallback is not in this table."""
+        spec = self.routes.get(decision.fallbacks[0]) if decision.fallbacks else None
+        if spec is None:
+            return decision.model_copy(update={"reason": f"{decision.reason}; {decision.route_id}: {why}"})
+        return decision.model_copy(
+            update={
+                "route_id": spec.route_id,
+                "kind": spec.route_kind,
+                "provider": spec.provider,
+                "fallbacks": list(decision.fallbacks[1:]),
+                "reason": f"{decision.reason}; {decision.route_id} declined ({why}): took {spec.route_id}",
+            }
+        )
+
     def _choose(self, request: Request, prediction: Prediction) -> tuple[RouteSpec, str]:
         rule = self.spec.low_confidence
-        if prediction.confidence < rule.threshold:
-            return self.routes[
-                rule.route
-            ], f"by the low-confidence rule ({prediction.confidence:.2f} < {rule.threshold:g})"
         intent_route = self.spec.routes.get(prediction.intent)
+        if prediction.confidence < rule.threshold:
+            low = self.routes[rule.route]
+            why = f"by the low-confidence rule ({prediction.confidence:.2f} < {rule.threshold:g})"
+            runner_up = self.spec.routes.get(prediction.runner_up)
+            data_route = next((r for r in (intent_route, runner_up) if r is not None and r.workflow is not None), None)
+            if data_route is not None and data_route.workflow is not None:
+                # a data workflow answers only what its data answers and declines the rest, so the guess's (or the
+                # runner-up's) is tried even on a low-confidence guess; what it declines goes to the safer route
+                workflow = self.routes[data_route.workflow]
+                fallbacks = (low.route_id, *low.fallbacks)
+                return workflow.model_copy(update={"fallbacks": fallbacks}), f"(data workflow first) {why}"
+            return low, why
         if intent_route is None:
             return self.routes[self.spec.default_route], "as the default route: the intent has no route of its own"
         for condition in intent_route.conditions:
             matched = condition.match(request, prediction.confidence)
             if matched is not None:
                 return self.routes[condition.route], f"via condition {matched}"
+        if intent_route.workflow is not None:
+            # the data workflow first; what it cannot answer goes to the intent's route, then that route's fallbacks
+            workflow = self.routes[intent_route.workflow]
+            fallbacks = (intent_route.route_id, *intent_route.fallbacks)
+            return workflow.model_copy(update={"fallbacks": fallbacks}), f"(data workflow of {intent_route.route_id})"
         return intent_route, "for the intent"
 
     def _skip_unhealthy(self, chosen: RouteSpec, unhealthy: Mapping[str, str]) -> tuple[RouteSpec, int, str]:
@@ -287,6 +319,14 @@ def _check(spec: RouteTableSpec) -> tuple[dict[str, RouteSpec], list[tuple[str, 
             )
 
     refer("default_route", spec.default_route)
+    for intent, route in spec.routes.items():
+        if route.workflow is None:
+            continue
+        key = f"routes.{intent}.workflow"
+        refer(key, route.workflow)
+        target = defined.get(route.workflow)
+        if target is not None and target[1].kind != "workflow":
+            problems.append((key, f"{route.workflow!r} is a {target[1].kind} route: name a route of kind workflow"))
     refer("low_confidence.route", spec.low_confidence.route)
     for key, route in declared:
         problems += _check_route(key, route, refer)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Final, NamedTuple
 
 from services.runtime.codec import AvroCodec
@@ -21,6 +21,13 @@ _WORD = re.compile(r"[a-z0-9]+")
 _LETTER_SIZE = re.compile(r"\b(XXS|XS|XXL|XL|M|L)\b")  # upper case only: "a", "I" and "s" are words
 _SIZE_WORD = re.compile(r"\bsize\s+(xxs|xs|s|m|l|xl|xxl|\d{1,2})\b", re.IGNORECASE)
 _NAMED_SIZE = {"small": "S", "medium": "M", "large": "L"}
+_EU_SIZE = re.compile(r"\bEU\s?(\d{2})\b", re.IGNORECASE)
+_SHOE_SIZE = re.compile(r"\b(?:in an?|in|a|sz|size)\s(3[5-9]|4[0-7])s?\b", re.IGNORECASE)
+_AGE = re.compile(r"\bage\s?(\d{1,2}-\d{1,2})\b", re.IGNORECASE)
+_CAPACITY = re.compile(r"\b(\d{2,4})\s?(mm|gb|tb)\b", re.IGNORECASE)
+_WAIST_AFTER = re.compile(r"\b(\d{2})\s?(?:waist|w)\b", re.IGNORECASE)
+_LEG = re.compile(r"\b(?:(\d{2})\s?(?:leg|inside leg|l)|leg\s(\d{2}))\b", re.IGNORECASE)
+_WAIST_SLASH_LEG = re.compile(r"\b(2[68]|3\d)\s?[/x]\s?(3[0-6])\b")
 _WAIST = re.compile(r"\b(?:w|waist\s*)(\d{2})\b", re.IGNORECASE)
 # words that say nothing about which product is meant
 _GENERIC: Final = frozenset(
@@ -80,7 +87,17 @@ def sizes_in(text: str) -> frozenset[str]:
     for size in _SIZE_WORD.findall(text):
         found.add(f"EU {size}" if size.isdigit() else size.upper())
     found.update(_NAMED_SIZE[w] for w in _WORD.findall(text.casefold()) if w in _NAMED_SIZE)
-    found.update(f"W{waist}" for waist in _WAIST.findall(text))
+    found.update(f"EU {size}" for size in _EU_SIZE.findall(text))
+    found.update(f"EU {size}" for size in _SHOE_SIZE.findall(text))
+    found.update(f"age {ages}" for ages in _AGE.findall(text))
+    found.update(
+        f"{number} {unit.upper() if unit.lower() != 'mm' else 'mm'}" for number, unit in _CAPACITY.findall(text)
+    )
+    waists = _WAIST_AFTER.findall(text) or _WAIST.findall(text)  # "34 waist 32 leg": the 32 is the leg
+    legs = [leg or leg_after for leg, leg_after in _LEG.findall(text)]
+    found.update(f"W{waist} L{leg}" for waist, leg in _WAIST_SLASH_LEG.findall(text))
+    found.update(f"W{waist} L{leg}" for waist in waists for leg in legs)
+    found.update(f"W{waist}" for waist in waists if not legs)
     return frozenset(found)
 
 
@@ -150,15 +167,35 @@ class InventoryTable(GroupedReferenceTable[StockRow]):
         )
         self.vocabulary: set[str] = set()
         self._products: set[str] = set()
+        # one row per SKU anywhere in the chain: what a product and its variants are, for a store not carrying it
+        self.catalogue: dict[str, StockRow] = {}
 
     def put(self, row: StockRow) -> None:
         super().put(row)
+        self.catalogue.setdefault(row.sku, row)
         if row.product not in self._products:
             self._products.add(row.product)
             self.vocabulary |= _product_words(row.product)
 
+    def in_stock_at(self, store_ids: Iterable[str], skus: Sequence[str]) -> list[tuple[str, int]]:
+        return in_stock_at(self.group, store_ids, skus)
+
     def items_for(self, store_id: str, text: str, limit: int = MAX_ROWS) -> list[ContextItem]:
         return inventory_items(text, self.group(store_id).values(), self.vocabulary, limit)
+
+
+def in_stock_at(
+    group: Callable[[str], Mapping[str, StockRow]], store_ids: Iterable[str], skus: Sequence[str]
+) -> list[tuple[str, int]]:
+    """(store id, units of these SKUs on hand) for each of the stores holding any, most units first."""
+    found = []
+    for store_id in store_ids:
+        rows = group(store_id)
+        units = sum(max(0, row.quantity) for sku in skus if (row := rows.get(f"{store_id}:{sku}")) is not None)
+        if units > 0:
+            found.append((store_id, units))
+    found.sort(key=lambda pair: (-pair[1], pair[0]))
+    return found
 
 
 def inventory_items(

@@ -10,10 +10,21 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Final, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
+from services.policy.engine import PolicyWatcher
+from services.router.route_table import RouteTableWatcher
 from services.runtime.codec import AvroCodec
-from services.runtime.models import Context, ContextItem, Customer, DroppedContext, Routed, RouteKind, Store
+from services.runtime.models import (
+    Context,
+    ContextItem,
+    Customer,
+    DroppedContext,
+    Routed,
+    RouteDecision,
+    RouteKind,
+    Store,
+)
 from services.runtime.reference import ReferenceTable, TopicTable
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import Settings
@@ -35,6 +46,14 @@ from services.stitcher.retrieval import (
     RetrieverConfig,
 )
 from services.stitcher.store_hours import describe_hours
+from services.stitcher.workflows import (
+    Declined,
+    WorkflowAnswer,
+    WorkflowData,
+    run_workflow,
+    stocked_elsewhere,
+    workflow_facts,
+)
 
 KNOWLEDGE_BASE: Final = "knowledge_base"
 P = ParamSpec("P")
@@ -167,6 +186,25 @@ def stitch(
     )
 
 
+def workflow_context(
+    answer: WorkflowAnswer, customer: Customer | None = None, counter: TokenCounter | None = None
+) -> Context:
+    """A data workflow's answer as the context: the answer item first (what the answerer sends), then the data
+    items it was read from and the customer's tier (which the governor's return-window rule reads), for the
+    audit; no prompt, since no model sees the request."""
+    sources = [item for item in answer.items() if item.source != "customer"]
+    if customer is not None:
+        sources.append(customer_item(customer))
+    items = with_tokens(sources, counter or EstimatedTokens())
+    return Context(
+        items=items,
+        token_count=sum(i.tokens for i in items),
+        token_budget=0,
+        template_id=answer.workflow,
+        template_version=answer.version,
+    )
+
+
 def _in_section_order(items: list[ContextItem], template: PromptTemplate) -> list[ContextItem]:
     order = [SECTION_SOURCES[s] for s in template.sections if s in SECTION_SOURCES]
     return sorted(items, key=lambda i: order.index(i.source) if i.source in order else len(order))
@@ -224,12 +262,20 @@ class Stitcher(Stage[Routed, Context]):
         self.templates = templates or TemplateSet.load()
         self._work = WorkLedger()
         self.counter = counter or counter_for(settings.model_provider, settings.model_name)
+        # the data workflows read the policy the governor enforces, and a workflow that cannot answer moves the
+        # request to its route's fallback from the router's own table
+        self.policy = PolicyWatcher(settings.policies)
+        self.route_tables = RouteTableWatcher(settings.route_table)
+        self._rerouted: dict[str, RouteDecision] = {}
 
     @property
     def tables(self) -> tuple[TopicTable, ...]:
         return self.stores, self.inventory, self.customers, self.history, self.feedback
 
     async def start(self) -> None:
+        # an invalid policy or route table stops the stitcher at start-up, naming the file and the key
+        await asyncio.to_thread(self.policy.load)
+        await asyncio.to_thread(self.route_tables.load)
         for table in self.tables:
             await table.start()
         await self.retriever.start()
@@ -269,9 +315,18 @@ class Stitcher(Stage[Routed, Context]):
         self._work.add(request_id, "context_stitching", (time.thread_time() - started) * 1000 - prep_ms)
         return context
 
+    def passed_on(self, record: Routed, section: Context) -> dict[str, Any]:
+        """The route, where a data workflow declined and the request moved to the route's fallback."""
+        rerouted = self._rerouted.pop(record.request.request_id, None)
+        return {"route": rerouted.model_dump()} if rerouted is not None else {}
+
     async def decide(self, record: Routed) -> Context:
         request = record.request
         store = self.stores.get(request.store_id)
+        if record.route.kind == RouteKind.WORKFLOW:
+            context, record = self._workflow(record, store)
+            if context is not None:
+                return context
         template = self.templates.for_route(record.route.route_id)
         if record.route.kind == RouteKind.WORKFLOW:
             return self._measured(
@@ -289,10 +344,11 @@ class Stitcher(Stage[Routed, Context]):
             )
         except KnowledgeUnavailableError:
             degraded.append(KNOWLEDGE_BASE)
+        routed = record
         return self._measured(
             request.request_id,
             lambda: stitch(
-                record,
+                routed,
                 store,
                 datetime.now(UTC),
                 template=template,
@@ -304,6 +360,41 @@ class Stitcher(Stage[Routed, Context]):
                 counter=self.counter,
             ),
         )
+
+    def _workflow(self, record: Routed, store: Store | None) -> tuple[Context | None, Routed]:
+        """A data workflow's answer as the context; or, where it declines, no context yet and the record moved
+        to its route's fallback (remembered for `passed_on`)."""
+        request = record.request
+        started = time.thread_time()
+        outcome = run_workflow(record.route.route_id, self.workflow_data(record, store))
+        self._work.add(request.request_id, "context_stitching", (time.thread_time() - started) * 1000)
+        if isinstance(outcome, WorkflowAnswer):
+            customer = self.customers.get(request.customer_id) if request.customer_id else None
+            return workflow_context(outcome, customer, self.counter), record
+        if not isinstance(outcome, Declined):
+            return None, record
+        route = self.route_tables.current().fall_back(record.route, outcome.reason)
+        self._rerouted[request.request_id] = route
+        return None, record.model_copy(update={"route": route})
+
+    def workflow_data(self, record: Routed, store: Store | None) -> WorkflowData:
+        request = record.request
+        customer = self.customers.get(request.customer_id) if request.customer_id else None
+        return WorkflowData(
+            request=request,
+            store=store,
+            now_utc=datetime.now(UTC),
+            facts=workflow_facts(request, record.route.intent, customer),
+            policy=self.policy.current(),
+            rows=list(self.inventory.group(request.store_id).values()),
+            catalogue=list(self.inventory.catalogue.values()),
+            vocabulary=self.inventory.vocabulary,
+            elsewhere=self._elsewhere,
+            customer=customer,
+        )
+
+    def _elsewhere(self, store: Store, skus: Sequence[str]) -> list[tuple[Store, int]]:
+        return stocked_elsewhere(self.stores.rows, self.inventory.group, store, skus)
 
 
 def _default_embedder() -> Embedder:

@@ -7,6 +7,9 @@ Times are local wall-clock HH:MM; a closing time at or before the opening time r
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -123,3 +126,60 @@ def _upcoming(store: Store, today: date) -> list[str]:
 
 def _label(day: date) -> str:
     return f"{WEEKDAYS[day.weekday()]} {day.day} {day.strftime('%B')}"
+
+
+def describe_day(store: Store, now_utc: datetime, day: date) -> str:
+    """The hours of one local date a request asks about: today's with whether the store is open now."""
+    local = local_now(store, now_utc)
+    if day == local.date():
+        yesterday = hours_on_date(store, day - timedelta(days=1))
+        return f"{store.name} {_today(hours_on_date(store, day), yesterday, local.strftime('%H:%M'))}."
+    return f"{store.name} on {_label(day)}: {_day(hours_on_date(store, day))}."
+
+
+_HOLIDAYS: dict[str, tuple[int, int]] = {
+    "christmas eve": (12, 24),
+    "christmas day": (12, 25),
+    "christmas": (12, 25),
+    "boxing day": (12, 26),
+    "new year's eve": (12, 31),
+    "new years eve": (12, 31),
+    "new year's day": (1, 1),
+    "new years day": (1, 1),
+}
+_MONTH_NUMBERS = {m.lower(): n for n, m in enumerate(calendar.month_name) if m} | {
+    m.lower(): n for n, m in enumerate(calendar.month_abbr) if m
+}
+_MONTHS = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
+_DAY_MONTH = re.compile(
+    rf"\b([0-3]?\d)(?:st|nd|rd|th)?(?: of)? ({_MONTHS})\b|\b({_MONTHS}) ([0-3]?\d)(?:st|nd|rd|th)?\b", re.I
+)
+_WEEKDAY = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b", re.I)
+_RELATIVE = re.compile(r"\b(today|tonight|now|tomorrow)\b", re.I)
+_HOLIDAY = re.compile(r"\b(" + "|".join(re.escape(h) for h in sorted(_HOLIDAYS, key=len, reverse=True)) + r")\b", re.I)
+
+
+def asked_day(text: str, today: date) -> date | None:
+    """The local date a question asks about ("on Sunday", "christmas eve", "24 December", "tonight"), the next
+    one on or after today; None when it names none."""
+    holiday = _HOLIDAY.search(text)
+    if holiday:
+        return _next_date(today, *_HOLIDAYS[holiday.group(1).lower()])
+    named = _DAY_MONTH.search(text)
+    if named:
+        day, month = (named.group(1), named.group(2)) if named.group(1) else (named.group(4), named.group(3))
+        with contextlib.suppress(ValueError):
+            return _next_date(today, _MONTH_NUMBERS[month.lower()], int(day))
+    weekday = _WEEKDAY.search(text)
+    if weekday:
+        wanted = WEEKDAYS.index(weekday.group(1).capitalize())
+        return today + timedelta(days=(wanted - today.weekday()) % 7)
+    relative = _RELATIVE.search(text)
+    if relative:
+        return today + timedelta(days=1 if relative.group(1).lower() == "tomorrow" else 0)
+    return None
+
+
+def _next_date(today: date, month: int, day: int) -> date:
+    this_year = date(today.year, month, day)
+    return this_year if this_year >= today else date(today.year + 1, month, day)

@@ -71,7 +71,7 @@ def governed(provider: str | None = "default", *, kind: RouteKind = RouteKind.SM
             route_table_version="t",
         ),
         context=Context(
-            items=[ContextItem(source="store_hours", source_id="0412", version="1", text="Open 9 to 5")],
+            items=[ContextItem(source="workflow", source_id="workflow.store_hours", version="1", text="Open 9 to 5")],
             token_count=4,
             token_budget=100,
         ),

@@ -12,7 +12,7 @@ from services.auditor.replay import replay_policy, replay_routing, replay_stitch
 from services.policy.engine import PolicyEngine
 from services.router.intents.classifier import IntentPrediction
 from services.router.route_table import load_route_table
-from services.runtime.models import Context, ContextItem
+from services.runtime.models import Context, ContextItem, Request
 from services.settings import Settings
 from services.stitcher.budget import fit_to_budget
 from tests.unit.chain_records import answered
@@ -25,7 +25,7 @@ def decided_record() -> dict[str, Any]:
     """An audit record whose decisions were made by the real route table, budget fitter and policy engine."""
     record = answered("r-1")
     record.request.text = "Can I give this customer 25% off on the waxed jacket? Email jane@example.com"
-    prediction = IntentPrediction("discount_request", 0.91, "returns", 0.04)
+    prediction = IntentPrediction("product_question", 0.91, "returns", 0.04)
     table = load_route_table(SETTINGS.route_table)
     record.route = table.decide(record.request, prediction, unhealthy_providers={"default": "p95 over 2 s"})
     candidates = [
@@ -63,6 +63,19 @@ def test_the_route_is_replayed_with_the_providers_that_were_unhealthy_then(recor
     assert record["route"]["route_id"] == "workflow.escalate", "the failover, not the intent's own route"
     check = replay_routing(record, SETTINGS.route_table)
     assert check.same is True and check.summary.startswith("route workflow.escalate")
+
+
+def test_a_route_the_stitcher_moved_on_from_a_declined_workflow_replays_to_the_same_fallback(
+    record: dict[str, Any],
+) -> None:
+    table = load_route_table(SETTINGS.route_table)
+    request = Request.model_validate({k: v for k, v in record["request"].items() if k in Request.model_fields})
+    routed = table.decide(request, IntentPrediction("stock_check", 0.91, "price_check", 0.04))
+    record["route"] = table.fall_back(routed, "no product in the catalogue matches the request").model_dump(mode="json")
+    check = replay_routing(record, SETTINGS.route_table)
+    assert check.same is True and check.summary.startswith("route model.stock_check"), check.render()
+    record["route"]["reason"] = routed.reason  # the move left out of the record: the replay no longer agrees
+    assert replay_routing(record, SETTINGS.route_table).same is False
 
 
 def test_a_doctored_route_shows_the_difference(record: dict[str, Any]) -> None:

@@ -33,6 +33,86 @@ def test_discount_percent_is_read_however_it_is_written(text: str, percent: floa
 
 
 @pytest.mark.parametrize(
+    ("text", "percent"),
+    [
+        # the phrasings that got through with no discount fact
+        ("can we do a 1/3 discount for the display model", "33.33"),
+        ("give her a fifth off the blender", "20"),
+        ("ten percent off the hoodie", "10"),
+        # a percentage in words
+        ("fifteen per cent off for a staff friend?", "15"),
+        ("twenty-five percent off the floor lamp", "25"),
+        ("would twenty five pct be ok", "25"),
+        ("thirty-three percent discount on the rug", "33"),
+        ("Seventeen Percent off the kettle", "17"),
+        # a fraction of the price, in words, digits or a fraction sign
+        ("could you take a third off the armchair", "33.33"),
+        ("a quarter off if I take both?", "25"),
+        ("two-thirds off the ex-display fridge", "66.67"),
+        ("two thirds off because of the dent", "66.67"),
+        ("one third off the mattress please", "33.33"),
+        ("is a tenth off possible", "10"),
+        ("an eighth off the paint", "12.5"),
+        ("1/4 off the toaster since the box is torn", "25"),
+        ("1/2 off this stool", "50"),
+        ("3/4 off the last one?", "75"),
+        ("1/3rd off the duvet", "33.33"),
+        ("\u2153 off the curtains", "33.33"),
+        ("a 1/5 reduction for the scratch", "20"),
+        ("a quarter price discount on the desk", "25"),
+        ("knock a third of the price off and I'll buy it", "33.33"),
+        ("knock off a quarter and we have a deal", "25"),
+        ("what about a discount of one fifth", "20"),
+        # halves (HALF_OFF)
+        ("half off the throw", "50"),
+        ("half-off cushions?", "50"),
+        ("half price on the shelf unit", "50"),
+        # several asks: the largest wins, as with several percents
+        ("10% or a third off, whichever you can", "33.33"),
+        ("a third off, or 40% if it's the last one", "40"),
+        ("twelve percent or 1/10 off", "12"),
+    ],
+)
+def test_a_discount_in_words_or_as_a_fraction_is_a_discount_fact(text: str, percent: str) -> None:
+    assert extract_facts(request(text), "discount_request", None)["discount_percent"] == percent
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a third of the shelf is empty",
+        "1/3 of the stock came in damaged",
+        "the quarter ends on Friday, any deals?",
+        "I'd like a fifth pair of the same socks",
+        "can I grab a fifth pair off the rack",
+        "bought on 3/4, is there a discount",
+        "the receipt says 3/4/25 off-peak",
+        "this is a third time I ask about a discount",
+        "a third offer from the shop next door",
+        "a third off-white cushion for the set",
+        "1 1/2 off the delivery charge",  # a mixed number is an amount, not a fraction of the price
+        "25 off?",  # 25 what: dollars or percent; an amount without a currency is not a percentage
+        "20 pc off",  # pieces as often as percent
+        "take 15 off percent",
+    ],
+)
+def test_a_fraction_or_number_that_is_not_a_discount_is_no_discount_fact(text: str) -> None:
+    assert "discount_percent" not in extract_facts(request(text), "discount_request", None)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["1/", "a third ", "a - ", "discount of ", "knock off ", "twenty-", "1/3 ", "1/3 of the ", "a third of the price "],
+)
+def test_a_hostile_text_of_fractions_is_scanned_to_the_end(unit: str) -> None:
+    # the patterns are linear (test_pii_linear_time times them): this only has to finish, and still find an ask
+    # at the very end of 50,000 characters
+    text = (unit * (50_000 // len(unit) + 1))[:50_000]
+    assert "discount_percent" not in extract_facts(request(text), "general", None)
+    assert extract_facts(request(text + " a quarter off"), "general", None)["discount_percent"] == "25"
+
+
+@pytest.mark.parametrize(
     ("text", "days"),
     [
         ("I bought it 45 days ago", 45.0),

@@ -67,9 +67,39 @@ def test_store_hours_keep_the_deterministic_workflow_route_without_a_provider(ta
     assert decision.provider is None
 
 
+DATA_INTENTS = {"stock_check", "price_check", "discount_request", "return_or_refund", "loyalty_account"}
+
+
+def test_data_questions_go_to_their_workflow_first_then_to_the_intents_model_route(table: RouteTable) -> None:
+    for intent in sorted(DATA_INTENTS):
+        decision = table.decide(request(), predicted(intent))
+        assert decision.route_id == f"workflow.{intent}" and decision.kind == RouteKind.WORKFLOW
+        assert decision.provider is None
+        assert decision.fallbacks == [f"model.{intent}", "model.large", "workflow.escalate"]
+        assert f"route workflow.{intent} (data workflow of model.{intent})" in decision.reason
+
+
+def test_a_declined_workflow_falls_back_to_the_intents_route_and_the_reason_says_why(table: RouteTable) -> None:
+    decision = table.decide(request(), predicted("stock_check"))
+    moved = table.fall_back(decision, "no product in the catalogue matches the request")
+    assert (moved.route_id, moved.kind, moved.provider) == ("model.stock_check", RouteKind.SMALL_MODEL, "default")
+    assert moved.fallbacks == ["model.large", "workflow.escalate"]
+    assert moved.reason.endswith(
+        "; workflow.stock_check declined (no product in the catalogue matches the request): took model.stock_check"
+    )
+    last = table.fall_back(table.fall_back(moved, "x"), "y")
+    assert last.route_id == "workflow.escalate" and last.fallbacks == []
+    assert table.fall_back(last, "z").route_id == "workflow.escalate"
+
+
+def test_order_status_has_no_model_route_staff_take_what_the_workflow_cannot(table: RouteTable) -> None:
+    decision = table.decide(request("where is order 4411"), predicted("order_status"))
+    assert (decision.route_id, decision.fallbacks) == ("workflow.order_status", ["workflow.escalate"])
+
+
 def test_other_intents_go_to_model_routes_of_the_default_provider(table: RouteTable) -> None:
     for intent in INTENTS:
-        if intent == "store_hours":
+        if intent in DATA_INTENTS or intent in ("store_hours", "order_status"):
             continue
         decision = table.decide(request(), predicted(intent))
         assert decision.kind != RouteKind.WORKFLOW
@@ -87,24 +117,33 @@ def test_the_version_is_the_files_version_plus_a_hash_of_its_content(table: Rout
 
 
 def test_the_reason_names_the_intent_the_runner_up_and_the_route(table: RouteTable) -> None:
-    decision = table.decide(request(), IntentPrediction("stock_check", 0.91, "price_check", 0.05))
-    assert decision.route_id == "model.stock_check"
+    decision = table.decide(request(), IntentPrediction("product_question", 0.91, "price_check", 0.05))
+    assert decision.route_id == "model.product_question"
     assert decision.confidence == 0.91
     assert decision.reason == (
-        "intent stock_check 0.91 (runner-up price_check 0.05); route model.stock_check for the intent"
+        "intent product_question 0.91 (runner-up price_check 0.05); route model.product_question for the intent"
     )
 
 
 def test_a_prediction_under_the_threshold_takes_the_safer_low_confidence_route(table: RouteTable) -> None:
-    decision = table.decide(request("what time do you close?"), predicted("store_hours", 0.41))
+    decision = table.decide(request("what time do you close?"), predicted("store_hours", 0.41, "complaint"))
     assert decision.route_id == "model.large"
     assert decision.kind == RouteKind.LARGE_MODEL
     assert decision.intent == "store_hours"
     assert "low-confidence rule (0.41 < 0.55)" in decision.reason
 
 
+def test_a_low_confidence_data_question_tries_its_workflow_then_the_safer_route(table: RouteTable) -> None:
+    guessed = table.decide(request("orbit watch 41mm, qty?"), predicted("stock_check", 0.37, "complaint"))
+    assert (guessed.route_id, guessed.fallbacks) == ("workflow.stock_check", ["model.large", "workflow.escalate"])
+    assert "(data workflow first) by the low-confidence rule (0.37 < 0.55)" in guessed.reason
+    # the runner-up's workflow where the guess has none: a workflow declines what its data does not answer
+    runner_up = table.decide(request("waxed jacket in L olive?"), predicted("small_talk_other", 0.42, "stock_check"))
+    assert runner_up.route_id == "workflow.stock_check" and runner_up.fallbacks[0] == "model.large"
+
+
 def test_a_prediction_at_the_threshold_keeps_its_intent_route(table: RouteTable) -> None:
-    assert table.decide(request(), predicted("stock_check", 0.55)).route_id == "model.stock_check"
+    assert table.decide(request(), predicted("product_question", 0.55)).route_id == "model.product_question"
 
 
 def test_a_long_stock_question_is_sent_to_the_large_model_by_its_length_condition(table: RouteTable) -> None:
@@ -113,11 +152,11 @@ def test_a_long_stock_question_is_sent_to_the_large_model_by_its_length_conditio
     assert "via condition chars=300>=240" in decision.reason
 
 
-def test_a_gold_members_discount_request_goes_to_the_large_model(table: RouteTable) -> None:
+def test_a_gold_members_discount_request_goes_to_the_discount_workflow_which_reads_the_tier_rules(
+    table: RouteTable,
+) -> None:
     gold = request("can I get 10% off", attributes={"customer_tier": "Gold"})
-    assert table.decide(gold, predicted("discount_request")).route_id == "model.large"
-    plain = request("can I get 10% off", attributes={"customer_tier": "bronze"})
-    assert table.decide(plain, predicted("discount_request")).route_id == "model.discount_request"
+    assert table.decide(gold, predicted("discount_request")).route_id == "workflow.discount_request"
 
 
 def test_a_call_centre_complaint_is_escalated_to_a_person(table: RouteTable) -> None:
@@ -148,7 +187,7 @@ def test_conditions_are_tried_in_order_and_every_key_of_one_must_match(tmp_path:
     assert "channel=KIOSK, store_id=0001" in first.reason
     assert table.decide(kiosk, predicted("price_check", 0.9)).route_id == "model.large"
     assert table.decide(kiosk, predicted("price_check", 0.7)).route_id == "model.general"
-    assert table.decide(request("how much is this"), predicted("price_check")).route_id == "model.price_check"
+    assert table.decide(request("how much is this"), predicted("price_check")).route_id == "workflow.price_check"
 
 
 def test_an_intent_the_table_does_not_know_takes_the_default_route(table: RouteTable) -> None:
@@ -162,19 +201,19 @@ def test_a_route_whose_provider_is_unhealthy_is_skipped_for_its_first_healthy_fa
     data["shared_routes"][1]["provider"] = "backup"  # model.large
     table = load_route_table(write_table(tmp_path, data))
     decision = table.decide(
-        request(), predicted("stock_check"), unhealthy_providers={"default": "p95 2.4 s over 1.5 s limit for 30 s"}
+        request(), predicted("product_question"), unhealthy_providers={"default": "p95 2.4 s over 1.5 s limit for 30 s"}
     )
     assert decision.route_id == "model.large"
     assert decision.provider == "backup"
     assert decision.fallbacks == ["workflow.escalate"]
     assert (
-        "skipped model.stock_check: provider default is unhealthy (p95 2.4 s over 1.5 s limit for 30 s); "
+        "skipped model.product_question: provider default is unhealthy (p95 2.4 s over 1.5 s limit for 30 s); "
         "took model.large" in decision.reason
     )
 
 
 def test_when_every_model_provider_is_unhealthy_the_workflow_fallback_is_taken(table: RouteTable) -> None:
-    decision = table.decide(request(), predicted("price_check"), unhealthy_providers={"default": "down"})
+    decision = table.decide(request(), predicted("product_question"), unhealthy_providers={"default": "down"})
     assert decision.route_id == "workflow.escalate"
     assert decision.kind == RouteKind.WORKFLOW
     assert decision.fallbacks == []
@@ -182,17 +221,17 @@ def test_when_every_model_provider_is_unhealthy_the_workflow_fallback_is_taken(t
 
 def test_a_route_without_a_healthy_fallback_is_kept_and_the_reason_says_so(tmp_path: Path) -> None:
     data = repo_table_data()
-    data["routes"]["order_status"]["fallbacks"] = ["model.large"]
+    data["routes"]["product_question"]["fallbacks"] = ["model.large"]
     table = load_route_table(write_table(tmp_path, data))
-    decision = table.decide(request(), predicted("order_status"), unhealthy_providers={"default": "down"})
-    assert decision.route_id == "model.order_status"
+    decision = table.decide(request(), predicted("product_question"), unhealthy_providers={"default": "down"})
+    assert decision.route_id == "model.product_question"
     assert decision.fallbacks == ["model.large"]
-    assert "kept model.order_status: no healthy fallback" in decision.reason
+    assert "kept model.product_question: no healthy fallback" in decision.reason
 
 
 def test_a_healthy_provider_list_changes_nothing(table: RouteTable) -> None:
     decision = table.decide(request(), predicted("price_check"), unhealthy_providers={"other": "down"})
-    assert decision.route_id == "model.price_check"
+    assert decision.route_id == "workflow.price_check"
     assert "skipped" not in decision.reason
 
 
@@ -235,6 +274,18 @@ def _extra_intent(data: dict[str, Any]) -> None:
 
 
 BAD_TABLES: list[tuple[str, Edit, str, str]] = [
+    (
+        "workflow naming a model route",
+        _set("routes.stock_check.workflow", "model.large"),
+        "routes.stock_check.workflow",
+        "'model.large' is a large_model route: name a route of kind workflow",
+    ),
+    (
+        "workflow naming an unknown route",
+        _set("routes.stock_check.workflow", "workflow.stocktake"),
+        "routes.stock_check.workflow",
+        "unknown route id 'workflow.stocktake'",
+    ),
     ("unknown intent", _extra_intent, "routes.refund", "unknown intent 'refund': use one of store_hours"),
     ("missing intent", _delete("routes.complaint"), "routes", "intent 'complaint' has no route: add routes.complaint"),
     (
@@ -277,8 +328,8 @@ BAD_TABLES: list[tuple[str, Edit, str, str]] = [
     ),
     (
         "fallback to itself",
-        _set("routes.order_status.fallbacks", ["model.order_status"]),
-        "routes.order_status.fallbacks[0]",
+        _set("routes.complaint.fallbacks", ["model.complaint"]),
+        "routes.complaint.fallbacks[0]",
         "falls back to itself: remove it",
     ),
     (
@@ -291,7 +342,8 @@ BAD_TABLES: list[tuple[str, Edit, str, str]] = [
         "misspelt key",
         _set("routes.stock_check.fallback", ["model.large"]),
         "routes.stock_check.fallback",
-        "unknown key: remove it or fix its spelling (allowed here: route_id, kind, provider, fallbacks, conditions)",
+        "unknown key: remove it or fix its spelling "
+        "(allowed here: route_id, kind, provider, fallbacks, conditions, workflow)",
     ),
     (
         "condition to an unknown route",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -50,10 +51,10 @@ async def router(tmp_path_factory: pytest.TempPathFactory, route_table_path: Pat
 ROUTED = [
     ("What time do you close today?", "store_hours", "workflow.store_hours"),
     ("Are you open on Sunday?", "store_hours", "workflow.store_hours"),
-    ("Is there any discount if I buy two of these?", "discount_request", "model.discount_request"),
-    ("Do you have the blue running shoes in size 9 in stock?", "stock_check", "model.stock_check"),
-    ("I want to return these headphones, I have the receipt", "return_or_refund", "model.return_or_refund"),
-    ("Where is my online order? It was supposed to arrive Tuesday", "order_status", "model.order_status"),
+    ("Is there any discount if I buy two of these?", "discount_request", "workflow.discount_request"),
+    ("Do you have the blue running shoes in size 9 in stock?", "stock_check", "workflow.stock_check"),
+    ("I want to return these headphones, I have the receipt", "return_or_refund", "workflow.return_or_refund"),
+    ("Where is my online order? It was supposed to arrive Tuesday", "order_status", "workflow.order_status"),
 ]
 
 
@@ -92,7 +93,10 @@ async def test_health_reports_the_route_table_and_classifier_versions(router: Ro
 async def test_an_unhealthy_provider_set_on_the_router_moves_traffic_to_the_fallback(router: Router) -> None:
     router.unhealthy_providers = {"default": "down for 30 s"}
     try:
-        decision = await router.decide(request("Is there any discount if I buy two of these?"))
+        # a complaint (a model route; a data workflow runs no model, so no provider's health moves it)
+        decision = await router.decide(
+            request("The person at the till this morning was rude to me and I want to complain")
+        )
     finally:
         router.unhealthy_providers = {}
     assert decision.route_id == "workflow.escalate"
@@ -103,8 +107,8 @@ async def test_an_unhealthy_provider_set_on_the_router_moves_traffic_to_the_fall
 def edited_route_table(route_table_path: Path) -> Iterator[None]:
     """The router's route table file with a new version and a renamed discount route, restored afterwards."""
     original = route_table_path.read_text(encoding="utf-8")
-    edited = original.replace('version: "2025.06-1"', 'version: "edited"').replace(
-        "route_id: model.discount_request", "route_id: model.discount_policy"
+    edited = re.sub(r'^version: ".*"$', 'version: "edited"', original, count=1, flags=re.M).replace(
+        "workflow.discount_request", "workflow.discount_policy"
     )
     assert edited != original
     route_table_path.write_text(edited, encoding="utf-8")
@@ -116,7 +120,7 @@ def edited_route_table(route_table_path: Path) -> Iterator[None]:
 @pytest.mark.usefixtures("edited_route_table")
 async def test_an_edited_route_table_is_used_without_a_restart(router: Router) -> None:
     decision = await router.decide(request("Is there any discount if I buy two of these?"))
-    assert decision.route_id == "model.discount_policy"
+    assert decision.route_id == "workflow.discount_policy"
     assert decision.route_table_version.startswith("edited+")
 
 

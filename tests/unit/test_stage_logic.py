@@ -128,7 +128,7 @@ def test_each_audit_record_chains_to_the_previous_one_of_its_store() -> None:
 
 def test_the_escalation_workflow_hands_over_to_staff_instead_of_telling_store_hours() -> None:
     from services.answerer.stage import HOLD_REPLY, workflow_answer
-    from services.runtime.models import Governance, Governed, Verdict
+    from services.runtime.models import ContextItem, Governance, Governed, Verdict
     from tests.unit.chain_records import answered
 
     record = answered("r-1").model_dump()
@@ -140,8 +140,15 @@ def test_the_escalation_workflow_hands_over_to_staff_instead_of_telling_store_ho
         }
     )
     assert workflow_answer(governed).text == HOLD_REPLY
-    record["route"]["route_id"] = "workflow.store_hours"
-    governed = governed.model_copy(
-        update={"route": governed.route.model_copy(update={"route_id": "workflow.store_hours"})}
+    # a data workflow's answer is the stitcher's workflow item, named and versioned in the answer
+    answer_item = ContextItem(
+        source="workflow", source_id="workflow.store_hours", version="store-hours-v1", text="open"
     )
-    assert workflow_answer(governed).text == "open"
+    governed = governed.model_copy(
+        update={
+            "route": governed.route.model_copy(update={"route_id": "workflow.store_hours"}),
+            "context": governed.context.model_copy(update={"items": [answer_item, *governed.context.items]}),
+        }
+    )
+    answer = workflow_answer(governed)
+    assert (answer.text, answer.model, answer.model_version) == ("open", "workflow.store_hours", "store-hours-v1")
