@@ -237,10 +237,7 @@ class Answerer(Stage[Governed, Answer]):
             skipped=skipped,
         )
         answer = model_answer(completion, messages, failover)
-        junk = self._junk(record, answer.text, messages)
-        if junk is not None:
-            return answer.model_copy(update={"text": junk[0], "output_findings": [*findings, junk[1]]})
-        guarded = await self.guard(record, answer.text, engine, tokens)
+        guarded = await self.guard(record, answer.text, engine, tokens, messages)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
 
     def _junk(self, record: Governed, text: str, messages: list[ChatMessage]) -> tuple[str, Finding] | None:
@@ -268,14 +265,25 @@ class Answerer(Stage[Governed, Answer]):
         )
         return (grounded.text if grounded is not None else HOLD_REPLY), finding
 
-    async def guard(self, record: Governed, text: str, engine: PolicyEngine, tokens: Mapping[str, str]) -> GuardResult:
+    async def guard(
+        self,
+        record: Governed,
+        text: str,
+        engine: PolicyEngine,
+        tokens: Mapping[str, str],
+        messages: list[ChatMessage] | None = None,
+    ) -> GuardResult:
         """check_answer on a model's answer, with its toxicity scored in a batch and only where it is read: the
-        policy's output rules run first, and an answer they replace is not embedded (most of the guard's CPU)."""
+        policy's output rules run first (their reply says what the model may not promise), then the junk guard,
+        and an answer either replaces is not embedded (most of the guard's CPU)."""
         request_id = record.request.request_id
         with self._work.measure(request_id, "governance"):
             checked = check_commitments(record, text, engine)
         if checked.replaced:
             return checked
+        junk = self._junk(record, text, messages or [])
+        if junk is not None:
+            return GuardResult(text=junk[0], findings=[*checked.findings, junk[1]], replaced=True)
         score = await self._toxicity_score(request_id, text)
         with self._work.measure(request_id, "governance"):
             return screen_answer(text, checked.findings, engine, tokens=tokens, toxicity=score)

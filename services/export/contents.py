@@ -44,8 +44,8 @@ SECTIONS: Final[tuple[Section, ...]] = (
     ),
     Section(
         "prompt_templates",
-        ("services/stitcher/templates/**/*",),
-        "prompt templates the stitcher renders, with their versions",
+        ("services/stitcher/templates/**/*", "services/stitcher/workflow_phrases.yaml"),
+        "prompt templates the stitcher renders and the data workflows' phrases, with their versions",
     ),
     Section(
         "providers",
@@ -72,11 +72,12 @@ SECTIONS: Final[tuple[Section, ...]] = (
         (
             "services/router/intents/data/*.jsonl",
             "services/governor/data/*.jsonl",
+            "services/answerer/data/*.jsonl",
             "services/learning/**/*.sql",
             "services/learning/**/*.yaml",
             "services/learning/queries/**/*",
         ),
-        "training-set definitions: the written intent and guard examples, the export queries over telemetry",
+        "training and eval sets: the written intent, guard and answer examples, the telemetry export queries",
     ),
     Section("clickhouse", ("infra/clickhouse/*.sql",), "ClickHouse DDL and materialized views, in migration order"),
     Section("weaviate", ("pipelines/weaviate/*.json",), "the Weaviate collection definition (generated at export)"),

@@ -18,7 +18,7 @@ from typing import Final
 
 import yaml
 
-from services.policy.engine import PolicyEngine
+from services.policy.engine import APPROVED_ACTION, PolicyEngine
 from services.policy.facts import extract_facts
 from services.runtime.models import ContextItem, Customer, Request, Store, Verdict
 from services.stitcher.inventory import StockRow, in_stock_at, relevant_rows
@@ -259,8 +259,11 @@ def discount_request(data: WorkflowData) -> Outcome:
     cap = outcome.caps.get("discount_percent")
     if outcome.verdict in (Verdict.ESCALATE, Verdict.BLOCK):
         return WorkflowAnswer(name, "discount-v1", say(locale, "discount_needs_approval", percent=asked))
+    approved = any(finding.action == APPROVED_ACTION for finding in outcome.findings)
     if cap is not None and cap < percent:
         text, percent = say(locale, "discount_capped", cap=_fmt(cap), percent=asked), cap
+    elif approved:
+        text = say(locale, "discount_approved", percent=asked, manager=data.facts.get("approved_by", ""))
     else:
         text = say(locale, "discount_within", percent=asked)
     asked_product = _asked(data) if data.catalogue else None

@@ -95,7 +95,7 @@ def wait_until_feedback_consumed(chain: Chain) -> None:
         consumer.close()
 
 
-def test_an_approved_discount_is_answered_by_the_model_and_its_audit_names_the_approval(chain: Chain) -> None:
+def test_an_approved_discount_is_answered_by_its_workflow_and_its_audit_names_the_approval(chain: Chain) -> None:
     original = escalate(chain, "approve-once", text=f"{DISCOUNT} Email me at jane.doe@example.com")
     decide(chain, "approve", original)
     decide(chain, "approve", original)  # the same approval twice
@@ -107,8 +107,9 @@ def test_an_approved_discount_is_answered_by_the_model_and_its_audit_names_the_a
     [finding] = [f for f in governance["findings"] if f["rule_id"] == "discount.manager_approval"]
     assert finding["action"] == "approved" and finding["inputs"]["approved_by"] == "mgr-7"
     assert finding["inputs"]["approval_for"] == original
-    assert answer["provider"] != "governance" and answer["tokens_in"] > 0
-    assert "25% off" in answer["text"]
+    # the discount workflow answers from the policy, naming the approval; no model is called
+    assert (answer["provider"], answer["model"]) == ("workflow", "workflow.discount_request")
+    assert answer["text"] == "A 25% discount was approved by manager mgr-7."
     # the released request reads as the original did: its PII came back from the governor's vault entry
     [request_record] = [
         r

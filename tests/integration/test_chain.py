@@ -90,7 +90,7 @@ def test_500_requests_are_answered_exactly_once_in_store_order_and_counted_once_
     routes = {r["route"]["kind"] for r in audited}
     assert "WORKFLOW" in routes and routes & {"SMALL_MODEL", "LARGE_MODEL"}, routes
     assert all(r["route"]["route_table_version"] and "intent " in r["route"]["reason"] for r in audited)
-    hours = next(r for r in audited if r["route"]["kind"] == "WORKFLOW")
+    hours = next(r for r in audited if r["route"]["route_id"] == "workflow.store_hours")
     assert hours["answer"]["provider"] == "workflow" and "today" in hours["answer"]["text"]
     # a model route the governor let through (the 25% discount request is escalated before any model)
     model = next(r for r in audited if r["route"]["kind"] != "WORKFLOW" and r["governance"]["verdict"] != "ESCALATE")

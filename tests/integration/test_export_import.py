@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -80,7 +81,8 @@ def test_the_manifest_lists_every_file_with_its_hash_and_the_versions_it_carries
     assert manifest["models"]["intent"]["version"] == card["version"]
     assert manifest["models"]["intent"]["evaluation"]["accuracy"] == card["evaluation"]["accuracy"]
     assert len(manifest["schemas"]) == len(list((REPO_ROOT / "schemas").glob("*.avsc")))
-    assert manifest["route_table"].startswith("2025.06-1+")
+    version = yaml.safe_load((REPO_ROOT / "routes" / "route_table.yaml").read_text())["version"]
+    assert manifest["route_table"].startswith(f"{version}+")
     assert manifest["providers"]["default"]["endpoint"].startswith("${SWITCHYARD_MODEL_BASE_URL:-")
     assert {"routes", "schemas", "topics", "models", "clickhouse", "weaviate", "knowledge", "deploy"} <= set(
         manifest["sections"]

@@ -52,6 +52,7 @@ def governed(
     verdict: Verdict = Verdict.ALLOW,
     findings: list[Finding] | None = None,
     redacted_prompt: list[PromptMessage] | None = None,
+    question: str = "redacted text",
 ) -> Governed:
     return Governed(
         request=Request(
@@ -70,7 +71,7 @@ def governed(
         governance=Governance(
             verdict=verdict,
             findings=findings or [],
-            redacted_text="redacted text",
+            redacted_text=question,
             redacted_prompt=redacted_prompt or [],
             facts=facts or {},
         ),
@@ -206,10 +207,11 @@ async def test_an_answer_the_policy_replaces_is_not_scored_for_toxicity(
         assert scored == []
         clean = "Thanks <PERSON_1>, the kettle is covered for two years."
         tokens = {"<PERSON_1>": "Maria"}
-        released = await stage.guard(governed(), clean, engine, tokens)
+        asked = governed(question="Is the kettle covered by a warranty?")
+        released = await stage.guard(asked, clean, engine, tokens)
         assert scored == [clean]
         assert released == check_answer(
-            governed(), clean, engine, tokens=tokens, toxicity=lambda text: probabilities([text])[0]
+            asked, clean, engine, tokens=tokens, toxicity=lambda text: probabilities([text])[0]
         )
     finally:
         await stage.stop()
@@ -248,12 +250,21 @@ def idle_answerer(toxicity: BinaryClassifier, sure_clean: CheapToxicity | None =
     return Answerer(providers, toxicity=toxicity, sure_clean=sure_clean)
 
 
+async def test_an_off_topic_answer_is_junk_and_never_scored_for_toxicity(
+    engine: PolicyEngine, cascade: tuple[Answerer, list[str]]
+) -> None:
+    stage, minilm_scored = cascade
+    replaced = await stage.guard(governed(question="Why is my refund late?"), "<tag> <tags> <tags> <tags>", engine, {})
+    assert replaced.replaced and [f.rule_id for f in replaced.findings] == ["junk.repetition"]
+    assert minilm_scored == [] and not stage.toxicity_deciders
+
+
 async def test_a_clean_retail_answer_is_decided_by_the_cheap_model_without_minilm(
     engine: PolicyEngine, cascade: tuple[Answerer, list[str]]
 ) -> None:
     stage, minilm_scored = cascade
     clean = "The store closes at 9 pm today and opens again at 8 am tomorrow."
-    released = await stage.guard(governed(), clean, engine, {})
+    released = await stage.guard(governed(question="When do you close today?"), clean, engine, {})
     assert not released.replaced and released.text == clean
     assert minilm_scored == []
     assert stage.toxicity_deciders == {"char_ngram": 1}
@@ -263,9 +274,10 @@ async def test_an_abusive_answer_is_escalated_to_minilm_and_blocked(
     engine: PolicyEngine, cascade: tuple[Answerer, list[str]]
 ) -> None:
     stage, minilm_scored = cascade
-    abusive = "Shut up, you useless idiot, and stop wasting my time."
-    blocked = await stage.guard(governed(), abusive, engine, {})
+    abusive = "Shut up about your late refund, you useless idiot, and stop wasting my time."
+    asked = governed(question="Why is my refund late?")
+    blocked = await stage.guard(asked, abusive, engine, {})
     assert minilm_scored == [abusive]
     assert blocked.replaced and [f.rule_id for f in blocked.findings] == ["toxicity.answer"]
-    assert await stage.guard(governed(), abusive, engine, {}) == blocked
+    assert await stage.guard(asked, abusive, engine, {}) == blocked
     assert stage.toxicity_deciders == {"minilm": 1, "remembered": 1}
