@@ -28,7 +28,7 @@ from services.answerer.guard import held_reply
 from services.answerer.junk import find_junk
 from services.answerer.stage import HOLD_REPLY
 from services.policy.engine import PolicyEngine
-from services.policy.facts import extract_facts
+from services.policy.facts import extract_sourced_facts
 from services.router.intents.classifier import IntentClassifier
 from services.router.route_table import RouteTable, load_route_table
 from services.runtime.models import Channel, Context, ContextItem, Governance, Request, RouteKind, Verdict
@@ -161,8 +161,9 @@ class AnswerPath:
                 route = self.table.fall_back(route, outcome.reason)
         if context is None:
             context = self._model_context(request, route.kind, route.intent, customer)
-        facts = extract_facts(request, route.intent, context)
-        decision = self.policy.decide(facts)
+        tier = customer.tier if customer is not None else None
+        sourced = extract_sourced_facts(request, route.intent, context, reference_tier=tier)
+        decision, _ = self.policy.decide_strictest(sourced.variants)
         generated = False
         if decision.verdict in (Verdict.BLOCK, Verdict.ESCALATE):
             governance = Governance(

@@ -32,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from services.approvals.release import ApprovalRejected, parse_record, release
+from services.approvals.signing import ApprovalSigner, approval_secrets_dir
 from services.governor.pii import TOKEN, restore
 from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, load_key
 from services.infra.clickhouse import get_client
@@ -102,6 +103,8 @@ class ApprovalsWorker:
     lookup: AuditLookup
     codec: AvroCodec
     vault: VaultTable | None = None
+    # signs each released request: the policy trusts only an approval whose signature verifies
+    signer: ApprovalSigner | None = None
     released: OrderedDict[str, None] = field(default_factory=OrderedDict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: StageMetrics = field(default_factory=lambda: StageMetrics(NAME))
@@ -135,6 +138,8 @@ class ApprovalsWorker:
                 log.info("not released", extra={"request_id": feedback.request_id, "outcome": feedback.outcome})
             return None
         request = await self._restored(request, audited)
+        if self.signer is not None:
+            request = self.signer.sign(request)
         if request.request_id in self.released or await asyncio.to_thread(self.lookup.exists, request.request_id):
             log.info("already released", extra={"request_id": feedback.request_id, "released": request.request_id})
             return None
@@ -226,7 +231,8 @@ async def run_approvals(config: ApprovalsConfig, settings: Settings | None = Non
         codec=codec,
         cipher=VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s),
     )
-    worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault)
+    signer = ApprovalSigner(approval_secrets_dir(settings))
+    worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault, signer=signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):

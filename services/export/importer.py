@@ -2,7 +2,8 @@
 
 Checks, in order, each refusal naming the file, model or record and why:
 1. the manifest: format, the bundle hash (BUNDLE.sha256, and --expect-hash when the operator pinned one);
-2. every file: present, same sha256, nothing unlisted; a missing model file is reported as a missing model;
+2. every file: a path that stays inside the bundle (relative, no `..`, no symbolic link on the way), present, same
+   sha256, nothing unlisted; a missing model file is reported as a missing model;
 3. versions: the Switchyard major version, each model's card against its weights, each declared schema fingerprint,
    topic, route-table and policy version against the files that carry them;
 4. schema compatibility: each bundled record against the target's schemas and their history, both directions (the
@@ -194,6 +195,10 @@ def _integrity(root: Path, manifest: dict[str, Any]) -> list[str]:
     for entry in manifest["files"]:
         relative = entry["path"]
         listed.add(relative)
+        unsafe = unsafe_path(root, relative)
+        if unsafe:
+            problems.append(unsafe)
+            continue
         path = root / relative
         if not path.is_file():
             if relative in model_of:
@@ -214,6 +219,25 @@ def _integrity(root: Path, manifest: dict[str, Any]) -> list[str]:
     )
     problems.extend(f"unlisted file {relative}: not in the manifest, so not signed" for relative in extra)
     return problems
+
+
+def unsafe_path(root: Path, relative: str) -> str | None:
+    """Why a manifest path could reach outside `root` (read from or written to), or None when it cannot: it must be
+    relative, without `..`, `\\` or empty parts, and no part of it under `root` may be a symbolic link."""
+    pure = PurePosixPath(relative)
+    if (
+        not relative
+        or pure.is_absolute()
+        or "\\" in relative
+        or any(part in ("..", ".", "") for part in relative.split("/"))
+    ):
+        return f"unsafe path {relative!r}: a bundle path is relative and stays inside its folder (no '..', no '/...')"
+    current = root
+    for part in pure.parts:
+        current = current / part
+        if current.is_symlink():
+            return f"unsafe path {relative!r}: {current.relative_to(root).as_posix()} is a symbolic link"
+    return None
 
 
 def _versions(root: Path, manifest: dict[str, Any]) -> list[str]:
@@ -390,6 +414,10 @@ def _lay_out(root: Path, into: Path, manifest: dict[str, Any]) -> None:
     kept as provenance under .switchyard-bundle/."""
     into.mkdir(parents=True, exist_ok=True)
     for entry in manifest["files"]:
+        # checked by _integrity already; again against the target, whose folders may hold symbolic links
+        unsafe = unsafe_path(into, entry["path"])
+        if unsafe:
+            raise BundleRefused(root, [f"cannot lay out into {into}: {unsafe}"])
         target = into / entry["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / entry["path"], target)  # mode kept (scripts stay executable), times are now

@@ -101,15 +101,13 @@ def _policy_engine(policies_dir: Path) -> Any:
 def _policy(engine: Any, request: Request, intent: str, context: Context) -> tuple[Verdict, dict[str, Any] | None]:
     if engine is None:
         return Verdict.ALLOW, None
-    from services.policy.facts import extract_facts
+    from services.policy.facts import extract_sourced_facts
 
-    facts = extract_facts(request, intent, context)
-    findings = engine.evaluate(facts)
-    outcome = engine.outcome(findings)
+    outcome, _ = engine.decide_strictest(extract_sourced_facts(request, intent, context).variants)
     return outcome.verdict, {
         "version": engine.version,
         "verdict": outcome.verdict.value,
-        "rules": [finding.rule_id for finding in findings],
+        "rules": [finding.rule_id for finding in outcome.findings],
     }
 
 

@@ -25,7 +25,7 @@ from services.governor.injection import injection_signals
 from services.governor.pii import TOKEN_TYPES
 from services.governor.stage import Analyzer
 from services.policy.engine import PolicyEngine
-from services.policy.facts import commitments, extract_facts
+from services.policy.facts import commitments, extract_sourced_facts
 from services.runtime.models import (
     Channel,
     Context,
@@ -142,8 +142,12 @@ def rule_accuracy(cases: Sequence[dict[str, Any]], engine: PolicyEngine) -> tupl
             created_at=spec["created_at"],
             attributes=spec["attributes"],
         )
-        facts = extract_facts(request, spec["intent"], None)
-        got = sorted(finding.rule_id for finding in engine.evaluate(facts))
+        # a case's "reference" holds what Switchyard's own data says (the customer table's tier); attributes are
+        # what the client claims, which can tighten a decision but never loosen it
+        tier = (spec.get("reference") or {}).get("customer_tier")
+        sourced = extract_sourced_facts(request, spec["intent"], None, reference_tier=tier)
+        outcome, facts = engine.decide_strictest(sourced.variants)
+        got = sorted(finding.rule_id for finding in outcome.findings)
         if got != sorted(case["expected_rules"]):
             wrong.append(f"{spec['text']!r}: expected {sorted(case['expected_rules'])}, got {got} (facts {facts})")
     return (1 - len(wrong) / len(cases)) if cases else 1.0, wrong

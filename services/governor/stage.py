@@ -21,12 +21,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.answerer.stage import fallback_prompt
+from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
 from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
 from services.policy.engine import PolicyEngine, PolicyWatcher
-from services.policy.facts import extract_facts
+from services.policy.facts import extract_sourced_facts
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
@@ -200,7 +201,12 @@ class GovernorResult:
 
 
 def govern(
-    record: Stitched, analysis: TextAnalysis, engine: PolicyEngine, *, toxicity_threshold: float = 0.5
+    record: Stitched,
+    analysis: TextAnalysis,
+    engine: PolicyEngine,
+    *,
+    toxicity_threshold: float = 0.5,
+    approval_verified: bool = False,
 ) -> GovernorResult:
     """The whole decision for one request, given what the models found. Pure and deterministic."""
     request = record.request
@@ -241,8 +247,11 @@ def govern(
         verdicts.append(Verdict.MASK)
 
     policy_started = time.thread_time()  # CPU time: not the wait for the GIL held by the model threads
-    facts = extract_facts(request, record.route.intent, record.context)
-    outcome = engine.decide(facts)
+    # a manager's approval counts only with its verified signature, the tier is the customer table's, and what the
+    # client claims (attributes, the text's purchase date) can only tighten the outcome
+    sourced = extract_sourced_facts(request, record.route.intent, record.context, approval_verified=approval_verified)
+    outcome, decided_on = engine.decide_strictest(sourced.variants)
+    facts = dict(decided_on)
     policy_ms = (time.thread_time() - policy_started) * 1000
     findings += outcome.findings
     verdicts.append(outcome.verdict)
@@ -261,6 +270,7 @@ def govern(
             redacted_prompt=prompt,
             vault_key=request.request_id if tokeniser.tokens else "",
             facts=facts,
+            fact_sources=sourced.sources(decided_on),
             policy_version=engine.version,
         ),
         tokens=dict(tokeniser.tokens),
@@ -364,6 +374,7 @@ class Governor(Stage[Stitched, Governance]):
         self.settings = settings
         self.policy = PolicyWatcher(settings.policies)
         self.cipher = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
+        self.approvals = ApprovalVerifier(approval_secrets_dir(settings))
         self.analyzer = analyzer
         self._pii: MicroBatcher[AnalysisInput, tuple[list[PiiSpan], list[list[PiiSpan]]]] | None = None
         self._classifiers: MicroBatcher[AnalysisInput, tuple[float, float, list[float]]] | None = None
@@ -397,7 +408,8 @@ class Governor(Stage[Stitched, Governance]):
         request_id = record.request.request_id
         started = time.thread_time()
         analysis = combined(spans, scores)
-        result = govern(record, analysis, self.policy.current())
+        verified = self.approvals.verifies(record.request)
+        result = govern(record, analysis, self.policy.current(), approval_verified=verified)
         if result.tokens:
             entry = self.cipher.seal(result.governance.vault_key, result.tokens)
             self._vault[result.governance.vault_key] = entry.model_dump()

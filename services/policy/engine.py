@@ -256,6 +256,16 @@ class PolicyEngine:
     def decide(self, facts: Mapping[str, str], stage: Stage = "input") -> Outcome:
         return self.outcome(self.evaluate(facts, stage))
 
+    def decide_strictest(
+        self, variants: Sequence[Mapping[str, str]], stage: Stage = "input"
+    ) -> tuple[Outcome, Mapping[str, str]]:
+        """The strictest outcome over the fact variants (services.policy.facts.SourcedFacts.variants: trusted
+        facts alone, then with claims and attributes), and the facts that gave it: what a client claims can
+        tighten, never loosen. Ties go to the earlier, more trusted variant. Recording those facts lets a replay
+        reproduce the findings from the record alone."""
+        decided = [(self.decide(facts, stage), facts) for facts in variants]
+        return max(decided, key=lambda pair: ACTION_RANK[pair[0].action])
+
     def outcome(self, findings: Iterable[Finding]) -> Outcome:
         """The strictest action among policy findings (ties: the first in evaluation order), its safe reply, and
         every cap the modify rules imposed (the lowest per fact)."""

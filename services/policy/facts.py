@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -194,45 +195,122 @@ OUT_OF_STOCK_TEXT: Final = re.compile(r"\b(out of stock|sold out|none left|0 in 
 INVENTORY_QUANTITY: Final = re.compile(r"\b(\d+)\s+(?:units?|in stock|on hand|available)\b|\bquantity[:= ]+(\d+)", re.I)
 
 
+REQUEST: Final = "request"  # the request's envelope (store, channel, time) and what its text asks for
+REFERENCE: Final = "reference"  # Switchyard's reference data (the customer table's tier, the stock rows)
+APPROVAL: Final = "approval"  # a manager's approval whose signature verified
+CLAIM: Final = "claim"  # what the request text states about the world ("bought 3 days ago")
+ATTRIBUTE: Final = "attribute"  # a client-set request attribute
+TRUSTED_SOURCES: Final = frozenset({REQUEST, REFERENCE, APPROVAL})
+
+
+@dataclass(frozen=True)
+class SourcedFacts:
+    """The facts of one request by where they came from. `variants` are what the policy is evaluated on: the
+    trusted facts alone, then with the text's claims, then with the client's attributes too; the strictest
+    outcome wins (PolicyEngine.decide_strictest), so claims and attributes can tighten a decision but never
+    loosen one."""
+
+    trusted: dict[str, str]
+    trusted_sources: dict[str, str]
+    claims: dict[str, str]
+    attributes: dict[str, str]
+
+    @property
+    def variants(self) -> tuple[dict[str, str], ...]:
+        """Trusted facts alone; with the text's claims; with claims and attributes, each taking precedence where
+        both give a fact (a purchase date), so any mix of the client's words is tried."""
+        return (
+            self.trusted,
+            {**self.trusted, **self.claims},
+            {**self.trusted, **self.claims, **self.attributes},
+            {**self.trusted, **self.attributes, **self.claims},
+        )
+
+    @property
+    def facts(self) -> dict[str, str]:
+        """Every fact, the trusted value where there is one, else the text's claim, else the attribute."""
+        return {**self.attributes, **self.claims, **self.trusted}
+
+    def sources(self, facts: Mapping[str, str]) -> dict[str, str]:
+        """Where each of `facts` (one of the variants) came from."""
+        found = {}
+        for name, value in facts.items():
+            if self.trusted.get(name) == value:
+                found[name] = self.trusted_sources[name]
+            elif self.attributes.get(name) == value:
+                found[name] = ATTRIBUTE
+            else:
+                found[name] = CLAIM
+        return found
+
+
 def extract_facts(request: Request, intent: str, context: Context | None) -> dict[str, str]:
-    """The facts the input rules read: who asks, where, when, and what the request text asks for."""
+    """The facts the input rules read, as recorded (trusted values first; see extract_sourced_facts)."""
+    return extract_sourced_facts(request, intent, context).facts
+
+
+def extract_sourced_facts(
+    request: Request,
+    intent: str,
+    context: Context | None,
+    *,
+    approval_verified: bool = False,
+    reference_tier: str | None = None,
+) -> SourcedFacts:
+    """The facts the input rules read: who asks, where, when, and what the request text asks for, each with its
+    source. A manager's approval counts only where `approval_verified` (its signature checked by the caller); the
+    customer's tier is the customer table's (`reference_tier`, else the stitched customer item), never the
+    client's word alone."""
     text = request.text
-    facts: dict[str, str] = {
+    trusted: dict[str, str] = {
         "intent": intent,
         "store_id": request.store_id,
         "channel": request.channel.value,
         "hour": str(_local_hour(request)),
     }
+    tier = reference_tier or _stitched_tier(context)
+    if tier:
+        trusted["customer_tier"] = tier.strip().lower()
     attributes = request.attributes
-    for name in ("region", "customer_tier"):
-        if attributes.get(name):
-            facts[name] = attributes[name].strip().lower()
-    if "customer_tier" not in facts and context is not None:
-        # the tier the stitcher read from the customer table, where the till sent none
-        tier = next((m.group(1) for i in context.items if i.source == "customer" and (m := _TIER.match(i.text))), None)
-        if tier:
-            facts["customer_tier"] = tier.lower()
-    # a manager's approval (services.approvals re-publishes an approved request with both attributes)
     approved_by, approval_for = attributes.get("approved_by", "").strip(), attributes.get("approval_for", "").strip()
-    if approved_by and approval_for:
-        facts["approved_by"], facts["approval_for"] = approved_by, approval_for
-    _put(facts, "discount_percent", discount_percent(text))
-    _put(facts, "amount", largest_amount(text))
-    days = _number_attribute(attributes.get("days_since_purchase"))
-    _put(facts, "days_since_purchase", days if days is not None else days_since_purchase(text, _local_date(request)))
+    if approved_by and approval_for and approval_verified:
+        trusted["approved_by"], trusted["approval_for"] = approved_by, approval_for
+    _put(trusted, "discount_percent", discount_percent(text))
+    _put(trusted, "amount", largest_amount(text))
     if SALE_ITEM.search(text):
-        facts["sale_item"] = "true"
+        trusted["sale_item"] = "true"
     marketplace = MARKETPLACE.search(text)
     if marketplace:
-        facts["marketplace"] = marketplace.group(1).lower()
+        trusted["marketplace"] = marketplace.group(1).lower()
     if PRICE_MATCH.search(text):
-        facts["price_match"] = "true"
+        trusted["price_match"] = "true"
     topic = advice_topic(text)
     if topic:
-        facts["advice_topic"] = topic
+        trusted["advice_topic"] = topic
     if context is not None and any(item.source == "inventory" for item in context.items):
-        facts["inventory_items"] = str(sum(item.source == "inventory" for item in context.items))
-    return facts
+        trusted["inventory_items"] = str(sum(item.source == "inventory" for item in context.items))
+    claims: dict[str, str] = {}
+    _put(claims, "days_since_purchase", days_since_purchase(text, _local_date(request)))
+    claimed_by_client: dict[str, str] = {}
+    for name in ("region", "customer_tier"):
+        if attributes.get(name):
+            claimed_by_client[name] = attributes[name].strip().lower()
+    _put(claimed_by_client, "days_since_purchase", _number_attribute(attributes.get("days_since_purchase")))
+    sources = {name: REQUEST for name in trusted}
+    if tier:
+        sources["customer_tier"] = REFERENCE
+    if "approved_by" in trusted:
+        sources["approved_by"] = sources["approval_for"] = APPROVAL
+    if "inventory_items" in trusted:
+        sources["inventory_items"] = REFERENCE
+    return SourcedFacts(trusted=trusted, trusted_sources=sources, claims=claims, attributes=claimed_by_client)
+
+
+def _stitched_tier(context: Context | None) -> str | None:
+    """The tier the stitcher read from the customer table into the context, if it did."""
+    if context is None:
+        return None
+    return next((m.group(1) for i in context.items if i.source == "customer" and (m := _TIER.match(i.text))), None)
 
 
 def extract_answer_facts(answer: str, context: Context | None, input_facts: Mapping[str, str]) -> dict[str, str]:

@@ -240,6 +240,10 @@ class Governance(BaseModel):
         default_factory=dict,
         description="Facts extracted from the request for the policy rules, e.g. discount_percent, days_since_purchase.",
     )
+    fact_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where each fact came from: request (the request's envelope and what its text asks for), reference (Switchyard's reference data), approval (a manager's approval whose signature verified), claim (what the request text states, e.g. a purchase date) or attribute (a client-set attribute). Claims and attributes can only tighten a rule, never loosen it.",
+    )
     policy_version: str = Field(default="", description="Version of the policy rule set that was evaluated.")
 
 

@@ -40,11 +40,13 @@ class SeededReference:
     def workflow_data(self, request: Request, intent: str, policy: PolicyEngine, now_utc: datetime) -> WorkflowData:
         store = self.stores.get(request.store_id)
         customer = self.customers.get(request.customer_id) if request.customer_id else None
+        sourced = workflow_facts(request, intent, customer)
         return WorkflowData(
             request=request,
             store=store,
             now_utc=now_utc,
-            facts=workflow_facts(request, intent, customer),
+            facts=sourced.facts,
+            fact_variants=sourced.variants,
             policy=policy,
             rows=list(self.group(request.store_id).values()),
             catalogue=list(self.catalogue.values()),

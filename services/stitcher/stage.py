@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
+from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
 from services.policy.engine import PolicyWatcher
 from services.router.route_table import RouteTableWatcher
 from services.runtime.codec import AvroCodec
@@ -266,6 +267,7 @@ class Stitcher(Stage[Routed, Context]):
         # request to its route's fallback from the router's own table
         self.policy = PolicyWatcher(settings.policies)
         self.route_tables = RouteTableWatcher(settings.route_table)
+        self.approvals = ApprovalVerifier(approval_secrets_dir(settings))
         self._rerouted: dict[str, RouteDecision] = {}
 
     @property
@@ -380,11 +382,15 @@ class Stitcher(Stage[Routed, Context]):
     def workflow_data(self, record: Routed, store: Store | None) -> WorkflowData:
         request = record.request
         customer = self.customers.get(request.customer_id) if request.customer_id else None
+        sourced = workflow_facts(
+            request, record.route.intent, customer, approval_verified=self.approvals.verifies(request)
+        )
         return WorkflowData(
             request=request,
             store=store,
             now_utc=datetime.now(UTC),
-            facts=workflow_facts(request, record.route.intent, customer),
+            facts=sourced.facts,
+            fact_variants=sourced.variants,
             policy=self.policy.current(),
             rows=list(self.inventory.group(request.store_id).values()),
             catalogue=list(self.inventory.catalogue.values()),

@@ -19,7 +19,7 @@ from typing import Final
 import yaml
 
 from services.policy.engine import APPROVED_ACTION, PolicyEngine
-from services.policy.facts import extract_facts
+from services.policy.facts import SourcedFacts, extract_sourced_facts
 from services.runtime.models import ContextItem, Customer, Request, Store, Verdict
 from services.stitcher.inventory import StockRow, in_stock_at, relevant_rows
 from services.stitcher.prep import StockLine, stock_row
@@ -44,6 +44,8 @@ class WorkflowData:
     now_utc: datetime
     facts: Mapping[str, str]
     policy: PolicyEngine
+    # what the policy is evaluated on (services.policy.facts.SourcedFacts.variants); by default the facts alone
+    fact_variants: tuple[Mapping[str, str], ...] = ()
     rows: Sequence[StockRow] = ()  # this store's stock
     catalogue: Sequence[StockRow] = ()  # one row per SKU in the chain, for what a store does not carry
     vocabulary: Set[str] | None = None
@@ -254,7 +256,7 @@ def discount_request(data: WorkflowData) -> Outcome:
     if percent is None:
         return Declined(name, "the request names no discount percent")
     locale, say = data.request.locale, load_phrases().say
-    outcome = data.policy.decide(data.facts)
+    outcome, _ = data.policy.decide_strictest(data.fact_variants or (data.facts,))
     asked = _fmt(percent)
     cap = outcome.caps.get("discount_percent")
     if outcome.verdict in (Verdict.ESCALATE, Verdict.BLOCK):
@@ -290,7 +292,9 @@ def return_or_refund(data: WorkflowData) -> Outcome:
     days = _number(data.facts.get("days_since_purchase"))
     if days is None:
         return Declined(name, "the request gives no purchase date")
-    window = return_window(data.policy, data.facts)
+    # the shortest window any trusted or claimed fact gives: a client's word can shorten it, never lengthen it
+    windows = [w for v in data.fact_variants or (data.facts,) if (w := return_window(data.policy, v)) is not None]
+    window = min(windows, default=None)
     if window is None:
         return Declined(name, "no return-window rule of the policy applies to this request")
     key = "return_within" if days <= window else "return_past"
@@ -341,13 +345,12 @@ WORKFLOWS: Final[Mapping[str, Callable[[WorkflowData], Outcome]]] = {
 }
 
 
-def workflow_facts(request: Request, intent: str, customer: Customer | None) -> dict[str, str]:
-    """The policy facts of the request (as the governor extracts them), with the loyalty tier from the customer
-    table where the till did not send one."""
-    facts = extract_facts(request, intent, None)
-    if customer is not None and "customer_tier" not in facts:
-        facts["customer_tier"] = customer.tier.strip().lower()
-    return facts
+def workflow_facts(
+    request: Request, intent: str, customer: Customer | None, *, approval_verified: bool = False
+) -> SourcedFacts:
+    """The policy facts of the request as the governor extracts them, with the tier from the customer table."""
+    tier = customer.tier if customer is not None else None
+    return extract_sourced_facts(request, intent, None, approval_verified=approval_verified, reference_tier=tier)
 
 
 def stocked_elsewhere(

@@ -15,7 +15,7 @@ from services.approvals.release import ApprovalRejected, approved_request_id, re
 from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
 from services.learning.feedback import FeedbackError
 from services.policy.engine import PolicyEngine
-from services.policy.facts import extract_facts
+from services.policy.facts import extract_facts, extract_sourced_facts
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, FeedbackKind, Request, Verdict
 from services.runtime.schema_registry import SchemaRegistry
@@ -48,8 +48,13 @@ def test_a_25_percent_discount_without_approval_is_escalated(engine: PolicyEngin
 
 
 def test_an_approved_25_percent_discount_is_allowed_and_the_finding_names_the_approval(engine: PolicyEngine) -> None:
-    facts = extract_facts(request("Can I get 25% off this sofa?", **APPROVAL), "discount_request", None)
+    # an approval whose signature the governor verified (services.approvals.signing)
+    sourced = extract_sourced_facts(
+        request("Can I get 25% off this sofa?", **APPROVAL), "discount_request", None, approval_verified=True
+    )
+    facts = sourced.facts
     assert facts["approved_by"] == "mgr-7" and facts["approval_for"] == "1b2c"
+    assert sourced.sources(facts)["approved_by"] == "approval"
     outcome = engine.decide(facts)
     assert outcome.verdict == Verdict.ALLOW and outcome.reply is None
     [finding] = [f for f in outcome.findings if f.rule_id == "discount.manager_approval"]

@@ -7,8 +7,14 @@ import pytest
 
 from services.governor.eval import load_cases, rule_accuracy
 from services.policy.engine import PolicyEngine
-from services.policy.facts import days_since_purchase, discount_percent, extract_facts, largest_amount
-from services.runtime.models import Channel, Context, ContextItem, Request
+from services.policy.facts import (
+    days_since_purchase,
+    discount_percent,
+    extract_facts,
+    extract_sourced_facts,
+    largest_amount,
+)
+from services.runtime.models import Channel, Context, ContextItem, Request, Verdict
 from services.settings import REPO_ROOT
 
 
@@ -162,9 +168,15 @@ def test_extracted_facts_cover_who_where_when_and_what() -> None:
     }
 
 
-def test_a_days_since_purchase_attribute_from_the_till_wins_over_the_text() -> None:
-    facts = extract_facts(request("bought it 90 days ago", days_since_purchase="12"), "return_or_refund", None)
-    assert facts["days_since_purchase"] == "12"
+def test_a_days_since_purchase_attribute_from_the_till_cannot_shorten_what_the_text_says() -> None:
+    sourced = extract_sourced_facts(
+        request("bought it 90 days ago", days_since_purchase="12"), "return_or_refund", None
+    )
+    assert sourced.facts["days_since_purchase"] == "90"
+    assert sourced.sources(sourced.facts)["days_since_purchase"] == "claim"
+    assert [v.get("days_since_purchase") for v in sourced.variants] == [None, "90", "12", "90"]
+    outcome, decided_on = PolicyEngine.from_file(REPO_ROOT / "policies").decide_strictest(sourced.variants)
+    assert outcome.verdict == Verdict.ESCALATE and decided_on["days_since_purchase"] == "90"
 
 
 def test_medical_advice_needs_an_advice_question_not_just_a_product() -> None:

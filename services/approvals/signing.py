@@ -1,0 +1,115 @@
+"""Signed approvals: the approvals service signs each request it releases (Ed25519, a key it alone holds), and the
+policy trusts a manager's approval only where that signature verifies. An `approved_by` attribute a client sets
+itself is a claim: it can tighten a decision but never loosen one.
+
+The private key lives in var/secrets/approvals_ed25519.pem (0600, created by the approvals service on first
+start); the public key beside it (approvals_ed25519.pub.pem) is all the governor, stitcher and answerer read. The
+signed message is canonical JSON (sorted keys, no spaces) of the released request's id, store, text digest and
+the approval itself, so a signature cannot be replayed onto another request, store or text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.runtime.models import Request
+from services.settings import Settings
+
+log = logging.getLogger("switchyard.approvals")
+
+SIGNATURE_ATTRIBUTE: Final = "approval_signature"
+SIGNED_ATTRIBUTES: Final = ("approval_for", "approved_by", "approval_feedback_id")
+PRIVATE_KEY_FILE: Final = "approvals_ed25519.pem"
+PUBLIC_KEY_FILE: Final = "approvals_ed25519.pub.pem"
+
+
+def approval_secrets_dir(settings: Settings) -> Path:
+    """Where the approval keys live: the folder of the PII vault key (var/secrets by default)."""
+    vault_key = settings.pii_vault_key_file
+    return vault_key.parent if vault_key is not None else settings.var_dir / "secrets"
+
+
+def signed_message(request: Request) -> bytes:
+    """What a signature covers: the released request's id, store and text digest, and the approval attributes."""
+    fields = {
+        "request_id": request.request_id,
+        "store_id": request.store_id,
+        "text_sha256": hashlib.sha256(request.text.encode()).hexdigest(),
+        **{name: request.attributes.get(name, "") for name in SIGNED_ATTRIBUTES},
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class ApprovalSigner:
+    """The approvals service's signing key, read from `secrets_dir` or created there (with its public key)."""
+
+    def __init__(self, secrets_dir: Path) -> None:
+        self._key = _read_or_create(secrets_dir)
+
+    def sign(self, request: Request) -> Request:
+        """The request with its approval signature attribute set."""
+        signature = base64.b64encode(self._key.sign(signed_message(request))).decode()
+        return request.model_copy(update={"attributes": {**request.attributes, SIGNATURE_ATTRIBUTE: signature}})
+
+
+class ApprovalVerifier:
+    """Checks approval signatures with the public key in `secrets_dir`, read when first needed (the approvals
+    service may start after the governor); without it no approval verifies."""
+
+    def __init__(self, secrets_dir: Path) -> None:
+        self.path = secrets_dir / PUBLIC_KEY_FILE
+        self._key: Ed25519PublicKey | None = None
+
+    def verifies(self, request: Request) -> bool:
+        signature = request.attributes.get(SIGNATURE_ATTRIBUTE, "")
+        if not signature or not request.attributes.get("approved_by") or not request.attributes.get("approval_for"):
+            return False
+        key = self._public_key()
+        if key is None:
+            return False
+        try:
+            key.verify(base64.b64decode(signature, validate=True), signed_message(request))
+        except (InvalidSignature, binascii.Error, ValueError):
+            log.warning("approval signature does not verify", extra={"request_id": request.request_id})
+            return False
+        return True
+
+    def _public_key(self) -> Ed25519PublicKey | None:
+        if self._key is None and self.path.is_file():
+            loaded = serialization.load_pem_public_key(self.path.read_bytes())
+            if not isinstance(loaded, Ed25519PublicKey):
+                raise ValueError(f"{self.path} is not an Ed25519 public key: replace it")
+            self._key = loaded
+        return self._key
+
+
+def _read_or_create(secrets_dir: Path) -> Ed25519PrivateKey:
+    path = secrets_dir / PRIVATE_KEY_FILE
+    if path.is_file():
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key: replace it")
+        return loaded
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(private)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (secrets_dir / PUBLIC_KEY_FILE).write_bytes(public)
+    log.info("approval signing key created", extra={"path": str(path)})
+    return key
