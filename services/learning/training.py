@@ -34,6 +34,7 @@ from services.learning.compare import compare
 from services.learning.export import POSITIVE, load_examples
 from services.learning.metrics import is_correct, normalise
 from services.learning.registry import ModelRegistry
+from services.learning.unseen import unseen_evaluation
 from services.router.intents.embedder import SentenceEmbedder
 
 NARROW_INTENTS: Final = ("return_or_refund", "loyalty_account")
@@ -45,6 +46,7 @@ METHODS: Final = ("nearest", "linear")
 FOLDS: Final = 5
 SEED: Final = 20
 C: Final = 10.0
+NEAR_TWIN: Final = 0.9  # cosine at which two training questions are one question in other words (greetings)
 
 
 def threshold_for(
@@ -74,23 +76,72 @@ def learn_threshold(
 def held_out_scores(
     method: str, embeddings: NDArray[np.float32], answers: Sequence[str]
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Each training example answered by a memory that never saw it: leave-one-out for nearest, 5-fold for linear."""
+    """Each training example answered by a memory that never saw it nor any near-twin of it (the same question
+    with another greeting: NEAR_TWIN similarity, grouped transitively): leave-one-group-out for nearest, 5-fold by
+    group for linear. With twins on both sides, the threshold learnt was for questions already seen, and the
+    memory declined every new phrasing. Then each example again, answered by a memory never taught its answer
+    (all wrong by construction): what a question about something untaught scores, so the threshold declines it."""
     if len(answers) < 2:
         return np.zeros(0), np.zeros(0, dtype=bool)
+    phrased, phrased_correct = _new_phrasing_scores(method, embeddings, answers)
+    untaught = _untaught_scores(method, embeddings, answers)
+    return np.concatenate([phrased, untaught]), np.concatenate([phrased_correct, np.zeros(len(untaught), dtype=bool)])
+
+
+def _untaught_scores(method: str, embeddings: NDArray[np.float32], answers: Sequence[str]) -> NDArray[np.float64]:
+    """Per example, the confidence of a memory fitted without any example of its answer."""
+    labels = np.array([normalise(answer) for answer in answers])
+    scores = []
+    for label in sorted(set(labels.tolist())):
+        taught, untaught = np.flatnonzero(labels != label), np.flatnonzero(labels == label)
+        if len(set(labels[taught].tolist())) < 2:
+            continue
+        if method == "nearest":
+            scores.append((embeddings[untaught] @ embeddings[taught].T).max(axis=1).astype(np.float64))
+        else:
+            memory = _fit_linear(embeddings[taught], [answers[int(i)] for i in taught], threshold=0.0)
+            scores.append(np.array([confidence for _, confidence, _ in memory.predict(embeddings[untaught])]))
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+def _new_phrasing_scores(
+    method: str, embeddings: NDArray[np.float32], answers: Sequence[str]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    similarities = embeddings @ embeddings.T
+    groups = near_twin_groups(similarities)
     if method == "nearest":
-        similarities = embeddings @ embeddings.T
-        np.fill_diagonal(similarities, -np.inf)
-        nearest = similarities.argmax(axis=1)
-        scores = similarities[np.arange(len(answers)), nearest].astype(np.float64)
-        return scores, np.array([is_correct(answers[j], answers[i]) for i, j in enumerate(nearest)])
-    from sklearn.model_selection import KFold
+        masked = np.where(groups[:, None] == groups[None, :], -np.inf, similarities)
+        nearest = masked.argmax(axis=1)
+        scores = masked[np.arange(len(answers)), nearest].astype(np.float64)
+        found = np.isfinite(scores)
+        scores[~found] = -1.0
+        return scores, np.array([bool(found[i]) and is_correct(answers[j], answers[i]) for i, j in enumerate(nearest)])
+    from sklearn.model_selection import GroupKFold
 
     scores, correct = np.zeros(len(answers)), np.zeros(len(answers), dtype=bool)
-    for fit_rows, held_rows in KFold(min(FOLDS, len(answers)), shuffle=True, random_state=SEED).split(embeddings):
+    folds = min(FOLDS, len(set(groups.tolist())))
+    if folds < 2:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    for fit_rows, held_rows in GroupKFold(folds).split(embeddings, groups=groups):
         memory = _fit_linear(embeddings[fit_rows], [answers[i] for i in fit_rows], threshold=0.0)
         for row, (answer, confidence, _) in zip(held_rows, memory.predict(embeddings[held_rows]), strict=True):
             scores[row], correct[row] = confidence, is_correct(answer, answers[row])
     return scores, correct
+
+
+def near_twin_groups(similarities: NDArray[np.float32]) -> NDArray[np.int64]:
+    """A group number per question: questions at NEAR_TWIN similarity or more share one, transitively."""
+    parent = list(range(len(similarities)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(similarities >= NEAR_TWIN, k=1)), strict=True):
+        parent[root(int(i))] = root(int(j))
+    return np.array([root(i) for i in range(len(similarities))], dtype=np.int64)
 
 
 def _fit_linear(
@@ -138,16 +189,46 @@ def train_answer_memory(
     embedder: SentenceEmbedder | None = None,
 ) -> tuple[AnswerMemory, dict[str, Any]]:
     """The memory fitted on the train split, its method and threshold chosen on held-out parts of the train split
-    (the method that answers more of them at the target precision), and its evaluation on the eval split."""
+    (the method that answers more of them at the target precision), its evaluation on the eval split, and on
+    questions no export can hold: new phrasings of the taught answers and questions about answers never taught."""
     embedder = embedder or shared_embedder()
     train = _pairs(load_examples(dataset_dir, "train"), intents)
-    questions = [question_of(r["messages"]) for r in train]
-    answers = [r["target"] for r in train]
-    embeddings = embedder.embed(questions) if questions else np.zeros((0, 384), dtype=np.float32)
     started = time.perf_counter()
+    memory, selection = fit_answer_memory(
+        [question_of(r["messages"]) for r in train],
+        [r["target"] for r in train],
+        [r["intent"] for r in train],
+        embedder,
+        target_precision=target_precision,
+    )
+    fit_seconds = time.perf_counter() - started
+    evaluation = evaluate_memory(memory, dataset_dir, intents, embedder)
+    evaluation |= {
+        "method": memory.method,
+        "method_selection": selection,
+        "threshold": round(memory.threshold, 6),
+        "target_precision": target_precision,
+        "train_examples": len(train),
+        "fit_seconds": round(fit_seconds, 3),
+        "metric": "accuracy = exact match after normalisation or token F1 >= 0.8 (services/learning/metrics.py)",
+        "unseen": unseen_evaluation(memory, embedder),
+    }
+    return memory, evaluation
+
+
+def fit_answer_memory(
+    questions: Sequence[str],
+    answers: Sequence[str],
+    intents: Sequence[str],
+    embedder: SentenceEmbedder,
+    *,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+) -> tuple[AnswerMemory, dict[str, dict[str, float]]]:
+    """The memory over these question/answer pairs, the method and threshold picked on held-out parts of them."""
+    embeddings = embedder.embed(list(questions)) if questions else np.zeros((0, 384), dtype=np.float32)
     selection: dict[str, dict[str, float]] = {}
     for method in METHODS:
-        scores, correct = held_out_scores(method, embeddings, answers)
+        scores, correct = held_out_scores(method, embeddings, list(answers))
         threshold = threshold_for(scores, correct, target_precision=target_precision)
         selection[method] = {
             "threshold": round(threshold, 6),
@@ -155,31 +236,20 @@ def train_answer_memory(
         }
     method = max(METHODS, key=lambda m: (selection[m]["train_coverage"], m == "nearest"))
     threshold = selection[method]["threshold"]
-    train_intents = tuple(r["intent"] for r in train)
     memory = AnswerMemory(
         embeddings=embeddings,
         questions=tuple(questions),
         answers=tuple(answers),
-        intents=train_intents,
+        intents=tuple(intents),
         threshold=threshold,
         embedder=embedder.version,
     )
     if method == "linear":
-        head = _fit_linear(embeddings, answers, threshold=threshold)
+        head = _fit_linear(embeddings, list(answers), threshold=threshold)
         memory = dataclasses.replace(
             memory, method="linear", classes=head.classes, coef=head.coef, intercept=head.intercept
         )
-    evaluation = evaluate_memory(memory, dataset_dir, intents, embedder)
-    evaluation |= {
-        "method": method,
-        "method_selection": selection,
-        "threshold": round(threshold, 6),
-        "target_precision": target_precision,
-        "train_examples": len(train),
-        "fit_seconds": round(time.perf_counter() - started, 3),
-        "metric": "accuracy = exact match after normalisation or token F1 >= 0.8 (services/learning/metrics.py)",
-    }
-    return memory, evaluation
+    return memory, selection
 
 
 def evaluate_memory(
