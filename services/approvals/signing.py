@@ -113,3 +113,25 @@ def _read_or_create(secrets_dir: Path) -> Ed25519PrivateKey:
     (secrets_dir / PUBLIC_KEY_FILE).write_bytes(public)
     log.info("approval signing key created", extra={"path": str(path)})
     return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m services.approvals.signing DIR`: the keys a deployment mounts (services/export/deploy.py), made
+    once by the operator: the approvals key pair and the PII vault key, in DIR."""
+    import sys
+
+    from services.governor.vault import _read_or_create as vault_key
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m services.approvals.signing DIR", file=sys.stderr)
+        return 2
+    directory = Path(args[0])
+    _read_or_create(directory)
+    vault_key(directory / "pii_vault.key")
+    print(f"keys in {directory}: {PRIVATE_KEY_FILE}, {PUBLIC_KEY_FILE}, pii_vault.key")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

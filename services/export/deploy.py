@@ -53,6 +53,20 @@ SINGLETONS: Final = {"learning"}
 MODEL_STATE: Final = ("router", "answerer", "learning")
 MODELS_CLAIM: Final = "switchyard-models"
 MODELS_PATH: Final = "/app/var/models"
+# the keys each process reads (services/governor/vault.py, services/approvals/signing.py): the PII vault key for
+# who seals and opens vault entries, the approvals signing key for the approvals process alone, and its public
+# key for who verifies approvals. Compose shares one volume (the first process to start creates them); on
+# Kubernetes the operator creates the Secret (`python -m services.approvals.signing DIR` writes the three files,
+# then `kubectl -n switchyard create secret generic switchyard-keys --from-file=DIR`) and each pod mounts only its
+# own keys, read-only.
+KEYS_SECRET: Final = "switchyard-keys"
+KEYS_PATH: Final = "/app/var/secrets"
+KEY_FILES: Final[dict[str, tuple[str, ...]]] = {
+    "governor": ("pii_vault.key", "approvals_ed25519.pub.pem"),
+    "stitcher": ("approvals_ed25519.pub.pem",),
+    "answerer": ("pii_vault.key",),
+    "approvals": ("pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem"),
+}
 
 
 @dataclass(frozen=True)
@@ -160,7 +174,14 @@ def compose() -> dict[str, Any]:
     return {
         "name": "switchyard",
         "services": services,
-        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "weaviate-data": {}, "health-state": {}, "models": {}},
+        "volumes": {
+            "kafka-data": {},
+            "clickhouse-data": {},
+            "weaviate-data": {},
+            "health-state": {},
+            "models": {},
+            "keys": {},
+        },
     }
 
 
@@ -249,6 +270,8 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
         service["volumes"] = ["health-state:/app/var/health"]  # the faust tables' local state
     if workload.name in MODEL_STATE:
         service["volumes"] = [f"models:{MODELS_PATH}"]
+    if workload.name in KEY_FILES:
+        service["volumes"] = [*service.get("volumes", []), f"keys:{KEYS_PATH}"]
     if workload.http_port:
         port = workload.http_port
         service["ports"] = [f"{port}:{port}"]
@@ -378,6 +401,14 @@ def _deployment(workload: Workload) -> dict[str, Any]:
     if workload.name in MODEL_STATE:
         container["volumeMounts"] = [{"name": "models", "mountPath": MODELS_PATH}]
         pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM}}]
+    if workload.name in KEY_FILES:
+        container["volumeMounts"] = [
+            *container.get("volumeMounts", []),
+            {"name": "keys", "mountPath": KEYS_PATH, "readOnly": True},
+        ]
+        items = [{"key": name, "path": name} for name in KEY_FILES[workload.name]]
+        keys = {"name": "keys", "secret": {"secretName": KEYS_SECRET, "items": items, "defaultMode": 0o400}}
+        pod["volumes"] = [*pod.get("volumes", []), keys]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -57,9 +57,31 @@ def test_the_learning_process_runs_once_and_shares_the_model_volume_with_router_
     assert claims["switchyard-models"]["spec"]["accessModes"] == ["ReadWriteMany"]
     for name in ("router", "answerer", "learning"):
         pod = deployments[name]["spec"]["template"]["spec"]
-        assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "switchyard-models"}}]
-        assert pod["containers"][0]["volumeMounts"] == [{"name": "models", "mountPath": "/app/var/models"}]
-    assert "volumes" not in deployments["governor"]["spec"]["template"]["spec"]
+        assert pod["volumes"][0] == {"name": "models", "persistentVolumeClaim": {"claimName": "switchyard-models"}}
+        assert pod["containers"][0]["volumeMounts"][0] == {"name": "models", "mountPath": "/app/var/models"}
+    assert all(v["name"] != "models" for v in deployments["governor"]["spec"]["template"]["spec"]["volumes"])
+
+
+def test_each_pod_mounts_only_its_own_keys_read_only() -> None:
+    """The approvals signing key only in the approvals pod; the PII vault key where entries are sealed or opened;
+    the approvals public key where approvals are verified; no key where none is read."""
+    deployments = by_kind("Deployment")
+
+    def keys_of(name: str) -> set[str]:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        volumes = [v for v in pod.get("volumes", []) if v["name"] == "keys"]
+        if not volumes:
+            return set()
+        mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "keys"]
+        assert mounts == [{"name": "keys", "mountPath": "/app/var/secrets", "readOnly": True}]
+        assert volumes[0]["secret"]["secretName"] == "switchyard-keys" and volumes[0]["secret"]["defaultMode"] == 0o400
+        return {item["key"] for item in volumes[0]["secret"]["items"]}
+
+    assert keys_of("approvals") == {"pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem"}
+    assert keys_of("governor") == {"pii_vault.key", "approvals_ed25519.pub.pem"}
+    assert keys_of("stitcher") == {"approvals_ed25519.pub.pem"}
+    assert keys_of("answerer") == {"pii_vault.key"}
+    assert all(not keys_of(name) for name in ("router", "auditor", "telemetry", "dashboard", "learning", "health"))
 
 
 def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:
