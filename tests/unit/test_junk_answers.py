@@ -30,7 +30,7 @@ from services.answerer.stage import HOLD_REPLY
 from services.governor.pii import TOKEN, TOKEN_TYPES
 
 STOCK_QUESTION = "Is the waxed field jacket in stock at this store?"
-RETURN_QUESTION = "Summarise this return: customer brought back the blender unused, no receipt."
+RETURN_QUESTION = "Summarise this return: the toaster came back unopened and the shopper had no receipt."
 ROWS = (
     "SW0014-05 | Waxed field jacket | M / olive | 4 | 229.00 USD",
     "SW0014-06 | Waxed field jacket | L / olive | 0 (sold out) | 229.00 USD",
