@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from services.answerer.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
+from services.governor.stage import Analyzer, Governor
+from services.settings import REPO_ROOT, Settings
 
 StubFactory = Callable[..., Awaitable[tuple[StubBehaviour, str]]]
 
@@ -27,3 +30,17 @@ async def stub() -> AsyncIterator[StubFactory]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> Analyzer:
+    """The governor's models (PII, toxicity, injection), loaded once for every test that governs."""
+    return Analyzer.load()
+
+
+@pytest.fixture
+async def governor(analyzer: Analyzer, tmp_path: Path) -> Governor:
+    """A started governor stage on the repository's policies, with its keys in the test's own folder."""
+    stage = Governor(Settings(var_dir=tmp_path, policies=REPO_ROOT / "policies"), analyzer=analyzer)
+    await stage.start()
+    return stage

@@ -35,18 +35,6 @@ ENGINE = PolicyEngine.from_file(REPO_ROOT / "policies")
 Found = TypeVar("Found")
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer.load()
-
-
-@pytest.fixture
-async def governor(analyzer: Analyzer, tmp_path: Path) -> Governor:
-    stage = Governor(Settings(var_dir=tmp_path, policies=REPO_ROOT / "policies"), analyzer=analyzer)
-    await stage.start()
-    return stage
-
-
 def stitched(
     text: str,
     *,

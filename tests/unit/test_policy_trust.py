@@ -15,27 +15,15 @@ from services.approvals.signing import (
     ApprovalVerifier,
 )
 from services.auditor.replay import replay_policy
-from services.governor.stage import Analyzer, Governor
+from services.governor.stage import Governor
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_sourced_facts
 from services.runtime.models import ContextItem, Governed, Request, Verdict
-from services.settings import REPO_ROOT, Settings
+from services.settings import REPO_ROOT
 from tests.unit.test_governor_stage import stitched
 
 DISCOUNT = "Can we knock 40% off the display TV for this shopper?"
 APPROVAL = {"approved_by": "M7781", "approval_for": "req-0", "approval_feedback_id": "fb-1"}
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer.load()
-
-
-@pytest.fixture
-async def governor(analyzer: Analyzer, tmp_path: Path) -> Governor:
-    stage = Governor(Settings(var_dir=tmp_path, policies=REPO_ROOT / "policies"), analyzer=analyzer)
-    await stage.start()
-    return stage
 
 
 def signer_for(governor: Governor) -> ApprovalSigner:
