@@ -29,7 +29,7 @@ from services.answerer.junk import find_junk
 from services.answerer.stage import HOLD_REPLY
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_sourced_facts
-from services.router.intents.classifier import IntentClassifier
+from services.router.intents.classifier import IntentClassifier, ensure_trained
 from services.router.route_table import RouteTable, load_route_table
 from services.runtime.models import Channel, Context, ContextItem, Governance, Request, RouteKind, Verdict
 from services.settings import get_settings
@@ -233,7 +233,7 @@ def run_eval(questions: Sequence[LabelledQuestion] | None = None) -> dict[str, A
         ingest(client, embedder, DEFAULT_SOURCES_DIR)
         path = AnswerPath(
             load_route_table(settings.route_table),
-            IntentClassifier.load(settings.var_dir / "models" / "intent"),
+            ensure_trained(settings.var_dir / "models" / "intent"),  # as the router does on its first start
             PolicyEngine.from_file(settings.policies),
             client,
             embedder,
