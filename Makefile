@@ -103,6 +103,15 @@ bench-audit: $(INSTALLED) ## audit write throughput (decide, row build, ClickHou
 schemas-check: $(INSTALLED) ## check every schema against its history, both directions, and that models are generated
 	@$(PY) -m services.runtime.compatibility
 	@$(PY) -m services.runtime.gen_models --check
+	@$(PY) -m services.infra.asyncapi --check
+
+.PHONY: asyncapi
+asyncapi: $(INSTALLED) ## regenerate schemas/asyncapi.yaml, the AsyncAPI 3.0 document of topics/ and schemas/
+	@$(PY) -m services.infra.asyncapi
+
+.PHONY: schemas-register
+schemas-register: $(INSTALLED) ## register the current schemas with SWITCHYARD_SCHEMA_REGISTRY_URL (<topic>-value subjects), print the ids
+	@$(PY) -m services.runtime.registry_client register
 
 .PHONY: schema-release
 schema-release: $(INSTALLED) ## keep schemas in history before changing them: make schema-release NAMES='Request Routed'
@@ -120,6 +129,10 @@ demo-learning: up ## the learning loop: traffic, simulated reviews, export, trai
 .PHONY: bench
 bench: up ## full-chain throughput and latency as JSON (BENCH_ARGS='--rate 100 --duration 30')
 	@$(PY) -m services.bench $(BENCH_ARGS)
+
+.PHONY: bench-gateway
+bench-gateway: up ## the HTTP gateway + fused chain, open loop, beside the stub asked directly: overhead p50/p99 per rate as JSON (BENCH_ARGS='--rates 25 50 100 --unique-texts')
+	@$(PY) -m services.gateway.bench $(BENCH_ARGS)
 
 .PHONY: bench-runtime
 bench-runtime: up ## the stream runtime alone: five relay stages, transactions on, per-hop and 5-hop latency, highest rate (BENCH_ARGS='--rates 100 1000')

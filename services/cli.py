@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "work-split": ("services.dashboard.queries", "the orchestration-work split, measured, next to the reference"),
         "bench-audit": ("services.auditor.bench", "audit write throughput: records/s through decide and the insert"),
         "dashboard": ("services.dashboard.app", "serve the live monitoring dashboard (ClickHouse over HTTP)"),
+        "keys": ("services.gateway.keys", "the HTTP gateway's API keys: create (bound to a store), revoke, list"),
     }
     for name, (_, text) in audit_commands.items():
         commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)

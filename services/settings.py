@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,18 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(
         "", description="prepended to every topic and consumer group name: one cluster, several isolated chains"
     )
+    wire_format: Literal["single_object", "confluent"] = Field(
+        "single_object",
+        description="how records are written: Avro single-object encoding (C3 01 + schema fingerprint), or the "
+        "Confluent wire format (0 + schema id from schema_registry_url) that other languages' serializers read; "
+        "both are always read",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="a Confluent Schema Registry REST API (Confluent, Karapace, Apicurio's /apis/ccompat/v7): with "
+        "it, Confluent wire-format records are read; wire_format confluent needs it",
+    )
+    schema_registry_timeout_s: float = Field(5.0, gt=0, description="per request to the schema registry")
 
     clickhouse_url: str = Field(
         "http://127.0.0.1:8123",
@@ -94,6 +107,25 @@ class Settings(BaseSettings):
     model_api_key_env: str | None = Field(None, description="NAME of the env var holding the API key, never the key")
     model_timeout_s: float = 30.0
     model_threads: int = Field(1, description="CPU threads for the local model; the rest stay with the broker")
+
+    gateway_models: list[str] = Field(
+        ["switchyard"], description="model names the HTTP gateway answers to (the chain picks the route and model)"
+    )
+    gateway_timeout_s: float = Field(
+        30.0, gt=0, description="how long a chat completion waits for its answer before the gateway answers 202"
+    )
+    gateway_produce_timeout_s: float = Field(10.0, gt=0, description="how long Kafka may take to accept a request")
+    gateway_max_body_bytes: int = Field(65_536, description="largest request body the gateway reads (413 above)")
+    gateway_max_pending: int = Field(
+        5_000, description="answers one gateway replica waits on at once; beyond it new requests get 503"
+    )
+    gateway_answers_kept: int = Field(50_000, description="recent answers a replica keeps for GET /v1/requests/{id}")
+    gateway_requests_per_minute: int = Field(600, description="requests a minute per store, for keys that set none")
+    gateway_tokens_per_day: int = Field(2_000_000, description="model tokens per store per UTC day, by default")
+    gateway_cost_per_day_usd: float = Field(50.0, description="model cost per store per UTC day, by default")
+    gateway_budget_refresh_s: float = Field(
+        10.0, gt=0, description="how often the gateway re-reads today's spending per store from ClickHouse"
+    )
 
     def topic(self, name: str) -> str:
         """The broker-side name of a topic from topics/ (and of a consumer group)."""

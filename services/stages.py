@@ -8,15 +8,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from services.runtime.codec import AvroCodec
 from services.runtime.observability import configure_logging
-from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.registry_client import codec_from_settings
 from services.runtime.stage import Stage
 from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
 
 CHAIN = ["router", "stitcher", "governor", "answerer", "auditor"]
-PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals", "learning"]
+PROCESSES = [*CHAIN, "telemetry", "health", "dashboard", "approvals", "learning", "gateway"]
 # the five stages in one process (`switchyard run chain`), in place of the five stage processes: the same Stage
 # classes, each record's five outputs produced to their topics in one transaction; for a small box, where latency
 # matters more than scaling stages apart. It consumes as the router's group: never run it beside the stages.
@@ -40,14 +39,14 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
             topic=settings.topic("model.health"),
             record="ProviderHealth",
             model=ProviderHealth,
-            codec=AvroCodec(SchemaRegistry.load(settings.schemas_dir)),
+            codec=codec_from_settings(settings),
             key_of=lambda row: row.provider,
         )
         return Router(settings, provider_health=health)
     if name == "stitcher":
         from services.stitcher.stage import Stitcher
 
-        return Stitcher(settings, AvroCodec(SchemaRegistry.load(settings.schemas_dir)))
+        return Stitcher(settings, codec_from_settings(settings))
     if name == "governor":
         from services.governor.stage import Governor
 
@@ -58,7 +57,7 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
         from services.answerer.stage import Answerer
         from services.governor.vault import VaultCipher, load_key
 
-        codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+        codec = codec_from_settings(settings)
         vault = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
         return Answerer(
             answerer_registry(settings),
@@ -107,6 +106,11 @@ def run_process(name: str, *, replica: str | None = None, http_port: int | None 
         from services.learning.watchdog import WatchdogConfig, run_watchdog
 
         asyncio.run(run_watchdog(WatchdogConfig.from_settings(settings, http_port=port), settings))
+        return
+    if name == "gateway":
+        from services.gateway.app import run as run_gateway
+
+        run_gateway(port=port, replica=replica)
         return
     if name == "telemetry":
         from services.telemetry.writer import WriterConfig, run_writer

@@ -288,6 +288,20 @@ class Answerer(Stage[Governed, Answer]):
         with self._work.measure(request_id, "governance"):
             return screen_answer(text, checked.findings, engine, tokens=tokens, toxicity=score)
 
+    def span_attributes(self, record: Governed, section: Answer) -> dict[str, str | int | float | bool]:
+        """OpenTelemetry's GenAI attributes on the answerer's span, where a model answered (held, workflow and
+        grounded answers call none); gen_ai.system is the provider's name as configured (openai, local_gguf, ...)."""
+        if section.prompt_template_version != PROMPT_TEMPLATE_VERSION:
+            return {}
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": section.provider,
+            "gen_ai.request.model": section.model,
+            "gen_ai.request.max_tokens": self.max_tokens,
+            "gen_ai.usage.input_tokens": section.tokens_in,
+            "gen_ai.usage.output_tokens": section.tokens_out,
+        }
+
     def work(self, record: Governed, section: Answer, decide_ms: float) -> dict[str, float]:
         """The output guard and the PII restore around the model call (governance); the model call itself is
         execution, not orchestration work, and held or workflow answers do none of it."""

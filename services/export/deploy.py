@@ -43,9 +43,14 @@ RESOURCES: Final[dict[str, tuple[str, str, str]]] = {
     "dashboard": ("100m", "128Mi", "256Mi"),
     "approvals": ("100m", "128Mi", "256Mi"),
     "learning": ("100m", "256Mi", "512Mi"),
+    "gateway": ("250m", "256Mi", "512Mi"),
 }
 # processes that consume no topic and serve HTTP only: a fixed replica count, a Service, no lag to scale on
 SERVING: Final = {"dashboard"}
+# processes that serve HTTP to tills and apps: a Service, and a CPU HorizontalPodAutoscaler (no Kafka lag to scale
+# on: each replica reads its own replies from `audited` with a group of its own)
+HTTP_ENTRY: Final = {"gateway"}
+GATEWAY_REPLICAS: Final = (2, 10)
 # processes that must never run twice, not even during a rollout: one replica, replaced by Recreate
 SINGLETONS: Final = {"learning"}
 # processes that share the model registry and the router's intent classifier (var/models): the learning loop
@@ -109,7 +114,7 @@ def _partitions() -> dict[str, int]:
 
 
 def _consumption(name: str) -> tuple[str | None, tuple[str, ...]]:
-    if name in SERVING or name in SINGLETONS:
+    if name in SERVING or name in SINGLETONS or name in HTTP_ENTRY:
         return None, ()
     if name in CHAIN:
         module = importlib.import_module(f"services.{name}.stage")
@@ -306,6 +311,8 @@ def kubernetes() -> dict[str, list[dict[str, Any]]]:
     for workload in workloads():
         if workload.name in SERVING:
             files[f"{workload.name}.yaml"] = [_deployment(workload), _service(workload), _pdb(workload)]
+        elif workload.name in HTTP_ENTRY:
+            files[f"{workload.name}.yaml"] = [_deployment(workload), _service(workload), _hpa(workload), _pdb(workload)]
         elif workload.group is None:
             files[f"{workload.name}.yaml"] = [_deployment(workload), _pdb(workload)]
         else:
@@ -387,7 +394,9 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         probe = {"exec": {"command": ["sh", "-c", "python -m services.infra.probe kafka $SWITCHYARD_KAFKA_BOOTSTRAP"]}}
         container["readinessProbe"] = {**probe, "periodSeconds": 15, "timeoutSeconds": 10}
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 30, "timeoutSeconds": 10}
-    spec: dict[str, Any] = {"replicas": 1} if workload.group is None else {}  # else KEDA sets the replicas
+    # KEDA (lag) or the HPA (CPU) sets the replicas of a scaled process
+    scaled = workload.group is not None or workload.name in HTTP_ENTRY
+    spec: dict[str, Any] = {} if scaled else {"replicas": 1}
     strategy: dict[str, Any] = (
         {"type": "Recreate"}
         if workload.name in SINGLETONS
@@ -443,6 +452,27 @@ def _scaled_object(workload: Workload) -> dict[str, Any]:
             "pollingInterval": 15,
             "cooldownPeriod": 300,
             "triggers": [{"type": "kafka", "metadata": metadata}],
+        },
+    }
+
+
+def _hpa(workload: Workload) -> dict[str, Any]:
+    """Scale an HTTP entry on CPU: its work is parsing, encoding and waiting, which CPU tracks."""
+    least, most = GATEWAY_REPLICAS
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(f"switchyard-{workload.name}", workload.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"switchyard-{workload.name}"},
+            "minReplicas": least,
+            "maxReplicas": most,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
         },
     }
 

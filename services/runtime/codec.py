@@ -1,6 +1,6 @@
 """Avro single-object encoding of Switchyard records (marker C3 01, writer fingerprint, Avro binary), with
-schema resolution from any known writer version to the reader's current schema; also decodes the Confluent
-wire format when given a schema-id lookup."""
+schema resolution from any known writer version to the reader's current schema; given a schema-id lookup it
+also decodes the Confluent wire format (magic 0, 4-byte schema id), and given schema ids it writes it."""
 
 from __future__ import annotations
 
@@ -14,11 +14,21 @@ from fastavro.validation import ValidationError, validate
 from services.runtime.errors import (
     BadMarkerError,
     CorruptBodyError,
+    DecodeError,
     EncodeError,
+    SchemaDefinitionError,
+    UnknownFingerprintError,
     UnknownSchemaIdError,
     WrongRecordTypeError,
 )
-from services.runtime.schema_registry import RegisteredSchema, Schema, SchemaRegistry, full_name, parse
+from services.runtime.schema_registry import (
+    RegisteredSchema,
+    Schema,
+    SchemaRegistry,
+    full_name,
+    parse,
+    schema_fingerprint,
+)
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -27,6 +37,14 @@ _CONFLUENT_HEADER_SIZE = 5
 
 SchemaIdLookup = Callable[[int], Schema | None]
 """Returns the writer schema (JSON data) registered under a Confluent schema id, or None if unknown."""
+
+_ConfluentWriter = tuple[str, Schema, bool]
+"""(writer full name, wire schema, whether it is the current schema of that name) behind a schema id."""
+
+
+def confluent_header(schema_id: int) -> bytes:
+    """The Confluent wire-format header: magic byte 0, then the schema id as 4 bytes big-endian."""
+    return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
 
 
 def wire_schema(schema: Schema) -> Schema:
@@ -44,9 +62,19 @@ def _strip_logical_types(schema: Any) -> Any:
 
 
 class AvroCodec:
-    """Encodes records with their current schema and decodes bytes written with any known version."""
+    """Encodes records with their current schema and decodes bytes written with any known version.
 
-    def __init__(self, registry: SchemaRegistry, schema_id_lookup: SchemaIdLookup | None = None) -> None:
+    Records are written single-object encoded unless `schema_ids` is given (the Confluent schema id of every
+    current record schema, as a registry assigned them at registration): then they are written in the Confluent
+    wire format. Either way both formats are read, the Confluent one through `schema_id_lookup`."""
+
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        schema_id_lookup: SchemaIdLookup | None = None,
+        *,
+        schema_ids: Mapping[str, int] | None = None,
+    ) -> None:
         self._registry = registry
         self._schema_id_lookup = schema_id_lookup
         # Parse every version once; the hot paths below only look things up.
@@ -57,10 +85,35 @@ class AvroCodec:
             entry = registry.entry(name)
             self._current[name] = entry
             self._headers[name] = SINGLE_OBJECT_MARKER + entry.fingerprint
-        self._by_schema_id: dict[int, tuple[str, Schema]] = {}
+        self._by_schema_id: dict[int, _ConfluentWriter] = {}
+        self._writes_confluent = schema_ids is not None
+        self._reads_confluent = schema_id_lookup is not None or schema_ids is not None
+        if schema_ids is not None:
+            self._write_confluent(schema_ids)
+
+    def _write_confluent(self, schema_ids: Mapping[str, int]) -> None:
+        """Swap each record's header for its Confluent one, so encoding costs the same in either format."""
+        ids = {full_name(name): schema_id for name, schema_id in schema_ids.items()}
+        missing = sorted(set(self._current) - set(ids))
+        if missing:
+            raise SchemaDefinitionError(
+                "schema_ids",
+                f"no Confluent schema id for {', '.join(missing)}; register every current schema "
+                "(RegistryClient.register_current) before writing the Confluent wire format",
+            )
+        for name, entry in self._current.items():
+            self._headers[name] = confluent_header(ids[name])
+            # Our own ids decode without asking the registry.
+            self._by_schema_id[ids[name]] = (name, self._wire[entry.fingerprint], True)
+
+    @property
+    def wire_format(self) -> str:
+        """`confluent` when records are written in the Confluent wire format, else `single_object`."""
+        return "confluent" if self._writes_confluent else "single_object"
 
     def encode(self, name: str, record: Mapping[str, Any], *, validate: bool = True) -> bytes:
-        """Single-object encode `record` with the current schema of `name` (short or full name).
+        """Encode `record` with the current schema of `name` (short or full name), single-object or in the
+        Confluent wire format as this codec was built.
 
         `validate=False` is for records built from typed values (a decoded record plus a stage's pydantic
         section, as the runtime builds them): fastavro's writer still refuses a wrong type, a missing or an
@@ -81,16 +134,20 @@ class AvroCodec:
         return buffer.getvalue()
 
     def decode(self, data: bytes, reader: str | None = None) -> tuple[str, dict[str, Any]]:
-        """Decode single-object (or, given a schema-id lookup, Confluent) bytes into (writer full name,
-        record), resolved against the current schema of `reader` (default: the writer's record type)."""
+        """Decode single-object (or, given a schema-id lookup or schema ids, Confluent) bytes into (writer full
+        name, record), resolved against the current schema of `reader` (default: the writer's record type)."""
         if data[:2] == SINGLE_OBJECT_MARKER:
             return self._decode_single_object(data, reader)
-        if data[:1] == bytes([CONFLUENT_MAGIC]) and self._schema_id_lookup is not None:
+        if data[:1] == bytes([CONFLUENT_MAGIC]) and self._reads_confluent:
             return self._decode_confluent(data, reader)
         raise BadMarkerError(
             f"not Avro single-object encoded: starts with {bytes(data[:2]).hex() or 'nothing'}, expected "
             f"{SINGLE_OBJECT_MARKER.hex()}; check that the producer encodes with AvroCodec"
-            + ("" if self._schema_id_lookup else " (Confluent wire format needs a schema_id_lookup)")
+            + (
+                ""
+                if self._reads_confluent
+                else " (reading the Confluent wire format needs a schema_id_lookup: set SWITCHYARD_SCHEMA_REGISTRY_URL)"
+            )
         )
 
     def _decode_single_object(self, data: bytes, reader: str | None) -> tuple[str, dict[str, Any]]:
@@ -108,23 +165,36 @@ class AvroCodec:
     def _decode_confluent(self, data: bytes, reader: str | None) -> tuple[str, dict[str, Any]]:
         if len(data) < _CONFLUENT_HEADER_SIZE:
             raise CorruptBodyError(f"truncated Confluent header: {len(data)} bytes, it takes {_CONFLUENT_HEADER_SIZE}")
-        writer_name, writer_schema = self._confluent_writer(int.from_bytes(data[1:5], "big"))
+        writer_name, writer_schema, is_current = self._confluent_writer(int.from_bytes(data[1:5], "big"))
         reader_entry = self._reader_entry(writer_name, reader)
-        reader_schema = self._wire[reader_entry.fingerprint]
+        reader_schema = None if is_current else self._wire[reader_entry.fingerprint]
         return writer_name, _read(data, _CONFLUENT_HEADER_SIZE, writer_name, writer_schema, reader_schema)
 
-    def _confluent_writer(self, schema_id: int) -> tuple[str, Schema]:
+    def _confluent_writer(self, schema_id: int) -> _ConfluentWriter:
         cached = self._by_schema_id.get(schema_id)
         if cached is not None:
             return cached
-        assert self._schema_id_lookup is not None  # only called when a lookup was injected
-        schema = self._schema_id_lookup(schema_id)
+        schema = None if self._schema_id_lookup is None else self._schema_id_lookup(schema_id)
         if schema is None:
             raise UnknownSchemaIdError(schema_id)
-        parsed = wire_schema(schema)
-        cached = (str(parsed["name"]), parsed)
+        cached = self._known_writer(schema_id, schema)
         self._by_schema_id[schema_id] = cached
         return cached
+
+    def _known_writer(self, schema_id: int, schema: Schema) -> _ConfluentWriter:
+        """A registered schema that is one of ours, current or historical, by fingerprint; else parsed as given."""
+        try:
+            parsed = parse(schema)
+        except Exception as error:
+            raise DecodeError(
+                f"Confluent schema id {schema_id} holds no Avro record schema ({error}); check what the producer "
+                "registered"
+            ) from error
+        try:
+            known = self._registry.by_fingerprint(schema_fingerprint(parsed))
+        except UnknownFingerprintError:
+            return str(parsed["name"]), wire_schema(schema), False
+        return known.name, self._wire[known.fingerprint], known.is_current
 
     def _reader_entry(self, writer_name: str, reader: str | None) -> RegisteredSchema:
         if reader is None:

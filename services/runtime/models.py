@@ -281,6 +281,52 @@ class Answered(BaseModel):
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
+class ApiKey(BaseModel):
+    """An HTTP gateway API key: which store (and terminal) it speaks for, its limits, and whether it still works. Only the SHA-256 of the secret is kept; the secret is shown once, when the key is created."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(
+        description="Public identifier of the key, the part of the secret before its last dash, e.g. sy_3f9a12c4.",
+    )
+    secret_sha256: str = Field(
+        description="SHA-256 of the whole secret, hex; the secret itself is never stored.",
+    )
+    store_id: str = Field(
+        description="The store every request made with this key speaks for; the body cannot override it.",
+    )
+    terminal_id: str | None = Field(
+        default=None,
+        description="The terminal the key is bound to; null lets the request name its terminal within the store.",
+    )
+    name: str = Field(
+        description="What the key is for, as its creator described it (e.g. till 3, kiosk app).",
+    )
+    created_at: TimestampMillis = Field(
+        description="When the key was created: milliseconds since the Unix epoch, UTC.",
+    )
+    expires_at: TimestampMillis | None = Field(
+        default=None,
+        description="When the key stops working; null: it does not expire.",
+    )
+    revoked_at: TimestampMillis | None = Field(
+        default=None,
+        description="When the key was revoked; null while it works.",
+    )
+    requests_per_minute: AvroInt | None = Field(
+        default=None,
+        description="Requests a minute the key's store may make through the gateway; null: the gateway's default.",
+    )
+    tokens_per_day: AvroLong | None = Field(
+        default=None,
+        description="Model tokens (in and out) the key's store may spend per UTC day; null: the gateway's default.",
+    )
+    cost_per_day_usd: float | None = Field(
+        default=None,
+        description="Model cost in US dollars the key's store may spend per UTC day; null: the gateway's default.",
+    )
+
+
 class AuditInfo(BaseModel):
     """Where a record sits in the tamper-evident audit hash chain."""
 
@@ -604,6 +650,7 @@ class Store(BaseModel):
 RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.Answer": Answer,
     "switchyard.Answered": Answered,
+    "switchyard.ApiKey": ApiKey,
     "switchyard.AuditInfo": AuditInfo,
     "switchyard.Audited": Audited,
     "switchyard.Context": Context,

@@ -130,6 +130,11 @@ class Stage(ABC, Generic[In, Section]):
         own parts, e.g. with a WorkLedger."""
         return {self.work_category: decide_ms} if self.work_category else {}
 
+    def span_attributes(self, record: In, section: Section) -> dict[str, str | int | float | bool]:
+        """Attributes for this record's span of this stage (the answerer's gen_ai.* on a model call); called after
+        `decide`, and only when tracing is on (services.runtime.spans). Default: none."""
+        return {}
+
     async def healthy(self) -> tuple[bool, str]:
         """Whether this stage's own dependencies answer; the runtime adds the consumer's assignment."""
         return True, "ok"

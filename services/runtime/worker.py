@@ -16,6 +16,10 @@ are kept and results leave in offset order, so each store's requests stay in ord
 
 librdkafka's calls block, so they run in threads: one fetch at a time (rebalance callbacks run inside it and
 hand the drain to the event loop), and each transaction's produce/commit round trips.
+
+Every record produced for a consumed one (its output, side records, dead letter; in fused stages each stage's
+output) carries the consumed record's Kafka headers, with `traceparent` naming a child span of the incoming one,
+or a new trace where it had none (services.runtime.tracing): one request is one trace across the chain.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ from services.runtime.deadletter import ConsumedRecord, dead_letter_for
 from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
 from services.runtime.observability import StageMetrics, serve_http
-from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.registry_client import codec_from_settings
+from services.runtime.spans import Hop, StageSpans, close_hop, from_environment, open_hop
 from services.runtime.stage import Stage, compose, now_us, request_id_of, stage_timing
+from services.runtime.tracing import Header, Headers, parent_of
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("switchyard.runtime")
@@ -106,13 +112,17 @@ class Consumed:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Headers | None = None
 
     @classmethod
     def of(cls, message: Message) -> Consumed:
         # a message without an error always has a topic, partition and offset
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
-        return cls(topic, partition, offset, message.key(), message.value())
+        headers = message.headers()  # a list of (name, value) when consumed; typed to allow a dict as produce does
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        return cls(topic, partition, offset, message.key(), message.value(), headers)
 
 
 @dataclass
@@ -123,6 +133,7 @@ class Outgoing:
     dead_lettered: bool = False
     side: tuple[Outgoing, ...] = ()  # the stage's side records, produced in the same transaction
     partition: int = -1  # -1: the producer's partitioner (murmur2 of the key, as Java clients)
+    headers: list[Header] | None = None  # the consumed record's, traceparent continued (services.runtime.tracing)
 
     def flattened(self) -> list[Outgoing]:
         """This record's side records, then itself, in the order they are produced."""
@@ -150,11 +161,12 @@ class StageWorker:
         config: WorkerConfig | None = None,
         codec: AvroCodec | None = None,
         downstream: Sequence[Stage[Any, Any]] = (),
+        spans: StageSpans | None = None,
     ) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
         self.config = config or WorkerConfig()
-        self.codec = codec or AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
+        self.codec = codec or codec_from_settings(self.settings)
         self.links = [self._link(s) for s in (stage, *downstream)]
         for upstream, next_stage in zip((stage, *downstream), downstream, strict=False):
             if (upstream.output_topic, upstream.output_record) != (next_stage.input_topic, next_stage.input_record):
@@ -163,6 +175,9 @@ class StageWorker:
                     f"{upstream.name} writes ({upstream.output_record} to {upstream.output_topic}): run them apart"
                 )
         self.metrics = StageMetrics(stage.name)
+        # one span per stage per record, only when OTEL_EXPORTER_OTLP_ENDPOINT is set; None costs nothing
+        service = f"switchyard-{'chain' if downstream else stage.name}"
+        self.spans = spans if spans is not None else from_environment(service)
         self.stopping = asyncio.Event()
         self.interrupt_retries = asyncio.Event()
         self.http_port: int | None = None
@@ -170,7 +185,7 @@ class StageWorker:
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._capacity = asyncio.Semaphore(self.config.max_in_flight)
-        self._pending: dict[PartitionKey, deque[tuple[ConsumedRecord, asyncio.Task[Outgoing]]]] = {}
+        self._pending: dict[PartitionKey, deque[tuple[Consumed, asyncio.Task[Outgoing]]]] = {}
         self._deciding = 0
         self._finished = asyncio.Event()
         self._dispatch_open = asyncio.Event()
@@ -284,6 +299,8 @@ class StageWorker:
             await runner.cleanup()
             for link in reversed(self.links):
                 await link.stage.stop()
+            if self.spans is not None:
+                await asyncio.to_thread(self.spans.shutdown)  # exports the spans still batched
             log.info("stage stopped", extra={"stage": self.stage.name, "replica": self.config.replica})
 
     def _check_partitions(self, consumer: Consumer) -> None:
@@ -378,7 +395,7 @@ class StageWorker:
 
     # -- one batch -----------------------------------------------------------------------------------
 
-    async def _dispatch(self, message: ConsumedRecord) -> None:
+    async def _dispatch(self, message: Consumed) -> None:
         """Start deciding one record; waits while `max_in_flight` records are in flight or a drain runs."""
         await self._dispatch_open.wait()
         # Capacity returns when a record is committed, not when it is decided: finished records waiting behind
@@ -467,7 +484,7 @@ class StageWorker:
     def _produce(producer: Producer, out: Outgoing) -> None:
         while True:
             try:
-                producer.produce(out.topic, out.value, out.key, partition=out.partition)
+                producer.produce(out.topic, out.value, out.key, partition=out.partition, headers=out.headers)
                 return
             except BufferError:  # librdkafka's local queue is full: let it send, then enqueue again
                 producer.poll(0.05)
@@ -540,9 +557,12 @@ class StageWorker:
                 )
             self._pending.clear()
 
-    async def _handle(self, message: ConsumedRecord) -> Outgoing:
+    async def _handle(self, message: Consumed) -> Outgoing:
         """Decode the record, then run each stage of this process on it in turn. A stage that fails dead-letters
-        the record (what the stages before it produced is kept, as when they run apart)."""
+        the record (what the stages before it produced is kept, as when they run apart). Each stage continues
+        the record's trace: its outputs name its own span as their parent."""
+        first = self.links[0]
+        hop = open_hop(self.spans, first.stage.name, message.headers, parent_of(message.headers))
         value: dict[str, Any] | None = None
         try:
             raw = message.value or b""
@@ -552,31 +572,36 @@ class StageWorker:
                 )
             _, value = self.codec.decode(raw, reader=self.stage.input_record)
         except Exception as error:
-            return self._dead_letter(message, error, value)
+            return self._dead_letter(message, error, value, first, hop)
         partition = message.partition if self.fused else -1
         produced: list[Outgoing] = []
         source = message
         for link in self.links:
+            if link is not first:  # the stage before it in this process is its parent, as over Kafka
+                hop = open_hop(self.spans, link.stage.name, hop.headers, hop.trace)
             try:
-                value, out = await self._step(link, value, message.key, partition)
-            except ShuttingDown:
+                value, out = await self._step(link, value, message.key, partition, hop)
+            except (ShuttingDown, asyncio.CancelledError):
+                close_hop(hop, "interrupted", request_id_of(value))
                 raise
             except Exception as error:  # every other failure dead-letters this record alone
-                return _after(produced, self._dead_letter(source, error, value, link))
+                return _after(produced, self._dead_letter(source, error, value, link, hop))
             produced.append(out)
-            source = Consumed(out.topic, message.partition, message.offset, message.key, out.value)
+            source = Consumed(out.topic, message.partition, message.offset, message.key, out.value, out.headers)
         return _after(produced[:-1], produced[-1])
 
     async def _step(
-        self, link: Link, value: dict[str, Any], key: bytes | None, partition: int
+        self, link: Link, value: dict[str, Any], key: bytes | None, partition: int, hop: Hop
     ) -> tuple[dict[str, Any], Outgoing]:
-        """One stage's decision on a decoded record: the record it passes on, and its encoded output."""
+        """One stage's decision on a decoded record: the record it passes on, and its encoded output (and side
+        records) carrying the hop's headers."""
         stage = link.stage
         received_at = now_us()
         record = stage.input_model.model_validate(value)
         started_at = now_us()
         decide_started = time.perf_counter()
-        section = await self._decide_with_retries(record, request_id_of(value), stage)
+        request_id = request_id_of(value)
+        section = await self._decide_with_retries(record, request_id, stage, hop.trace.trace_id)
         decide_ms = (time.perf_counter() - decide_started) * 1000
         work_ms = stage.work(record, section, decide_ms)
         finished_at = now_us()
@@ -588,14 +613,26 @@ class StageWorker:
         # stops at the governor) ends where the output record has none; anything else unknown still fails
         outgoing = {k: v for k, v in outgoing.items() if k in link.output_fields or k not in value}
         encoded = self.codec.encode(stage.output_record, outgoing, validate=False)
+        headers = hop.headers
         side = tuple(
-            Outgoing(self.settings.topic(extra.topic), extra.key.encode(), self.codec.encode(extra.record, extra.value))
+            Outgoing(
+                self.settings.topic(extra.topic),
+                extra.key.encode(),
+                self.codec.encode(extra.record, extra.value),
+                headers=headers,
+            )
             for extra in stage.side_records(record, section)
         )
-        return outgoing, Outgoing(link.output_topic, key, encoded, side=side, partition=partition)
+        if hop.span is not None:
+            close_hop(hop, "ok", request_id, stage.span_attributes(record, section))
+        return outgoing, Outgoing(link.output_topic, key, encoded, side=side, partition=partition, headers=headers)
 
     async def _decide_with_retries(
-        self, record: BaseModel, request_id: str | None, stage: Stage[Any, Any] | None = None
+        self,
+        record: BaseModel,
+        request_id: str | None,
+        stage: Stage[Any, Any] | None = None,
+        trace_id: str | None = None,
     ) -> BaseModel:
         stage = stage or self.stage
         delay = self.config.retry_initial_s
@@ -610,6 +647,7 @@ class StageWorker:
                     extra={
                         "stage": stage.name,
                         "request_id": request_id,
+                        "trace_id": trace_id,
                         "error": str(error),
                         "retry_in_s": delay,
                     },
@@ -629,17 +667,19 @@ class StageWorker:
         return bool(done)
 
     def _dead_letter(
-        self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None, link: Link | None = None
+        self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None, link: Link, hop: Hop
     ) -> Outgoing:
-        link = link or self.links[0]
+        """The record's dead letter on the stage's dead-letter topic, in the record's trace (the hop's headers)."""
         reason = _reason(error)
         request_id = request_id_of(value) if value is not None else None
         self.metrics.dead_letter(type(error).__name__)
+        close_hop(hop, "dead_lettered", request_id, error=error)
         log.warning(
             "dead-lettered",
             extra={
                 "stage": link.stage.name,
                 "request_id": request_id,
+                "trace_id": hop.trace.trace_id,
                 "error_type": type(error).__name__,
                 "reason": reason,
                 "topic": message.topic,
@@ -649,7 +689,11 @@ class StageWorker:
         )
         record = dead_letter_for(message, stage=link.stage.name, reason=reason, error=error, request_id=request_id)
         return Outgoing(
-            link.dead_letter_topic, message.key, self.codec.encode("DeadLetter", record), dead_lettered=True
+            link.dead_letter_topic,
+            message.key,
+            self.codec.encode("DeadLetter", record),
+            dead_lettered=True,
+            headers=hop.headers,
         )
 
     def _record_lag(self, consumer: Consumer) -> None:

@@ -11,7 +11,7 @@ from services.auditor.record import canonical_json, tokenised
 
 STAGE_EVENT_COLUMNS = [
     "request_id", "store_id", "stage", "route", "provider", "model", "received_at", "started_at", "finished_at",
-    "duration_ms", "tokens_in", "tokens_out", "cost_usd", "outcome", "error", "work_ms",
+    "duration_ms", "tokens_in", "tokens_out", "cost_usd", "outcome", "error", "work_ms", "trace_id",
 ]  # fmt: skip
 ANSWER_COLUMNS = [
     "request_id", "store_id", "channel", "intent", "route", "route_kind", "route_reason", "verdict", "provider",
@@ -48,7 +48,9 @@ def millis(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
-def stage_event_rows(audited: dict[str, Any]) -> list[list[Any]]:
+def stage_event_rows(audited: dict[str, Any], trace_id: str = "") -> list[list[Any]]:
+    """One row per stage timing. Every stage continued the request's trace (its Kafka headers), so the trace id
+    the audited record carries is each stage's, and every row gets it."""
     request, route, answer = audited["request"], audited["route"], audited["answer"]
     rows = []
     for timing in audited["timings"]:
@@ -71,6 +73,7 @@ def stage_event_rows(audited: dict[str, Any]) -> list[list[Any]]:
                 "ok",
                 "",
                 {category: float(ms) for category, ms in (timing.get("work_ms") or {}).items()},
+                trace_id,
             ]
         )
     return rows
@@ -187,8 +190,8 @@ def model_call_row(call: dict[str, Any]) -> list[Any]:
     ]
 
 
-def dead_letter_rows(dead: dict[str, Any]) -> tuple[list[Any], list[Any] | None]:
-    """The dead_letters row, and a stage_events row when the request is known."""
+def dead_letter_rows(dead: dict[str, Any], trace_id: str = "") -> tuple[list[Any], list[Any] | None]:
+    """The dead_letters row, and a stage_events row (in the dead letter's trace) when the request is known."""
     row = [
         dead["stage"],
         dead["topic"],
@@ -205,6 +208,6 @@ def dead_letter_rows(dead: dict[str, Any]) -> tuple[list[Any], list[Any] | None]
     failed = micros(dead["failed_at"])
     event = [
         dead["request_id"], "", dead["stage"], "", "", "", failed, failed, failed, 0.0, 0, 0, 0.0,
-        "dead_lettered", f"{dead['error_type']}: {dead['reason']}"[:2000], {},
+        "dead_lettered", f"{dead['error_type']}: {dead['reason']}"[:2000], {}, trace_id,
     ]  # fmt: skip
     return row, event

@@ -26,6 +26,8 @@ from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.spans import open_hop
+from services.runtime.tracing import Header, parent_of, trace_id_of
 from services.settings import Settings, get_settings
 from services.telemetry.lag import LAG_COLUMNS, LagSampler, stage_inputs
 from services.telemetry.rows import (
@@ -76,7 +78,7 @@ class WriterConfig:
 class Buffer:
     tables: dict[str, list[list[Any]]] = field(default_factory=lambda: {table: [] for table in TABLES})
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    rejected: list[bytes] = field(default_factory=list)
+    rejected: list[tuple[bytes, list[Header]]] = field(default_factory=list)  # dead letters and their headers
     opened_at: float | None = None
     records: int = 0
     audited: int = 0
@@ -198,23 +200,25 @@ class TelemetryWriter:
                 buffer.audited += len(rows) if table == "audit_records" else 0
         except Exception as error:  # one bad record goes to dlq.telemetry; the batch goes on
             record = dead_letter_for(message, stage="telemetry", reason=str(error), error=error, request_id=None)
-            buffer.rejected.append(self.codec.encode("DeadLetter", record))
+            # the dead letter stays in the record's trace, as the stages' do
+            headers = open_hop(None, "telemetry", message.headers, parent_of(message.headers)).headers
+            buffer.rejected.append((self.codec.encode("DeadLetter", record), headers))
             self.metrics.dead_letter(type(error).__name__)
         buffer.decode_s += time.perf_counter() - started
 
     def _rows_of(self, message: ConsumerRecord[bytes, bytes]) -> dict[str, list[list[Any]]]:
         """Every row one record makes, by table; built whole before any is buffered, so a record that fails
-        half-way leaves nothing behind."""
+        half-way leaves nothing behind. The trace id comes from the record's Kafka headers (traceparent)."""
         writer, value = self.codec.decode(message.value or b"")
         if writer == "switchyard.Audited":
             return {
-                "stage_events": stage_event_rows(value),
+                "stage_events": stage_event_rows(value, trace_id_of(message.headers)),
                 "answers": [answer_row(value)],
                 "audit_records": [audit_record_row(value, message.topic, message.partition, message.offset)],
                 "rule_verdicts": rule_verdict_rows(value),
             }
         if writer == "switchyard.DeadLetter":
-            row, event = dead_letter_rows(value)
+            row, event = dead_letter_rows(value, trace_id_of(message.headers))
             return {"dead_letters": [row], "stage_events": [event] if event is not None else []}
         if writer == "switchyard.Feedback":
             return {"feedback": [feedback_row(value)]}
@@ -238,8 +242,8 @@ class TelemetryWriter:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 10.0)
             assert self._dlq is not None and self._consumer is not None
-            for value in buffer.rejected:
-                await self._dlq.send_and_wait(self.settings.topic("dlq.telemetry"), value)
+            for value, headers in buffer.rejected:
+                await self._dlq.send_and_wait(self.settings.topic("dlq.telemetry"), value, headers=headers)
             await self._consumer.commit(buffer.offsets)
             self.metrics.records_out.inc(buffer.rows())
 

@@ -43,10 +43,20 @@ def test_every_process_has_a_deployment_and_a_disruption_budget_and_every_consum
         assert sorted(by_kind(kind)) == sorted(PROCESSES), kind
     consumers = sorted(workload.name for workload in workloads() if workload.group)
     assert sorted(by_kind("ScaledObject")) == consumers
-    assert set(PROCESSES) - set(consumers) == {"dashboard", "learning"}
-    assert set(by_kind("Service")) == {"dashboard"}
+    assert set(PROCESSES) - set(consumers) == {"dashboard", "learning", "gateway"}
+    assert set(by_kind("Service")) == {"dashboard", "gateway"}
     assert by_kind("Deployment")["dashboard"]["spec"]["replicas"] == 1
     assert "replicas" not in by_kind("Deployment")["router"]["spec"]  # KEDA owns it
+
+
+def test_the_gateway_is_reached_through_a_service_and_scales_on_cpu() -> None:
+    assert "replicas" not in by_kind("Deployment")["gateway"]["spec"]  # the HPA owns it
+    hpa = by_kind("HorizontalPodAutoscaler")
+    assert set(hpa) == {"gateway"}
+    spec = hpa["gateway"]["spec"]
+    assert spec["scaleTargetRef"]["name"] == "switchyard-gateway" and spec["minReplicas"] >= 2
+    assert spec["metrics"][0]["resource"]["name"] == "cpu"
+    assert by_kind("Service")["gateway"]["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_the_learning_process_runs_once_and_shares_the_model_volume_with_router_and_answerer() -> None:

@@ -1,23 +1,30 @@
 """The runtime's pieces without a broker: dead-letter records, retries of transient failures, shutdown
-during a retry, telemetry rows, and the report's percentiles and work split."""
+during a retry, telemetry rows, the report's percentiles and work split, and the trace context every produced
+record carries (its Kafka headers through _transact, with a recording producer in place of librdkafka's)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
+from services.bench_runtime import Relay
 from services.pos.answers import Received
 from services.pos.report import percentile, work_split
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter
 from services.runtime.faults import TransientError
-from services.runtime.models import DeadLetter, Request, RouteDecision
+from services.runtime.models import DeadLetter, Request, Routed, RouteDecision
 from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
-from services.runtime.stage import Stage
-from services.runtime.worker import ShuttingDown, StageWorker, WorkerConfig
+from services.runtime.spans import StageSpans
+from services.runtime.stage import SideRecord, Stage
+from services.runtime.tracing import TRACEPARENT, Header, Headers, TraceParent, parent_of, trace_id_of
+from services.runtime.worker import Consumed, Outgoing, ShuttingDown, StageWorker, WorkerConfig
 from services.settings import Settings
 from services.telemetry.rows import ANSWER_COLUMNS, STAGE_EVENT_COLUMNS, answer_row, stage_event_rows
 from tests.unit.chain_records import answered
@@ -138,8 +145,6 @@ def test_the_work_split_counts_the_work_stages_measured_not_their_waiting() -> N
 async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_offset_order() -> None:
     from collections import deque
 
-    from services.runtime.worker import Consumed, Outgoing
-
     worker = worker_for(Flaky(failures=0))
 
     def message(tp: tuple[str, int], offset: int) -> Consumed:
@@ -172,3 +177,156 @@ async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_of
     blocker.set()
     await asyncio.sleep(0)
     assert [o.value for o in worker._ready_prefixes()[first]] == [b"a", b"slow", b"c"]
+
+
+# -- trace context through the produce path -------------------------------------------------------------
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+INCOMING_SPAN = "00f067aa0ba902b7"
+REPLY_TO = ("switchyard-reply-to", b"gateway-2")
+
+
+class Vaulting(Relay):
+    """A relay that also emits a side record, as the governor does its vault entry."""
+
+    def side_records(self, record: Routed, section: RouteDecision) -> list[SideRecord]:
+        return [SideRecord("side", "Request", record.request.store_id, record.request.model_dump())]
+
+
+class Broken(Relay):
+    async def decide(self, record: Routed) -> RouteDecision:
+        raise ValueError("no such store")
+
+
+class RecordingProducer:
+    """What _transact asks of confluent-kafka's transactional producer, recording each produce."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes, list[Header] | None]] = []
+
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(self, *_args: object) -> None: ...
+    def commit_transaction(self, *_args: object) -> None: ...
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, *, partition: int = -1, headers: list[Header] | None = None
+    ) -> None:
+        self.produced.append((topic, key, value, headers))
+
+
+def relays(*stages: Relay, spans: StageSpans | None = None) -> StageWorker:
+    return StageWorker(
+        stages[0], settings=Settings(), config=WorkerConfig(), codec=CODEC, downstream=stages[1:], spans=spans
+    )
+
+
+def routed_bytes(request_id: str = "r-1") -> bytes:
+    decision = RouteDecision(route_id="r", kind="WORKFLOW", intent="i", confidence=1.0, provider=None, reason="ok",
+                             route_table_version="t")  # fmt: skip
+    routed = Routed(request=a_request().model_copy(update={"request_id": request_id}), route=decision, timings=[])
+    return CODEC.encode("Routed", routed.model_dump())
+
+
+def consumed(value: bytes, headers: Headers | None) -> Consumed:
+    return Consumed("hop0", 3, 41, b"0417", value, headers)
+
+
+def produced_through(worker: StageWorker, message: Consumed, out: Outgoing) -> list[tuple[str, list[Header]]]:
+    """Each produced record's topic and headers, as _transact hands them to the producer."""
+    producer: Any = RecordingProducer()
+    worker._producer, worker._group_metadata = producer, object()
+    worker._transact([out], {(message.topic, message.partition): message.offset + 1})
+    assert all(headers is not None for _topic, _key, _value, headers in producer.produced)
+    return [(topic, headers or []) for topic, _key, _value, headers in producer.produced]
+
+
+def traceparents(records: list[tuple[str, list[Header]]]) -> list[TraceParent]:
+    parents = [parent_of(headers) for _topic, headers in records]
+    assert all(parent is not None for parent in parents), records
+    return [parent for parent in parents if parent is not None]
+
+
+async def test_every_record_produced_for_one_carries_its_headers_with_a_child_span_of_its_traceparent() -> None:
+    worker = relays(Vaulting(0))
+    incoming = [(TRACEPARENT, f"00-{TRACE_ID}-{INCOMING_SPAN}-01".encode()), REPLY_TO, ("tenant", b"north")]
+    message = consumed(routed_bytes(), incoming)
+    records = produced_through(worker, message, await worker._handle(message))
+    assert [topic for topic, _headers in records] == ["side", "hop1"]
+    (parent,) = set(traceparents(records))  # the side record and the output share the stage's span
+    assert parent.trace_id == TRACE_ID and parent.span_id != INCOMING_SPAN and parent.sampled
+    assert all(headers[1:] == [REPLY_TO, ("tenant", b"north")] for _topic, headers in records)
+
+
+async def test_a_record_without_a_traceparent_starts_a_trace_and_keeps_its_other_headers() -> None:
+    worker = relays(Relay(0))
+    for headers in ([REPLY_TO], [(TRACEPARENT, b"00-not-a-trace"), REPLY_TO]):
+        message = consumed(routed_bytes(), headers)
+        records = produced_through(worker, message, await worker._handle(message))
+        (parent,) = traceparents(records)
+        assert parent.trace_id != TRACE_ID and len(parent.trace_id) == 32
+        assert records[0][1][1:] == [REPLY_TO]
+    message = consumed(routed_bytes(), None)
+    assert len(traceparents(produced_through(worker, message, await worker._handle(message)))) == 1
+
+
+async def test_fused_stages_each_continue_the_trace_from_the_stage_before_them() -> None:
+    worker = relays(Relay(0), Vaulting(1), Relay(2))
+    message = consumed(routed_bytes(), [REPLY_TO, (TRACEPARENT, f"00-{TRACE_ID}-{INCOMING_SPAN}-01".encode())])
+    records = produced_through(worker, message, await worker._handle(message))
+    assert [topic for topic, _headers in records] == ["hop1", "side", "hop2", "hop3"]
+    parents = traceparents(records)
+    assert {parent.trace_id for parent in parents} == {TRACE_ID}
+    assert parents[1] == parents[2], "relay1's side record and output name relay1's span"
+    spans = [parents[0].span_id, parents[2].span_id, parents[3].span_id]
+    assert len({INCOMING_SPAN, *spans}) == 4, "each stage its own span"
+    assert all(headers[1:] == [REPLY_TO] for _topic, headers in records)
+
+
+async def test_dead_letters_stay_in_the_records_trace(caplog: pytest.LogCaptureFixture) -> None:
+    incoming = [(TRACEPARENT, f"00-{TRACE_ID}-{INCOMING_SPAN}-01".encode()), REPLY_TO]
+    worker = relays(Relay(0), Broken(1))
+    poison = consumed(b"\x00\x01 not avro", incoming)
+    (letter,) = produced_through(worker, poison, await worker._handle(poison))
+    assert letter[0] == "dlq.relay0" and letter[1][1:] == [REPLY_TO]
+    assert traceparents([letter])[0].trace_id == TRACE_ID
+    message = consumed(routed_bytes("r-7"), incoming)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="switchyard.runtime"):
+        records = produced_through(worker, message, await worker._handle(message))
+    assert [topic for topic, _headers in records] == ["hop1", "dlq.relay1"]
+    relayed, dead = traceparents(records)
+    assert relayed.trace_id == dead.trace_id == TRACE_ID and dead.span_id not in (relayed.span_id, INCOMING_SPAN)
+    assert records[1][1][1:] == [REPLY_TO]
+    logged = [r for r in caplog.records if r.getMessage() == "dead-lettered"]
+    assert [(getattr(r, "request_id", None), getattr(r, "trace_id", None)) for r in logged] == [("r-7", TRACE_ID)]
+
+
+async def test_with_tracing_on_each_stage_makes_one_span_whose_id_its_outputs_carry() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = relays(Relay(0), Relay(1), Broken(2), spans=StageSpans(provider.get_tracer("test"), provider))
+    message = consumed(routed_bytes("r-9"), [(TRACEPARENT, f"00-{TRACE_ID}-{INCOMING_SPAN}-01".encode()), REPLY_TO])
+    records = produced_through(worker, message, await worker._handle(message))
+    finished = exporter.get_finished_spans()
+    provider.shutdown()
+    assert [span.name for span in finished] == ["relay0", "relay1", "relay2"]
+    contexts = [span.get_span_context() for span in finished]
+    ids = [f"{context.span_id:016x}" for context in contexts if context is not None]
+    assert [parent.span_id for parent in traceparents(records)] == ids, "each output names its stage's span"
+    assert [f"{span.parent.span_id:016x}" if span.parent else None for span in finished] == [INCOMING_SPAN, *ids[:2]]
+    assert {f"{context.trace_id:032x}" for context in contexts if context is not None} == {TRACE_ID}
+    outcomes = [(span.attributes or {}).get("switchyard.outcome") for span in finished]
+    assert outcomes == ["ok", "ok", "dead_lettered"]
+    assert all((span.attributes or {}).get("switchyard.request_id") == "r-9" for span in finished)
+
+
+def test_telemetry_rows_carry_the_trace_id_of_the_records_headers() -> None:
+    record = answered("r-3")
+    audited = {**record.model_dump(), "audit": {"audit_id": "a", "chain_key": "0417", "prev_hash": "",
+                                                "hash": "h", "recorded_at": 5_000}}  # fmt: skip
+    headers = ((TRACEPARENT, f"00-{TRACE_ID}-{INCOMING_SPAN}-01".encode()), REPLY_TO)  # as aiokafka gives them
+    rows = stage_event_rows(audited, trace_id_of(headers))
+    assert {row[STAGE_EVENT_COLUMNS.index("trace_id")] for row in rows} == {TRACE_ID}
+    assert all(len(row) == len(STAGE_EVENT_COLUMNS) for row in rows)
+    assert stage_event_rows(audited)[0][STAGE_EVENT_COLUMNS.index("trace_id")] == "", "no header, no trace id"
