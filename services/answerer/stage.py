@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from prometheus_client import CollectorRegistry
+
 from services.answerer.call_events import ModelCallPublisher
 from services.answerer.grounded import GROUNDED_VERSION, UNGROUNDED_INTENTS, Grounded, grounded_answer
 from services.answerer.guard import (
@@ -27,6 +29,7 @@ from services.answerer.guard import (
     visible_for_chain,
 )
 from services.answerer.junk import JUNK_GUARD_VERSION, find_junk
+from services.answerer.provider_metrics import ProviderMetrics
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import complete_with_failover
@@ -189,6 +192,9 @@ class Answerer(Stage[Governed, Answer]):
         self.grounded_first = grounded_first
         self.junk_found: Counter[str] = Counter()
         self._work = WorkLedger()
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        ProviderMetrics(self.providers, registry)
 
     async def start(self) -> None:
         if self.output_toxicity and self.toxicity is None:

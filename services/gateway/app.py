@@ -38,7 +38,9 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("6d1f1f0e-3b1e-4c55-9a55-5a1f0c6a7e11")
 ANSWER_BY_ID_SQL = """
 SELECT request_id, store_id, intent, route, verdict, provider, model, answer, tokens_in, tokens_out,
        toUnixTimestamp64Milli(created_at), audit_hash
-FROM answers FINAL WHERE request_id = {request_id:String} AND store_id = {store_id:String} LIMIT 1
+FROM answers FINAL
+WHERE store_id = {store_id:String} AND request_id = {request_id:String} AND api_key = {key_id:String}
+LIMIT 1
 """
 
 
@@ -85,6 +87,7 @@ class GatewayMetrics:
 @dataclass(frozen=True, slots=True)
 class Answered:
     store_id: str
+    key_id: str  # the API key that asked: only it reads the answer
     record: dict[str, Any]
     chain_ms: float
 
@@ -107,7 +110,7 @@ class Gateway:
             )
         )
         self.pending: dict[str, asyncio.Future[Answered]] = {}
-        self.pending_store: dict[str, str] = {}
+        self.pending_key: dict[str, str] = {}
         self.answered: OrderedDict[str, Answered] = OrderedDict()
         self.producer = Producer(
             {
@@ -229,7 +232,8 @@ class Gateway:
         except Exception as error:
             log.warning("undecodable audited record", extra={"error": str(error)})
             return None
-        return Answered(record["request"]["store_id"], record, chain_ms(record))
+        request = record["request"]
+        return Answered(request["store_id"], request["attributes"].get("api_key", ""), record, chain_ms(record))
 
     def _resolve(self, batch: list[Answered]) -> None:
         for answered in batch:
@@ -241,7 +245,7 @@ class Gateway:
             self.metrics.tokens.labels(store=answered.store_id).inc(tokens)
             self.metrics.cost.labels(store=answered.store_id).inc(float(answer["cost_usd"]))
             waiting = self.pending.pop(request_id, None)
-            self.pending_store.pop(request_id, None)
+            self.pending_key.pop(request_id, None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(answered)
         self.metrics.pending.set(len(self.pending))
@@ -284,7 +288,7 @@ class Gateway:
         trace = tracing.child_of(parent) if parent is not None else tracing.start()
         reply: asyncio.Future[Answered] = self.loop.create_future()
         self.pending[request_id] = reply
-        self.pending_store[request_id] = request.store_id
+        self.pending_key[request_id] = key.key_id
         self.metrics.pending.set(len(self.pending))
         acked: asyncio.Future[None] = self.loop.create_future()
         try:
@@ -298,7 +302,7 @@ class Gateway:
             await asyncio.wait_for(asyncio.shield(acked), self.settings.gateway_produce_timeout_s)
         except Exception as error:
             self.pending.pop(request_id, None)
-            self.pending_store.pop(request_id, None)
+            self.pending_key.pop(request_id, None)
             raise GatewayError(
                 503, f"Kafka did not accept the request: {error}", kind="server_error", code="broker_unavailable"
             ) from error
@@ -317,14 +321,16 @@ class Gateway:
 
         self.loop.call_soon_threadsafe(settle)
 
-    async def stored_answer(self, request_id: str, store_id: str) -> dict[str, Any] | None:
-        """An answer this replica no longer holds (another replica's, or from before a restart), from ClickHouse."""
+    async def stored_answer(self, request_id: str, key: ApiKey) -> dict[str, Any] | None:
+        """An answer this replica no longer holds (another replica's, or from before a restart), from ClickHouse;
+        only when `key` asked it."""
         try:
             client = await asyncio.to_thread(self._clickhouse)
             rows = await asyncio.to_thread(
                 lambda: (
                     client.query(
-                        ANSWER_BY_ID_SQL, parameters={"request_id": request_id, "store_id": store_id}
+                        ANSWER_BY_ID_SQL,
+                        parameters={"request_id": request_id, "store_id": key.store_id, "key_id": key.key_id},
                     ).result_rows
                 )
             )
@@ -450,7 +456,7 @@ async def get_request(request: web.Request) -> web.Response:
     key = _key(request)
     request_id = request.match_info["request_id"]
     record = await _answer_of(gateway, request_id, key)
-    if record is None and request_id in gateway.pending and gateway.pending_store.get(request_id) == key.store_id:
+    if record is None and request_id in gateway.pending and gateway.pending_key.get(request_id) == key.key_id:
         return web.json_response(shapes.pending_status(request_id), status=200)
     if record is None:
         raise _not_found(request_id)
@@ -458,19 +464,19 @@ async def get_request(request: web.Request) -> web.Response:
 
 
 def _not_found(request_id: str) -> GatewayError:
-    # the same answer whether the id is unknown or another store's: a key cannot probe other stores' requests
+    # the same answer whether the id is unknown or another key's: a key cannot probe what others asked
     return GatewayError(
-        404, f"no request {request_id} for this key's store", kind="invalid_request_error", code="not_found"
+        404, f"no request {request_id} asked with this key", kind="invalid_request_error", code="not_found"
     )
 
 
 async def _answer_of(gateway: Gateway, request_id: str, key: ApiKey) -> dict[str, Any] | None:
     held = gateway.answered.get(request_id)
     if held is not None:
-        return held.record if held.store_id == key.store_id else None
+        return held.record if (held.store_id, held.key_id) == (key.store_id, key.key_id) else None
     if request_id in gateway.pending:
         return None
-    return await gateway.stored_answer(request_id, key.store_id)
+    return await gateway.stored_answer(request_id, key)
 
 
 async def feedback(request: web.Request) -> web.Response:

@@ -16,6 +16,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,10 @@ from services.bench import serve_stub
 from services.gateway import keys
 from services.infra.topics import reconcile
 from services.launcher import Launcher
+from services.pos.answers import AnswerReader
 from services.runtime.codec import AvroCodec
 from services.runtime.schema_registry import SchemaRegistry
-from services.settings import REPO_ROOT, get_settings
+from services.settings import REPO_ROOT, Settings, get_settings
 from services.stitcher.seed import publish_stores, stores
 
 TEXT = "Does this blender come with a warranty?"
@@ -137,7 +141,21 @@ def wait_key(base: str, secret: str, timeout_s: float = 30.0) -> None:
     raise TimeoutError("the gateway did not see the bench key")
 
 
-def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique: bool) -> dict[str, Any]:
+@dataclass
+class RunningGateway:
+    launcher: Launcher
+    base: str
+    secret: str
+    model_url: str
+    settings: Settings
+    codec: AvroCodec
+    prefix: str
+
+
+@contextmanager
+def running_gateway(model_latency_ms: float, extra_env: dict[str, str] | None = None) -> Iterator[RunningGateway]:
+    """The fused chain and a gateway on topics of their own, a key for store 0001 without limits, the stub model
+    answering; everything stopped and the topics deleted after."""
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
     prefix = f"bench-gw-{uuid.uuid4().hex[:6]}."
@@ -154,21 +172,46 @@ def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique
         "SWITCHYARD_LOG_LEVEL": "WARNING",
         "SWITCHYARD_GATEWAY_TOKENS_PER_DAY": str(10**12),
         "SWITCHYARD_GATEWAY_COST_PER_DAY_USD": str(10**9),
+        **(extra_env or {}),
     }
     launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-bench-gateway-")), env=env)
-    rows: list[dict[str, Any]] = []
     try:
         launcher.start_all(fused=True)
         base = launcher.url("gateway/0").rstrip("/")
         wait_key(base, made.secret)
-        gateway_headers = {"Authorization": f"Bearer {made.secret}"}
+        yield RunningGateway(launcher, base, made.secret, url, settings, codec, prefix)
+    finally:
+        launcher.stop_all()
+        stub.terminate()
+        stub.wait(10)
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(30)
+
+
+def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique: bool) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    with running_gateway(model_latency_ms) as running:
+        headers = {"Authorization": f"Bearer {running.secret}"}
         for rate in rates:
-            direct = asyncio.run(open_loop(f"{url}/chat/completions", rate, duration_s, {}, body_maker(unique, "stub")))
+            direct = asyncio.run(
+                open_loop(f"{running.model_url}/chat/completions", rate, duration_s, {}, body_maker(unique, "stub"))
+            )
+            before = cpu_by_process(running.launcher)
             through = asyncio.run(
                 open_loop(
-                    f"{base}/v1/chat/completions", rate, duration_s, gateway_headers, body_maker(unique, "switchyard")
+                    f"{running.base}/v1/chat/completions", rate, duration_s, headers, body_maker(unique, "switchyard")
                 )
             )
+            after = cpu_by_process(running.launcher)
+            answered = max(1, through["ok"])
+            # CPU per answered request, by process: what each costs on this box, whatever the queueing
+            through["cpu_ms_per_request"] = {
+                name: round((after[name] - before.get(name, 0.0)) * 1000 / answered, 2)
+                for name in ("gateway", "chain", "telemetry")
+                if name in after
+            }
             rows.append(
                 {
                     "rate": rate,
@@ -179,20 +222,63 @@ def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
-    finally:
-        launcher.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result(30)
     return {
         "stages": "fused in one process, behind `switchyard run gateway`",
         "model": {"kind": "openai-compatible stub", "fixed_latency_ms": model_latency_ms},
         "unique_texts": unique,
         "duration_s": duration_s,
         "rates": rows,
+    }
+
+
+async def _flood(base: str, secret: str, count: int) -> tuple[Counter[str], list[str], float]:
+    statuses: Counter[str] = Counter()
+    accepted: list[str] = []
+    headers = {"Authorization": f"Bearer {secret}", "x-switchyard-wait-s": "0"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one(index: int) -> None:
+            body = {"model": "switchyard", "messages": [{"role": "user", "content": f"{TEXT} ({index})"}]}
+            try:
+                async with session.post(f"{base}/v1/chat/completions", json=body, headers=headers) as response:
+                    payload = await response.json()
+                    error = payload.get("error") if isinstance(payload, dict) else None
+                    statuses[f"{response.status} {error['code']}" if error else str(response.status)] += 1
+                    if response.status in (200, 202):
+                        accepted.append(response.headers["x-switchyard-request-id"])
+            except (aiohttp.ClientError, TimeoutError) as error:
+                statuses[type(error).__name__] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(index) for index in range(count)))
+        return statuses, accepted, time.perf_counter() - started
+
+
+def flood(count: int, max_pending: int, model_latency_ms: float) -> dict[str, Any]:
+    """`count` POSTs at once: each must get an answer, a 202 or a clear 503, and every accepted request must be
+    answered once on `audited`."""
+    extra = {"SWITCHYARD_GATEWAY_MAX_PENDING": str(max_pending)}
+    with running_gateway(model_latency_ms, extra) as running:
+        reader = AnswerReader(running.settings.kafka_bootstrap, f"{running.prefix}audited", running.codec)
+        reader.start()
+        reader.assigned.wait(30)
+        try:
+            statuses, accepted, took_s = asyncio.run(_flood(running.base, running.secret, count))
+            missing = reader.wait_for(set(accepted), timeout_s=180)
+        finally:
+            reader.stop()
+        alive = running.launcher.healthz("gateway/0")[0]
+    return {
+        "concurrent_posts": count,
+        "max_pending": max_pending,
+        "statuses": dict(statuses),
+        "all_responses_in_s": round(took_s, 1),
+        "accepted": len(accepted),
+        "accepted_ids_unique": len(set(accepted)),
+        "accepted_not_answered_after_180_s": len(missing),
+        "answered_twice_on_audited": reader.duplicates,
+        "gateway_healthz_after": alive,
     }
 
 
@@ -206,8 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
     parser.add_argument("--model-latency-ms", type=float, default=50.0)
     parser.add_argument("--unique-texts", action="store_true", help="a ticket number makes every text new")
+    parser.add_argument("--flood", type=int, help="instead: this many POSTs at once (e.g. 10000), then count them")
+    parser.add_argument("--max-pending", type=int, default=500, help="the gateway's pending cap during --flood")
     args = parser.parse_args(argv)
-    result = bench(args.rates, args.duration, args.model_latency_ms, args.unique_texts)
+    if args.flood:
+        result = flood(args.flood, args.max_pending, args.model_latency_ms)
+    else:
+        result = bench(args.rates, args.duration, args.model_latency_ms, args.unique_texts)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -1,7 +1,7 @@
 """Limits per store at the gateway: requests per minute (a moving window from the `limits` library) and model
 tokens and cost per UTC day. The counters survive a restart because they start from what ClickHouse already
-holds: the store's gateway requests of the last minute, and its answers of the day, refreshed periodically and
-topped up with the replies this replica has seen since."""
+holds: the store's answered gateway requests of the last minute, and its answers of the day, refreshed
+periodically and topped up with the replies this replica has seen since."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from limits.strategies import MovingWindowRateLimiter
 from services.gateway.shapes import GatewayError
 from services.runtime.models import ApiKey
 
+# requests the gateway made in the last minute that have been answered (those still in the chain are not counted)
 RECENT_REQUESTS_SQL = """
-SELECT store_id, count() FROM requests
-WHERE created_at > now64(3) - INTERVAL 60 SECOND AND attributes['entry'] = 'gateway'
+SELECT store_id, count() FROM answers FINAL
+WHERE created_at > now64(3) - INTERVAL 60 SECOND AND api_key != ''
 GROUP BY store_id
 """
 SPENT_TODAY_SQL = """

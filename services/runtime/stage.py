@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 In = TypeVar("In", bound=BaseModel)
@@ -134,6 +135,10 @@ class Stage(ABC, Generic[In, Section]):
         """Attributes for this record's span of this stage (the answerer's gen_ai.* on a model call); called after
         `decide`, and only when tracing is on (services.runtime.spans). Default: none."""
         return {}
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Add the stage's own Prometheus series to its process's /metrics (the answerer: its providers).
+        Default: none."""
 
     async def healthy(self) -> tuple[bool, str]:
         """Whether this stage's own dependencies answer; the runtime adds the consumer's assignment."""

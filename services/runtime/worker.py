@@ -175,6 +175,8 @@ class StageWorker:
                     f"{upstream.name} writes ({upstream.output_record} to {upstream.output_topic}): run them apart"
                 )
         self.metrics = StageMetrics(stage.name)
+        for link in self.links:
+            link.stage.register_metrics(self.metrics.registry)
         # one span per stage per record, only when OTEL_EXPORTER_OTLP_ENDPOINT is set; None costs nothing
         service = f"switchyard-{'chain' if downstream else stage.name}"
         self.spans = spans if spans is not None else from_environment(service)

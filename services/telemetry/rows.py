@@ -16,7 +16,7 @@ STAGE_EVENT_COLUMNS = [
 ANSWER_COLUMNS = [
     "request_id", "store_id", "channel", "intent", "route", "route_kind", "route_reason", "verdict", "provider",
     "model", "answer", "tokens_in", "tokens_out", "cost_usd", "model_ms", "created_at", "audited_at",
-    "end_to_end_ms", "audit_hash", "failover",
+    "end_to_end_ms", "audit_hash", "failover", "api_key",
 ]  # fmt: skip
 AUDIT_RECORD_COLUMNS = [
     "request_id", "audit_id", "chain_key", "seq", "prev_hash", "hash", "recorded_at", "store_id", "intent", "route",
@@ -102,6 +102,7 @@ def answer_row(audited: dict[str, Any]) -> list[Any]:
         (audit["recorded_at"] - request["created_at"] * 1000) / 1000,
         audit["hash"],
         list(answer.get("failover", [])),
+        request.get("attributes", {}).get("api_key", ""),
     ]
 
 

@@ -14,7 +14,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from openai.types.chat import ChatCompletionMessageParam
 
-from services.gateway import keys
+from services.gateway import keys, quotas
+from services.gateway.client import Answer, Pending, SwitchyardClient, SwitchyardError
+from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.models import ApiKey
 from services.settings import Settings
@@ -115,6 +117,17 @@ def test_a_key_cannot_ask_as_another_store_nor_read_its_answers(base_url: str, s
         json={"request_id": request_id, "kind": "rating", "rating": 1},
     )
     assert feedback.status_code == 404
+
+
+def test_an_answer_goes_only_to_the_key_that_asked_even_within_the_store(
+    chain: Chain, codec: AvroCodec, base_url: str, store_one: str
+) -> None:
+    raw = client(base_url, store_one).chat.completions.with_raw_response.create(model="switchyard", messages=QUESTION)
+    request_id = raw.headers["x-switchyard-request-id"]
+    other_till, _ = make_key(chain, codec, "0001")
+    wait_key_active(base_url, other_till)
+    assert httpx.get(f"{base_url}/v1/requests/{request_id}", headers=bearer(other_till)).status_code == 404
+    assert httpx.get(f"{base_url}/v1/requests/{request_id}", headers=bearer(store_one)).status_code == 200
 
 
 def test_keys_that_are_missing_wrong_or_revoked_get_401(chain: Chain, codec: AvroCodec, base_url: str) -> None:
@@ -227,3 +240,72 @@ def test_bad_input_gets_a_clear_http_error(
     )
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_the_thin_client_carries_store_context_polls_and_sends_feedback(base_url: str, store_one: str) -> None:
+    with SwitchyardClient(base_url, store_one) as till:
+        answered = till.ask("Do you sell gift cards?", customer_id="C-00042", locale="en-GB", channel="POS")
+        assert isinstance(answered, Answer) and answered.text and len(answered.audit_hash) == 64
+        assert answered.verdict in ("ALLOW", "MASK", "BLOCK", "ESCALATE") and answered.route and answered.intent
+        later = till.ask("Do you sell gift cards?", wait_s=0, idempotency_key="ticket-5531")
+        assert isinstance(later, Pending)
+        polled = till.wait(later.request_id)
+        assert polled.request_id == later.request_id and polled.text
+        assert till.feedback(polled.request_id, "rating", rating=4)
+        with pytest.raises(SwitchyardError) as refused:
+            till.feedback(polled.request_id, "rating", rating=11)
+        assert refused.value.status == 400
+    with SwitchyardClient(base_url, "sy_00000000_" + "0" * 48) as stranger, pytest.raises(SwitchyardError) as refused:
+        stranger.ask("Do you sell gift cards?")
+    assert (refused.value.status, refused.value.code) == (401, "invalid_api_key")
+
+
+def test_another_replica_reads_the_answer_from_clickhouse_for_the_key_that_asked_only(
+    chain: Chain, codec: AvroCodec, base_url: str, store_one: str
+) -> None:
+    raw = client(base_url, store_one).chat.completions.with_raw_response.create(model="switchyard", messages=QUESTION)
+    request_id, text = raw.headers["x-switchyard-request-id"], raw.parse().choices[0].message.content
+    replica = chain.start("gateway", "1")
+    chain.wait_ready(replica)
+    other = chain.launcher.url(replica).rstrip("/")
+    deadline = time.monotonic() + 30
+    while (polled := httpx.get(f"{other}/v1/requests/{request_id}", headers=bearer(store_one))).status_code != 200:
+        assert polled.status_code == 404 and time.monotonic() < deadline, polled.text  # until telemetry has it
+        time.sleep(0.5)
+    assert polled.json()["completion"]["choices"][0]["message"]["content"] == text
+    assert polled.headers["x-switchyard-audit-hash"] == raw.headers["x-switchyard-audit-hash"]
+    other_till, _ = make_key(chain, codec, "0001")
+    wait_key_active(other, other_till)
+    assert httpx.get(f"{other}/v1/requests/{request_id}", headers=bearer(other_till)).status_code == 404
+    clickhouse = get_client(chain.settings)
+    assert quotas.recent_requests(clickhouse).get("0001", 0) >= 1  # what a restarted replica counts first
+    assert quotas.spent_today(clickhouse)["0001"][0] > 0
+
+
+def test_provider_breaker_state_and_store_spending_are_prometheus_series(
+    chain: Chain, base_url: str, store_one: str
+) -> None:
+    client(base_url, store_one).chat.completions.create(model="switchyard", messages=QUESTION)
+    stages = httpx.get(f"{chain.launcher.url('chain/0')}metrics").text
+    assert 'switchyard_provider_breaker_state{model="stub",provider="openai"} 0.0' in stages
+    gateway = httpx.get(f"{base_url}/metrics").text
+    assert 'switchyard_gateway_tokens_total{store="0001"}' in gateway
+    assert 'switchyard_gateway_responses_total{path="/v1/chat/completions",status="200"}' in gateway
+
+
+def test_a_restarted_replica_still_counts_the_last_minute(chain: Chain, codec: AvroCodec, base_url: str) -> None:
+    secret, _ = make_key(chain, codec, "0005", requests_per_minute=2)  # store 0005: no other test asks for it
+    wait_key_active(base_url, secret)
+    for _ in range(2):
+        client(base_url, secret).chat.completions.create(model="switchyard", messages=QUESTION)
+    clickhouse = get_client(chain.settings)
+    deadline = time.monotonic() + 30
+    while quotas.recent_requests(clickhouse).get("0005", 0) < 2:  # the telemetry writer flushes every second
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    fresh = chain.start("gateway", "2")
+    chain.wait_ready(fresh)
+    with pytest.raises(openai.RateLimitError):
+        client(chain.launcher.url(fresh).rstrip("/"), secret).chat.completions.create(
+            model="switchyard", messages=QUESTION
+        )
