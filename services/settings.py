@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     model_timeout_s: float = 30.0
     model_threads: int = Field(1, description="CPU threads for the local model; the rest stay with the broker")
 
+    answer_outage_deadline_s: float = Field(
+        15.0,
+        ge=0,
+        description="how long the answerer retries a request no provider answers before it releases the hand-off "
+        "to staff (at once when every provider's circuit is open)",
+    )
+    answer_max_prompt_chars: int = Field(
+        6_000, ge=256, description="a prompt every provider refused is cut to this many characters and asked again"
+    )
     gateway_models: list[str] = Field(
         ["switchyard"], description="model names the HTTP gateway answers to (the chain picks the route and model)"
     )

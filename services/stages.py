@@ -67,6 +67,8 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
             output_toxicity=settings.output_toxicity,
             # the local default is a base model: knowledge questions are answered from the passages first
             grounded_first=settings.model_provider == "local_gguf",
+            outage_deadline_s=settings.answer_outage_deadline_s,
+            max_prompt_chars=settings.answer_max_prompt_chars,
         )
     if name == "auditor":
         from services.auditor.stage import Auditor

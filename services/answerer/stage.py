@@ -10,8 +10,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,7 +33,13 @@ from services.answerer.junk import JUNK_GUARD_VERSION, find_junk
 from services.answerer.provider_metrics import ProviderMetrics
 from services.answerer.providers import ChatMessage, Completion
 from services.answerer.registry import ProviderRegistry
-from services.answerer.resilience import complete_with_failover
+from services.answerer.resilience import (
+    BreakerState,
+    GuardedProvider,
+    ProvidersExhausted,
+    ProvidersRejected,
+    complete_with_failover,
+)
 from services.governor import char_ngram
 from services.governor.char_ngram import CheapToxicity
 from services.governor.classifiers import TOXICITY, BinaryClassifier, ensure_trained
@@ -54,6 +61,12 @@ SYSTEM_PROMPT = (
     "using only the context given. If the context does not say, say you will check with a colleague."
 )
 HOLD_REPLY = BLOCK_REPLY
+# degrading instead of stalling: the hand-off when no provider can answer, and a cut prompt where every provider
+# refused a long one
+DEGRADE_VERSION = "degrade-1"
+PROVIDERS_UNAVAILABLE = "providers.unavailable"
+INPUT_TRUNCATED = "input.truncated"
+_CUT_MARK = "\n[…]\n"
 
 
 # Context a model route gets; store hours are answered by the workflow route, and a small base model
@@ -79,6 +92,28 @@ def fallback_prompt(items: Sequence[ContextItem], question: str) -> list[ChatMes
         question if not shown else "Context:\n" + "\n".join(f"- {i.text}" for i in shown) + f"\n\nQuestion: {question}"
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def cut_prompt(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage] | None:
+    """The prompt with its user messages cut to fit `limit` characters in all (at most half of what was sent,
+    so a provider whose window is smaller than the limit gets a smaller prompt each time), keeping each user
+    message's start and its end (where the question is); None when there is nothing left to cut."""
+    total = sum(len(message["content"]) for message in messages)
+    fixed = sum(len(message["content"]) for message in messages if message["role"] != "user")
+    budget = min(limit, total // 2) - fixed
+    users = [message for message in messages if message["role"] == "user"]
+    if not users or budget < 16 * len(users):
+        return None
+    share = budget // len(users)
+    cut: list[ChatMessage] = []
+    for message in messages:
+        content = message["content"]
+        if message["role"] == "user" and len(content) > share:
+            head = share // 3
+            tail = share - head - len(_CUT_MARK)
+            content = content[:head] + _CUT_MARK + content[-tail:]
+        cut.append({"role": message["role"], "content": content})
+    return cut
 
 
 def load_toxicity() -> BinaryClassifier:
@@ -172,6 +207,8 @@ class Answerer(Stage[Governed, Answer]):
         output_toxicity: bool = True,
         sure_clean: CheapToxicity | None = None,
         grounded_first: bool = False,
+        outage_deadline_s: float = 15.0,
+        max_prompt_chars: int = 6_000,
     ):
         self.providers = providers
         self.max_tokens = max_tokens
@@ -192,6 +229,12 @@ class Answerer(Stage[Governed, Answer]):
         self.grounded_first = grounded_first
         self.junk_found: Counter[str] = Counter()
         self._work = WorkLedger()
+        # how long a request waits for a provider to come back (the runtime retries it meanwhile) before the
+        # hand-off is released instead: a store hears back within this, and no partition stalls behind it
+        self.outage_deadline_s = outage_deadline_s
+        self.max_prompt_chars = max_prompt_chars
+        self._first_failure: OrderedDict[str, float] = OrderedDict()
+        self.degraded: Counter[str] = Counter()
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         ProviderMetrics(self.providers, registry)
@@ -234,17 +277,88 @@ class Answerer(Stage[Governed, Answer]):
             messages: list[ChatMessage] = [
                 {"role": m["role"], "content": restore(m["content"], tokens, visible)} for m in prompt_for(record)
             ]
-        completion, failover = await complete_with_failover(
-            chain,
-            messages,
-            max_tokens=self.max_tokens,
-            temperature=0.0,
-            request_id=record.request.request_id,
-            skipped=skipped,
-        )
+        try:
+            completion, failover, messages, cut = await self._complete(chain, messages, request_id, skipped)
+        except (ProvidersExhausted, ProvidersRejected) as failed:
+            degraded = self._degraded(request_id, chain, failed)
+            if degraded is None:
+                raise  # retried by the runtime until the deadline
+            return degraded
+        self._first_failure.pop(request_id, None)
+        if cut is not None:
+            findings = [*findings, cut]
         answer = model_answer(completion, messages, failover)
         guarded = await self.guard(record, answer.text, engine, tokens, messages)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
+
+    async def _complete(
+        self, chain: Sequence[GuardedProvider], messages: list[ChatMessage], request_id: str, skipped: list[str]
+    ) -> tuple[Completion, list[str], list[ChatMessage], Finding | None]:
+        """The model's completion; where every provider refused the prompt (too long for its window), the prompt
+        cut (up to three times, each at most half the last) with a finding saying so: a long question is
+        answered, not dead-lettered."""
+
+        def ask(prompt: list[ChatMessage]) -> Awaitable[tuple[Completion, list[str]]]:
+            return complete_with_failover(
+                chain, prompt, max_tokens=self.max_tokens, temperature=0.0, request_id=request_id, skipped=skipped
+            )
+
+        try:
+            completion, failover = await ask(messages)
+            return completion, failover, messages, None
+        except ProvidersRejected as rejected:
+            first_refusal = refusal = rejected
+        shorter = messages
+        for _ in range(3):  # each cut at most half the last: a window far smaller than the limit is reached too
+            cut = cut_prompt(shorter, self.max_prompt_chars)
+            if cut is None:
+                break
+            shorter = cut
+            try:
+                completion, failover = await ask(shorter)
+            except ProvidersRejected as again:
+                refusal = again
+                continue
+            sent = sum(len(message["content"]) for message in messages)
+            kept = sum(len(message["content"]) for message in shorter)
+            finding = Finding(
+                rule_id=INPUT_TRUNCATED,
+                rule_version=DEGRADE_VERSION,
+                kind=INPUT_TRUNCATED,
+                action="allow",
+                detail=f"every provider refused the prompt ({first_refusal.reason[:200]}); cut from {sent} to {kept} "
+                "characters, the start and the end of the question kept",
+                inputs={"sent_chars": str(sent), "kept_chars": str(kept)},
+            )
+            return completion, failover, shorter, finding
+        raise refusal
+
+    def _degraded(
+        self, request_id: str, chain: Sequence[GuardedProvider], failed: ProvidersExhausted | ProvidersRejected
+    ) -> Answer | None:
+        """The hand-off to staff when no provider can answer: at once where every provider refused the request or
+        every circuit is open, else once the request has waited `outage_deadline_s`; None: retry it."""
+        now = time.monotonic()
+        first = self._first_failure.setdefault(request_id, now)
+        while len(self._first_failure) > 10_000:
+            self._first_failure.popitem(last=False)
+        all_open = bool(chain) and all(provider.breaker.state is BreakerState.OPEN for provider in chain)
+        waited = now - first
+        if isinstance(failed, ProvidersExhausted) and not all_open and waited < self.outage_deadline_s:
+            return None
+        self._first_failure.pop(request_id, None)
+        why = "rejected" if isinstance(failed, ProvidersRejected) else "circuits open" if all_open else "deadline"
+        self.degraded[why] += 1
+        finding = Finding(
+            rule_id=PROVIDERS_UNAVAILABLE,
+            rule_version=DEGRADE_VERSION,
+            kind=PROVIDERS_UNAVAILABLE,
+            action="escalate",
+            detail=f"no provider answered ({why}, after {waited:.1f} s): {failed.reason[:300]}; handed to staff",
+            inputs={"why": why, "waited_s": f"{waited:.1f}"},
+        )
+        answer = answer_without_model(HOLD_REPLY, "none", "degraded", DEGRADE_VERSION, "degraded")
+        return answer.model_copy(update={"output_findings": [finding]})
 
     def _junk(self, record: Governed, text: str, messages: list[ChatMessage]) -> tuple[str, Finding] | None:
         """A junk model answer (empty, looping, echoing the prompt or its markup, off the topic) replaced, before

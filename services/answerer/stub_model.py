@@ -35,6 +35,7 @@ class StubBehaviour:
     status: int = 500
     malformed_rate: float = 0.0  # share answered 200 with a truncated, unparseable JSON body
     reply: str = ""  # when set, every completion answers this text instead of quoting the question
+    max_prompt_chars: int = 0  # when set, a longer prompt is refused as a real provider refuses it: 400
     seed: int = 0
     requests: int = 0
     failures: int = 0
@@ -63,7 +64,7 @@ async def set_behaviour(request: web.Request) -> web.Response:
     A test double's control; a real provider has no such endpoint."""
     behaviour = request.app[STUB_BEHAVIOUR]
     changes = await request.json()
-    for knob in ("latency_ms", "fail_rate", "status", "malformed_rate", "reply"):
+    for knob in ("latency_ms", "fail_rate", "status", "malformed_rate", "reply", "max_prompt_chars"):
         if knob in changes:
             setattr(behaviour, knob, type(getattr(behaviour, knob))(changes[knob]))
     return web.json_response({"latency_ms": behaviour.latency_ms, "fail_rate": behaviour.fail_rate})
@@ -87,6 +88,9 @@ async def chat_completions(request: web.Request) -> web.Response:
         max_tokens = int(body.get("max_tokens") or 256)
     except (ValueError, KeyError, TypeError, StopIteration):
         return _error(400, "body needs messages with at least one user message", "invalid_request_error")
+    if behaviour.max_prompt_chars and sum(len(m["content"]) for m in messages) > behaviour.max_prompt_chars:
+        message = f"this model's maximum context is {behaviour.max_prompt_chars} characters"
+        return _error(400, message, "context_length_exceeded")
     answer = _answer(body.get("model") or STUB_MODEL, messages, question, max_tokens, behaviour.reply)
     return web.json_response(answer)
 

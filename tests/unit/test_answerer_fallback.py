@@ -10,10 +10,10 @@ import pytest
 
 from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
-from services.answerer.resilience import GuardedProvider, ProvidersExhausted, ProvidersRejected
+from services.answerer.resilience import GuardedProvider, ProvidersExhausted
 from services.answerer.stage import HOLD_REPLY, Answerer
 from services.governor.vault import VaultCipher
-from services.runtime.faults import RejectedRecord, TransientError
+from services.runtime.faults import TransientError
 from services.runtime.models import (
     Channel,
     Context,
@@ -144,16 +144,6 @@ async def test_when_every_provider_fails_transiently_the_record_is_retried_not_d
     assert isinstance(raised.value, TransientError)
     assert raised.value.request_id == "req-1"
     assert raised.value.reason == "no provider answered: default: HTTP 500; local: HTTP 429"
-
-
-async def test_a_request_every_provider_rejects_is_dead_lettered(stub: StubFactory, answerers: list[Answerer]) -> None:
-    _, primary = await stub(fail_rate=1.0, status=400)
-    _, fallback = await stub(fail_rate=1.0, status=422)
-    stage = answerer(answerers, {"default": primary, "local": fallback}, {"default": ["local"]})
-    with pytest.raises(ProvidersRejected) as raised:
-        await stage.decide(governed())
-    assert isinstance(raised.value, RejectedRecord)
-    assert "default: rejected (HTTP 400); local: rejected (HTTP 422)" in raised.value.reason
 
 
 async def test_a_provider_the_registry_does_not_know_falls_back_to_the_default_and_says_so(
