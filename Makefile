@@ -92,7 +92,7 @@ work-split: $(INSTALLED) ## the measured orchestration-work split next to the re
 	@$(PY) -m services.cli work-split $(SPLIT_ARGS)
 
 .PHONY: dashboard
-dashboard: $(INSTALLED) ## serve the live dashboard on http://127.0.0.1:9110/ (SWITCHYARD_DASHBOARD_PORT)
+dashboard: $(INSTALLED) ## serve the live dashboard on http://127.0.0.1:9110/ (SWITCHYARD_DASHBOARD_PORT; sign in with var/secrets/dashboard.token)
 	@$(PY) -m services.dashboard
 
 .PHONY: bench-audit

@@ -84,7 +84,12 @@ def ingest_knowledge_base() -> dict[str, Any]:
 
     settings = get_settings()
     try:
-        client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
+        client = connect(
+            settings.weaviate_host,
+            settings.weaviate_http_port,
+            settings.weaviate_grpc_port,
+            api_key=settings.weaviate_api_key,
+        )
     except Exception as error:  # the bench still runs, degraded, and says so
         return {"error": f"Weaviate unavailable, the stitcher runs degraded: {error}"}
     try:

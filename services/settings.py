@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +73,23 @@ class Settings(BaseSettings):
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = 8080
     weaviate_grpc_port: int = 50051
+    weaviate_api_key: SecretStr | None = Field(
+        None,
+        description="API key presented to Weaviate (default: var/secrets/weaviate.key, which "
+        "infra/weaviate/weaviate.sh makes on its first start; none: anonymous access)",
+    )
 
     dashboard_port: int = Field(9110, description="port of the monitoring dashboard (`switchyard dashboard`)")
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the dashboard, 16 characters or more (default: var/secrets/dashboard.token, made "
+        "on the dashboard's first start); listening beyond the loopback needs it set",
+    )
+    dashboard_allowed_hosts: list[str] = Field(
+        [],
+        description="host names the dashboard answers besides the loopback and its listen address, e.g. its "
+        "Ingress host (other Host headers get 421: DNS rebinding)",
+    )
 
     model_registry_dir: Path | None = Field(
         None,
@@ -135,6 +150,15 @@ class Settings(BaseSettings):
     gateway_budget_refresh_s: float = Field(
         10.0, gt=0, description="how often the gateway re-reads today's spending per store from ClickHouse"
     )
+
+    @model_validator(mode="after")
+    def _weaviate_key_file(self) -> Settings:
+        """Without SWITCHYARD_WEAVIATE_API_KEY, the key weaviate.sh made for the Weaviate it started, if any."""
+        path = self.var_dir / "secrets" / "weaviate.key"
+        if self.weaviate_api_key is None and path.is_file():
+            key = path.read_text(encoding="utf-8").strip()
+            self.weaviate_api_key = SecretStr(key) if key else None
+        return self
 
     def topic(self, name: str) -> str:
         """The broker-side name of a topic from topics/ (and of a consumer group)."""

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real Weaviate server, built once from the Go module proxy and cached; run on loopback with no
-# vectorizer module (Switchyard supplies its own vectors) and persistence under var/weaviate.
+# vectorizer module (Switchyard supplies its own vectors) and persistence under var/weaviate. Only API-key
+# clients get in: the key is SWITCHYARD_WEAVIATE_API_KEY or else var/secrets/weaviate.key, made on the first
+# start (mode 0600), which settings.weaviate_api_key reads too. The readiness probe needs no key.
 # usage: weaviate.sh fetch|start|stop|status
 COMPONENT=weaviate
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -11,6 +13,7 @@ GRPC_PORT=${SWITCHYARD_WEAVIATE_GRPC_PORT:-50051}
 BIN_DIR=$SWITCHYARD_CACHE/weaviate-$WEAVIATE_VERSION
 BIN=$BIN_DIR/weaviate-server
 STATE=$SWITCHYARD_VAR/weaviate
+KEY_FILE=$SWITCHYARD_VAR/secrets/weaviate.key
 
 fetch() {
   if [ -x "$BIN" ]; then return 0; fi
@@ -26,6 +29,19 @@ fetch() {
   log "built in $((SECONDS - started))s: $BIN"
 }
 
+# api_key: prints the key clients must present, making the key file once if neither it nor the variable exists
+api_key() {
+  if [ -n "${SWITCHYARD_WEAVIATE_API_KEY:-}" ]; then echo "$SWITCHYARD_WEAVIATE_API_KEY"; return 0; fi
+  if [ ! -s "$KEY_FILE" ]; then
+    mkdir -p "$(dirname "$KEY_FILE")"
+    # noclobber: of two first starts at once, one writes the key and both use it
+    (umask 077; set -o noclobber; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$KEY_FILE") 2>/dev/null || true
+    [ -s "$KEY_FILE" ] || die "cannot write the API key to $KEY_FILE"
+    log "API key in $KEY_FILE"
+  fi
+  tr -d '[:space:]' <"$KEY_FILE"
+}
+
 start() {
   if pid=$(running_pid); then log "already running (pid $pid) on $SWITCHYARD_HOST:$HTTP_PORT"; return 0; fi
   if port_open "$SWITCHYARD_HOST" "$HTTP_PORT"; then
@@ -33,12 +49,20 @@ start() {
   fi
   fetch
   mkdir -p "$STATE/data" "$STATE/logs"
+  # exported, not passed as arguments: the key stays out of `ps` output
+  AUTHENTICATION_APIKEY_ALLOWED_KEYS=$(api_key)
+  [ -n "$AUTHENTICATION_APIKEY_ALLOWED_KEYS" ] || die "$KEY_FILE is empty; delete it to make a new key"
+  export AUTHENTICATION_APIKEY_ALLOWED_KEYS AUTHENTICATION_APIKEY_ENABLED=true AUTHENTICATION_APIKEY_USERS=switchyard
+  # the cluster data port listens on every interface and serves objects without the API key: basic auth closes it
+  # (one node: no peer needs the password); gossip binds the loopback; Go's profiler (:6060, every interface) is off
+  export CLUSTER_BASIC_AUTH_USERNAME=switchyard-cluster CLUSTER_BASIC_AUTH_PASSWORD=$AUTHENTICATION_APIKEY_ALLOWED_KEYS
   log "starting Weaviate $WEAVIATE_VERSION on $SWITCHYARD_HOST:$HTTP_PORT (gRPC $GRPC_PORT)"
   start_daemon "$STATE/logs/weaviate.log" env \
     PERSISTENCE_DATA_PATH="$STATE/data" DEFAULT_VECTORIZER_MODULE=none ENABLE_MODULES="" \
-    AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED=true QUERY_DEFAULTS_LIMIT=25 DISABLE_TELEMETRY=true \
+    AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED=false QUERY_DEFAULTS_LIMIT=25 DISABLE_TELEMETRY=true \
     LOG_FORMAT=json LOG_LEVEL=warning GRPC_PORT="$GRPC_PORT" \
-    CLUSTER_HOSTNAME=switchyard-1 CLUSTER_ADVERTISE_ADDR="$SWITCHYARD_HOST" \
+    CLUSTER_HOSTNAME=switchyard-1 CLUSTER_ADVERTISE_ADDR="$SWITCHYARD_HOST" CLUSTER_BIND_ADDR="$SWITCHYARD_HOST" \
+    GO_PROFILING_DISABLE=true \
     CLUSTER_GOSSIP_BIND_PORT="${SWITCHYARD_WEAVIATE_GOSSIP_PORT:-7946}" \
     CLUSTER_DATA_BIND_PORT="${SWITCHYARD_WEAVIATE_DATA_PORT:-7947}" \
     RAFT_PORT="${SWITCHYARD_WEAVIATE_RAFT_PORT:-8300}" \

@@ -228,7 +228,12 @@ def run_eval(questions: Sequence[LabelledQuestion] | None = None) -> dict[str, A
 
     settings = get_settings()
     embedder = SentenceEmbedder(max_tokens=256)
-    client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
+    client = connect(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        api_key=settings.weaviate_api_key,
+    )
     try:
         ingest(client, embedder, DEFAULT_SOURCES_DIR)
         path = AnswerPath(

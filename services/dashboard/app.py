@@ -1,13 +1,15 @@
 """`python -m services.dashboard` (or `switchyard dashboard`): serves the live dashboard page, its JSON data and
 the audit record of any request. Everything is read from ClickHouse over its HTTP interface, so it runs next to
-the embedded chDB owner or against a ClickHouse server alike.
+the embedded chDB owner or against a ClickHouse server alike. Every path but /healthz needs the dashboard's token
+(services/dashboard/auth.py): a browser signs in once, a script sends `Authorization: Bearer <token>`.
 
     GET /                    the dashboard (inline SVG charts drawn by its own script; refreshes itself)
+    GET|POST /login          the sign-in form; posting the token sets the session cookie
     GET /api/summary         every panel over ?since=&until= (ISO 8601; default: the last 15 minutes)
     GET /api/requests        the slowest 50 requests of the window, filtered by ?route= ?provider= ?verdict=
     GET /api/audit/{id}      the audit record of one request (JSON)
     GET /audit/{id}          the same, as a page
-    GET /healthz             200 when ClickHouse answers
+    GET /healthz             200 when ClickHouse answers (open: no data, no reason beyond yes or no)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from services.dashboard.auth import DashboardAuthError, DashboardGuard, guard_for, login, login_page
 from services.dashboard.queries import AUDIT_SQL, REQUESTS_SQL, ClickHouseHTTP, summary, window
 from services.runtime.observability import configure_logging
 from services.settings import get_settings
@@ -89,12 +92,13 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[CLICKHOUSE].rows("SELECT 1 AS ok", {})
     except Exception as error:
-        return web.Response(status=503, text=f"ClickHouse does not answer: {error}")
+        log.warning("ClickHouse does not answer", extra={"error": str(error)})
+        return web.Response(status=503, text="ClickHouse does not answer (the dashboard's log says why)")
     return web.Response(text="ok: ClickHouse answers")
 
 
-def build_app() -> web.Application:
-    app = web.Application()
+def build_app(guard: DashboardGuard) -> web.Application:
+    app = web.Application(middlewares=[guard.middleware])
 
     async def clickhouse_session(app: web.Application) -> Any:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -103,6 +107,8 @@ def build_app() -> web.Application:
 
     app.cleanup_ctx.append(clickhouse_session)
     app.router.add_get("/", page)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login(guard))
     app.router.add_get("/audit/{request_id}", audit_page)
     app.router.add_get("/api/summary", api_summary)
     app.router.add_get("/api/requests", api_requests)
@@ -113,7 +119,11 @@ def build_app() -> web.Application:
 
 
 async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(build_app(), access_log=None)
+    try:
+        guard = guard_for(get_settings(), host)
+    except DashboardAuthError as error:
+        raise SystemExit(f"dashboard: {error}") from None
+    runner = web.AppRunner(build_app(guard), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("dashboard serving", extra={"url": f"http://{host}:{port}/"})

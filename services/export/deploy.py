@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def compose() -> dict[str, Any]:
             "image": IMAGE,
             "build": {"context": "../..", "dockerfile": "infra/deploy/Dockerfile"},
             "command": ["sh", "-c", SETUP_COMMAND],
-            "environment": dict(COMMON_ENV),
+            "environment": {**COMMON_ENV, **_compose_secrets(SETUP_SECRET_KEYS)},
             "depends_on": {name: {"condition": "service_healthy"} for name in ("kafka", "clickhouse", "weaviate")},
             "restart": "on-failure",
         },
@@ -237,6 +238,9 @@ def _compose_clickhouse() -> dict[str, Any]:
 
 
 def _compose_weaviate() -> dict[str, Any]:
+    """API-key clients only, as infra/weaviate/weaviate.sh runs it: the key comes from the environment (.env), the
+    cluster data port (which serves objects without the API key) takes a password, Go's profiler is off."""
+    key = _compose_secret("SWITCHYARD_WEAVIATE_API_KEY")
     return {
         "image": WEAVIATE_IMAGE,
         "command": ["--host", "0.0.0.0", "--port", "8080", "--scheme", "http"],
@@ -244,13 +248,19 @@ def _compose_weaviate() -> dict[str, Any]:
             "PERSISTENCE_DATA_PATH": "/var/lib/weaviate",
             "DEFAULT_VECTORIZER_MODULE": "none",
             "ENABLE_MODULES": "",
-            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+            "AUTHENTICATION_APIKEY_ENABLED": "true",
+            "AUTHENTICATION_APIKEY_ALLOWED_KEYS": key,
+            "AUTHENTICATION_APIKEY_USERS": "switchyard",
+            "CLUSTER_BASIC_AUTH_USERNAME": "switchyard-cluster",
+            "CLUSTER_BASIC_AUTH_PASSWORD": key,
+            "GO_PROFILING_DISABLE": "true",
             "QUERY_DEFAULTS_LIMIT": "25",
             "DISABLE_TELEMETRY": "true",
             "CLUSTER_HOSTNAME": "switchyard-1",
             "RAFT_BOOTSTRAP_EXPECT": "1",
         },
-        "ports": ["8080:8080", "50051:50051"],
+        "ports": ["127.0.0.1:8080:8080", "127.0.0.1:50051:50051"],
         "volumes": ["weaviate-data:/var/lib/weaviate"],
         "healthcheck": {
             "test": ["CMD-SHELL", "wget -qO- http://localhost:8080/v1/.well-known/ready"],
@@ -266,7 +276,7 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
     service: dict[str, Any] = {
         "image": IMAGE,
         "command": workload.command,
-        "environment": dict(COMMON_ENV),
+        "environment": {**COMMON_ENV, **_compose_secrets(PROCESS_SECRET_KEYS.get(workload.name, ()))},
         "depends_on": {"setup": {"condition": "service_completed_successfully"}},
         "stop_grace_period": "60s",
         "restart": "unless-stopped",
@@ -279,7 +289,8 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
         service["volumes"] = [*service.get("volumes", []), f"keys:{KEYS_PATH}"]
     if workload.http_port:
         port = workload.http_port
-        service["ports"] = [f"{port}:{port}"]
+        # the dashboard serves people on this machine: reach it from elsewhere through a proxy with TLS
+        service["ports"] = [f"127.0.0.1:{port}:{port}" if workload.name in SERVING else f"{port}:{port}"]
         service["healthcheck"] = {
             "test": ["CMD", "python", "-m", "services.infra.probe", "http", f"http://127.0.0.1:{port}/healthz"],
             "interval": "10s",
@@ -290,6 +301,15 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
     return service
 
 
+def _compose_secrets(keys: Sequence[str]) -> dict[str, str]:
+    return {key: _compose_secret(key) for key in keys}
+
+
+def _compose_secret(key: str) -> str:
+    # compose refuses to start while it is unset, naming it; .env beside this file is read by itself
+    return f"${{{key}:?set {key} in infra/deploy/.env (16 characters or more)}}"
+
+
 # --- kubernetes ---------------------------------------------------------------------------------------------------
 
 CONFIG_MAP: Final = "switchyard-config"
@@ -297,6 +317,22 @@ SECRET: Final = "switchyard-secrets"
 # keys the operator puts in the Secret (kubectl create secret generic switchyard-secrets --from-literal=...);
 # every reference is optional, so a deployment on the local model needs none
 SECRET_KEYS: Final = ("SWITCHYARD_CLICKHOUSE_PASSWORD", "OPENAI_API_KEY")
+# keys of the same Secret that only some processes read: the dashboard's token, which it cannot start without (it
+# listens beyond the pod's loopback), and the Weaviate API key for who talks to Weaviate (optional: a Weaviate with
+# anonymous access needs none)
+PROCESS_SECRET_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "dashboard": ("SWITCHYARD_DASHBOARD_TOKEN",),
+    "stitcher": ("SWITCHYARD_WEAVIATE_API_KEY",),
+}
+SETUP_SECRET_KEYS: Final = ("SWITCHYARD_WEAVIATE_API_KEY",)  # the setup ingests the knowledge base
+REQUIRED_SECRET_KEYS: Final = frozenset({"SWITCHYARD_DASHBOARD_TOKEN"})
+# the in-cluster names of the dashboard's Service; add the Ingress host to SWITCHYARD_DASHBOARD_ALLOWED_HOSTS
+DASHBOARD_HOSTS: Final = (
+    "switchyard-dashboard",
+    "switchyard-dashboard.switchyard",
+    "switchyard-dashboard.switchyard.svc",
+    "switchyard-dashboard.switchyard.svc.cluster.local",
+)
 
 
 def kubernetes() -> dict[str, list[dict[str, Any]]]:
@@ -335,6 +371,7 @@ def _config_map() -> dict[str, Any]:
         "SWITCHYARD_CLICKHOUSE_URL": "http://clickhouse.clickhouse.svc:8123",
         "SWITCHYARD_WEAVIATE_HOST": "weaviate.weaviate.svc",
         "SWITCHYARD_MODEL_BASE_URL": "http://model.switchyard.svc:8000/v1",
+        "SWITCHYARD_DASHBOARD_ALLOWED_HOSTS": json.dumps(list(DASHBOARD_HOSTS)),
     }
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(CONFIG_MAP, "config"), "data": data}
 
@@ -347,6 +384,7 @@ def _setup_job() -> dict[str, Any]:
         "image": IMAGE,
         "command": ["sh", "-c", SETUP_COMMAND],
         "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
+        "env": _secret_env(SETUP_SECRET_KEYS),
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 10001},
     }
@@ -375,10 +413,7 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         "env": [
             # the transactional id is switchyard-<stage>-<replica>: the pod name keeps it unique per replica
             {"name": "SWITCHYARD_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            *[
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
-                for key in SECRET_KEYS
-            ],
+            *_secret_env((*SECRET_KEYS, *PROCESS_SECRET_KEYS.get(workload.name, ()))),
         ],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 10001},
@@ -429,6 +464,16 @@ def _deployment(workload: Workload) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+def _secret_env(keys: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": key not in REQUIRED_SECRET_KEYS}},
+        }
+        for key in keys
+    ]
 
 
 def _scaled_object(workload: Workload) -> dict[str, Any]:

@@ -176,7 +176,10 @@ def run_kubeconform(binary: Path, files: Sequence[Path]) -> KubeconformResult:
 
 # --- compose ------------------------------------------------------------------------------------------------------
 
-PORT: Final = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(tcp|udp))?$")
+# [[IP:]HOST:]CONTAINER[/PROTOCOL], e.g. 127.0.0.1:9110:9110 for a port published on the loopback only
+PORT: Final = re.compile(
+    r"^(?:(?:(?P<ip>[\d.]+|\[[\da-fA-F:]+\]):)?(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(tcp|udp))?$"
+)
 DEPENDENCY_CONDITIONS: Final = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -198,7 +201,7 @@ def check_compose(document: dict[str, Any], project_dir: Path) -> list[str]:
         for spec in service.get("ports", []):
             match = PORT.match(str(spec))
             if not match:
-                problems.append(f"{name}: port {spec!r} is not HOST:CONTAINER")
+                problems.append(f"{name}: port {spec!r} is not [IP:]HOST:CONTAINER")
                 continue
             if match["host"]:
                 host = int(match["host"])

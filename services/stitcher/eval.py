@@ -146,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     queries = load_queries(args.queries)
-    client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
+    client = connect(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        api_key=settings.weaviate_api_key,
+    )
     try:
         result = run(client, SentenceEmbedder(max_tokens=256), args.collection, queries)
     finally:

@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import yaml
 from numpy.typing import NDArray
+from pydantic import SecretStr
 from weaviate import WeaviateClient
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
@@ -264,20 +265,28 @@ def ensure_collection(client: WeaviateClient, name: str) -> Collection[Any, Any]
     )
 
 
-def connect(host: str, http_port: int, grpc_port: int, timeout_s: float | None = None) -> WeaviateClient:
-    """A client of the Weaviate at host:ports. The client's start-up checks are skipped: they look up the newest
-    weaviate-client on pypi.org (an outbound call from a store back office, and on each reconnect) and OIDC
-    settings we do not use; the server's version and gRPC are still checked, and a dead server fails the first
-    query, which callers treat as unavailable."""
+def connect(
+    host: str, http_port: int, grpc_port: int, timeout_s: float | None = None, api_key: SecretStr | None = None
+) -> WeaviateClient:
+    """A client of the Weaviate at host:ports, presenting `api_key` (settings.weaviate_api_key) when there is one.
+    The client's start-up checks are skipped: they look up the newest weaviate-client on pypi.org (an outbound call
+    from a store back office, and on each reconnect) and OIDC settings we do not use; the server's version and gRPC
+    are still checked, and a dead server fails the first query, which callers treat as unavailable. A refused key
+    (401) fails here already."""
     import weaviate
-    from weaviate.classes.init import AdditionalConfig, Timeout
+    from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
     timeouts = None
     if timeout_s is not None:
         seconds = max(1, round(timeout_s))
         timeouts = AdditionalConfig(timeout=Timeout(init=seconds, query=seconds, insert=seconds))
     return weaviate.connect_to_local(
-        host=host, port=http_port, grpc_port=grpc_port, additional_config=timeouts, skip_init_checks=True
+        host=host,
+        port=http_port,
+        grpc_port=grpc_port,
+        additional_config=timeouts,
+        skip_init_checks=True,
+        auth_credentials=Auth.api_key(api_key.get_secret_value()) if api_key is not None else None,
     )
 
 
@@ -403,7 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     embedder = SentenceEmbedder(max_tokens=256)
-    client = connect(settings.weaviate_host, settings.weaviate_http_port, settings.weaviate_grpc_port)
+    client = connect(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        api_key=settings.weaviate_api_key,
+    )
     try:
         if args.command == "ingest":
             print(f"[knowledge] {ingest(client, embedder, args.sources, args.collection).summary()}")

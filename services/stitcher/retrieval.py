@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pydantic import SecretStr
+
 from services.runtime.models import TextEmbedding
 from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, connect, search
 
@@ -41,6 +43,7 @@ class RetrieverConfig:
     host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    api_key: SecretStr | None = None  # settings.weaviate_api_key; None: anonymous access
     collection: str = DEFAULT_COLLECTION
     k: int = 4
     alpha: float = 0.5
@@ -166,7 +169,7 @@ class KnowledgeRetriever:
             if self._client is not None:
                 return self._client
             config = self.config
-            client = connect(config.host, config.http_port, config.grpc_port, config.timeout_s)
+            client = connect(config.host, config.http_port, config.grpc_port, config.timeout_s, config.api_key)
             self._client = client
             log.info("knowledge base connected", extra={"collection": self.config.collection})
             return client

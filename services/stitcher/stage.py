@@ -257,6 +257,7 @@ class Stitcher(Stage[Routed, Context]):
                 host=settings.weaviate_host,
                 http_port=settings.weaviate_http_port,
                 grpc_port=settings.weaviate_grpc_port,
+                api_key=settings.weaviate_api_key,
             ),
             _default_embedder,
         )

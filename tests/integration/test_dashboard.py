@@ -1,10 +1,11 @@
 """The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) loads the page
 started with the chain while traffic runs, and the charts show the numbers that are in ClickHouse; a click on a
-route drills down to its requests and on to one request's audit record. The screenshot is kept in
-var/artifacts/dashboard.png."""
+route drills down to its requests and on to one request's audit record. The browser signs in with the dashboard's
+token first, as a person does. The screenshot is kept in var/artifacts/dashboard.png."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import threading
@@ -29,10 +30,11 @@ from services.settings import Settings
 from tests.integration.chain_harness import Chain, running_chain
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TOKEN = secrets.token_urlsafe(32)  # the dashboard's, given to it as SWITCHYARD_DASHBOARD_TOKEN
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
+def chromium() -> Iterator[WebDriver]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.fail("Debian's chromium and chromium-driver are needed: `apt-get install chromium chromium-driver`")
     profile = tempfile.mkdtemp(prefix="switchyard-chromium-")
@@ -54,8 +56,20 @@ def browser() -> Iterator[WebDriver]:
 def chain(
     settings: Settings, codec: AvroCodec, admin: AdminClient, clickhouse: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:
-    with running_chain(settings, codec, admin, tmp_path_factory.mktemp("dashboard")) as running:
+    token = {"SWITCHYARD_DASHBOARD_TOKEN": TOKEN}
+    with running_chain(settings, codec, admin, tmp_path_factory.mktemp("dashboard"), extra_env=token) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: WebDriver, chain: Chain) -> WebDriver:
+    """Chromium signed in: the page answers with the sign-in form until the token is given, then with itself."""
+    chromium.get(chain.launcher.url())
+    assert not chromium.find_elements(By.CSS_SELECTOR, "[data-chart]")
+    chromium.find_element(By.NAME, "token").send_keys(TOKEN)
+    chromium.find_element(By.CSS_SELECTOR, "#login button").click()
+    WebDriverWait(chromium, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-chart]"))
+    return chromium
 
 
 class Traffic(threading.Thread):

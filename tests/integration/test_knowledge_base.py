@@ -9,13 +9,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import weaviate
 from weaviate import WeaviateClient
 
 from services.router.intents.embedder import SentenceEmbedder
 from services.settings import Settings
 from services.stitcher.eval import evaluate, load_queries
-from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, IngestReport, Passage, chunk_markdown, ingest, search
+from services.stitcher.knowledge import (
+    DEFAULT_SOURCES_DIR,
+    IngestReport,
+    Passage,
+    chunk_markdown,
+    connect,
+    ingest,
+    search,
+)
 
 # (question, region, the source that answers it)
 RETRIEVAL_CHECKS = [
@@ -41,8 +48,11 @@ def embedder() -> SentenceEmbedder:
 
 @pytest.fixture(scope="session")
 def client(settings: Settings, weaviate_url: str) -> Iterator[WeaviateClient]:
-    connection = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
+    connection = connect(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        api_key=settings.weaviate_api_key,
     )
     yield connection
     connection.close()

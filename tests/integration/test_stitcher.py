@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import weaviate
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from weaviate import WeaviateClient
@@ -35,7 +34,7 @@ from services.runtime.models import (
     RouteKind,
 )
 from services.settings import Settings
-from services.stitcher.knowledge import ingest
+from services.stitcher.knowledge import connect, ingest
 from services.stitcher.retrieval import KnowledgeRetriever, RetrieverConfig
 from services.stitcher.seed import publish, publish_customers, publish_inventory, publish_stores, stores
 from services.stitcher.stage import Stitcher
@@ -95,8 +94,11 @@ def collection(
     for name, text in SOURCES.items():
         (sources / name).write_text(text)
     name = f"ItStitcher{uuid.uuid4().hex[:10]}"
-    client: WeaviateClient = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
+    client: WeaviateClient = connect(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        api_key=settings.weaviate_api_key,
     )
     try:
         ingest(client, embedder, Path(sources), collection=name)
@@ -210,6 +212,7 @@ async def stitcher_with(
             host=chain_settings.weaviate_host,
             http_port=ports.get("http_port", chain_settings.weaviate_http_port),
             grpc_port=ports.get("grpc_port", chain_settings.weaviate_grpc_port),
+            api_key=chain_settings.weaviate_api_key,
             collection=collection,
             timeout_s=1.0,
             retry_after_s=0.2,

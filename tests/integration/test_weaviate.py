@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property
+from weaviate.classes.init import Auth
 from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.collections import Collection
 
@@ -32,8 +33,12 @@ def vector_for(index: int, dimensions: int = 8) -> list[float]:
 
 @pytest.fixture
 def passages(settings: Settings, weaviate_url: str) -> Iterator[Collection]:
+    key = settings.weaviate_api_key
     client = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
+        host=settings.weaviate_host,
+        port=settings.weaviate_http_port,
+        grpc_port=settings.weaviate_grpc_port,
+        auth_credentials=Auth.api_key(key.get_secret_value()) if key else None,
     )
     name = f"ItPassages{uuid.uuid4().hex[:8]}"
     try:

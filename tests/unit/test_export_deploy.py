@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +150,7 @@ def test_the_compose_file_runs_the_infrastructure_every_process_and_the_dashboar
         service["environment"]["SWITCHYARD_HOST"] == "0.0.0.0" for service in map(document["services"].get, PROCESSES)
     )
     assert check_compose(document, DEPLOY_DIR) == []
-    ports = [p.split(":")[0] for service in document["services"].values() for p in service.get("ports", [])]
+    ports = [p.split(":")[-2] for service in document["services"].values() for p in service.get("ports", [])]
     assert len(ports) == len(set(ports))
     assert document["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
@@ -194,3 +196,64 @@ def test_rendering_into_another_directory_writes_the_same_set_of_files(tmp_path:
         ]
         + [f"kubernetes/{name}.yaml" for name in PROCESSES]
     )
+
+
+def test_the_dashboard_needs_its_token_from_the_secret_and_only_the_dashboard_reads_it() -> None:
+    deployments = by_kind("Deployment")
+
+    def secret_refs(name: str) -> dict[str, dict[str, Any]]:
+        env = deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return {i["name"]: i["valueFrom"]["secretKeyRef"] for i in env if "secretKeyRef" in i.get("valueFrom", {})}
+
+    token = secret_refs("dashboard")["SWITCHYARD_DASHBOARD_TOKEN"]
+    assert token == {"name": "switchyard-secrets", "key": "SWITCHYARD_DASHBOARD_TOKEN", "optional": False}
+    assert [name for name in PROCESSES if "SWITCHYARD_DASHBOARD_TOKEN" in secret_refs(name)] == ["dashboard"]
+    assert [name for name in PROCESSES if "SWITCHYARD_WEAVIATE_API_KEY" in secret_refs(name)] == ["stitcher"]
+    assert secret_refs("stitcher")["SWITCHYARD_WEAVIATE_API_KEY"]["optional"] is True
+
+
+def test_the_setup_job_presents_the_weaviate_key_when_it_ingests_the_knowledge_base() -> None:
+    job = next(o for o in kubernetes_objects() if o["kind"] == "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+
+    assert "knowledge ingest" in container["command"][-1]
+    assert [item["valueFrom"]["secretKeyRef"]["key"] for item in container["env"]] == ["SWITCHYARD_WEAVIATE_API_KEY"]
+
+
+def test_the_dashboard_answers_its_service_names_and_no_other_host_by_default() -> None:
+    config = next(o for o in kubernetes_objects() if o["kind"] == "ConfigMap")["data"]
+    hosts = json.loads(config["SWITCHYARD_DASHBOARD_ALLOWED_HOSTS"])
+
+    assert "switchyard-dashboard.switchyard.svc" in hosts
+    assert all(host.startswith("switchyard-dashboard") for host in hosts)
+
+
+def test_compose_publishes_the_dashboard_and_weaviate_on_the_loopback_only() -> None:
+    services = yaml.safe_load((DEPLOY_DIR / "docker-compose.yaml").read_text())["services"]
+
+    assert services["dashboard"]["ports"] == ["127.0.0.1:9108:9108"]
+    assert services["weaviate"]["ports"] == ["127.0.0.1:8080:8080", "127.0.0.1:50051:50051"]
+
+
+def test_compose_refuses_to_start_without_the_dashboard_token_and_the_weaviate_key() -> None:
+    services = yaml.safe_load((DEPLOY_DIR / "docker-compose.yaml").read_text())["services"]
+    required = re.compile(r"^\$\{(SWITCHYARD_[A-Z_]+):\?[^}]+\}$")  # compose stops, naming the variable
+
+    def variable(value: str) -> str:
+        match = required.match(value)
+        assert match, value
+        return match[1]
+
+    assert variable(services["dashboard"]["environment"]["SWITCHYARD_DASHBOARD_TOKEN"]) == "SWITCHYARD_DASHBOARD_TOKEN"
+    weaviate = services["weaviate"]["environment"]
+    assert weaviate["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    assert weaviate["AUTHENTICATION_APIKEY_ENABLED"] == "true"
+    assert weaviate["GO_PROFILING_DISABLE"] == "true"
+    for value in (weaviate["AUTHENTICATION_APIKEY_ALLOWED_KEYS"], weaviate["CLUSTER_BASIC_AUTH_PASSWORD"]):
+        assert variable(value) == "SWITCHYARD_WEAVIATE_API_KEY"
+    for name in ("stitcher", "setup"):
+        assert variable(services[name]["environment"]["SWITCHYARD_WEAVIATE_API_KEY"]) == "SWITCHYARD_WEAVIATE_API_KEY"
+    readers = {
+        name for name, service in services.items() if "SWITCHYARD_WEAVIATE_API_KEY" in service.get("environment", {})
+    }
+    assert readers == {"stitcher", "setup"}

@@ -97,7 +97,9 @@ function render(data) {
 
 async function drill(filter, title) {
   document.getElementById("drill-title").textContent = title;
-  const rows = await (await fetch(`/api/requests?${query(filter)}`)).json();
+  const response = await fetch(`/api/requests?${query(filter)}`);
+  if (response.status === 401) { location.reload(); return; }  // signed out: the page shows the sign-in form
+  const rows = await response.json();
   table(document.querySelector('[data-table="requests"]'), [
     { title: "request", html: (r) => `<a href="/audit/${encodeURIComponent(r.request_id)}">${esc(r.request_id)}</a>` },
     { title: "store", key: "store_id" }, { title: "route", key: "route" }, { title: "provider", key: "provider" },
@@ -111,6 +113,7 @@ async function refresh() {
   const status = document.getElementById("status");
   try {
     const response = await fetch(`/api/summary?${query()}`);
+    if (response.status === 401) { location.reload(); return; }  // signed out: the page shows the sign-in form
     if (!response.ok) throw new Error(await response.text());
     const data = await response.json();
     render(data);
