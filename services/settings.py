@@ -63,7 +63,20 @@ class Settings(BaseSettings):
         description="ClickHouse HTTP interface: a real server, or the embedded chDB owner from `make up`",
     )
     clickhouse_user: str = "default"
-    clickhouse_password: str = ""
+    clickhouse_password: str = Field(
+        "",
+        repr=False,
+        description="ClickHouse password; when SWITCHYARD_CLICKHOUSE_PASSWORD is unset (not merely empty), the content "
+        "of clickhouse_password_file, which `make up` writes for the embedded server",
+    )
+    clickhouse_password_file: Path | None = Field(
+        None, description="file holding the ClickHouse password (default var/secrets/clickhouse.password, mode 0600)"
+    )
+    clickhouse_allow_no_password: bool = Field(
+        False,
+        description="let the embedded ClickHouse serve without a password, for a laptop only: without it, it refuses "
+        "to start with none",
+    )
     clickhouse_database: str = "switchyard"
     chdb_path: Path | None = Field(
         None,
@@ -180,6 +193,24 @@ class Settings(BaseSettings):
 
     def chdb_data_path(self) -> Path:
         return self.chdb_path or self.var_dir / "clickhouse" / "data"
+
+    def clickhouse_password_path(self) -> Path:
+        return self.clickhouse_password_file or self.var_dir / "secrets" / "clickhouse.password"
+
+    @model_validator(mode="after")
+    def _clickhouse_password_from_file(self) -> Settings:
+        """An explicit password (env, even empty, or argument) wins; otherwise the file's, when there is one."""
+        if "clickhouse_password" not in self.model_fields_set and self.clickhouse_password_path().is_file():
+            self.clickhouse_password = read_secret(self.clickhouse_password_path())
+        return self
+
+
+def read_secret(path: Path) -> str:
+    """A secret kept in a file, without the line end an editor or `echo` adds."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as ex:
+        raise ValueError(f"cannot read the secret in {path}: {ex.strerror}; fix its permissions or remove it") from ex
 
 
 @lru_cache(maxsize=1)

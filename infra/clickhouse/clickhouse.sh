@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # ClickHouse for Switchyard: the embedded chDB owner (services.infra.clickhouse_http) serving ClickHouse's HTTP
 # interface on loopback, or, when SWITCHYARD_CLICKHOUSE_URL names another server, a check that it answers.
-# Either way `start` ends by applying the migrations in infra/clickhouse/.
+# Either way `start` ends by applying the migrations in infra/clickhouse/. The embedded server wants a password:
+# SWITCHYARD_CLICKHOUSE_PASSWORD when set, else var/secrets/clickhouse.password, written here once (random, 0600),
+# which every client reads too (services/settings.py); none only with SWITCHYARD_CLICKHOUSE_ALLOW_NO_PASSWORD=true.
+# SWITCHYARD_CLICKHOUSE_SERVER_ARGS adds server options (--allow-host NAME, --max-execution-time S; see --help).
 # usage: clickhouse.sh start|stop|status
 COMPONENT=clickhouse
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -12,10 +15,27 @@ CLICKHOUSE_URL=${SWITCHYARD_CLICKHOUSE_URL:-$EMBEDDED_URL}
 STATE=$SWITCHYARD_VAR/clickhouse
 DATA=${SWITCHYARD_CHDB_PATH:-$STATE/data}
 GRACE=${SWITCHYARD_CLICKHOUSE_GRACE:-30}
+export SWITCHYARD_CLICKHOUSE_PASSWORD_FILE=${SWITCHYARD_CLICKHOUSE_PASSWORD_FILE:-$SWITCHYARD_VAR/secrets/clickhouse.password}
+read -r -a SERVER_ARGS <<< "${SWITCHYARD_CLICKHOUSE_SERVER_ARGS:-}"
 
 external() { [ "$CLICKHOUSE_URL" != "$EMBEDDED_URL" ]; }
 
 ping_url() { "$PYTHON" -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1] + "/ping", timeout=2)' "${CLICKHOUSE_URL%/}"; }
+
+truthy() { case "${1,,}" in 1|true|yes|on) return 0 ;; *) return 1 ;; esac; }
+
+ensure_password() {
+  local file=$SWITCHYARD_CLICKHOUSE_PASSWORD_FILE dir
+  if [ -n "${SWITCHYARD_CLICKHOUSE_PASSWORD+set}" ] || [ -s "$file" ]; then return 0; fi
+  if truthy "${SWITCHYARD_CLICKHOUSE_ALLOW_NO_PASSWORD:-}"; then
+    log "no password (SWITCHYARD_CLICKHOUSE_ALLOW_NO_PASSWORD): every local process and user can use ClickHouse"
+    return 0
+  fi
+  dir=$(dirname "$file")
+  [ -d "$dir" ] || (umask 077 && mkdir -p "$dir")
+  (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$file.new") && mv "$file.new" "$file"
+  log "wrote a new password to $file (mode 0600); clients read it from there"
+}
 
 migrate() {
   SWITCHYARD_CLICKHOUSE_URL=$CLICKHOUSE_URL "$PYTHON" -m services.infra.clickhouse migrate \
@@ -33,9 +53,11 @@ start() {
     die "port $CLICKHOUSE_PORT is taken by another process; stop it or set SWITCHYARD_CLICKHOUSE_PORT"
   fi
   mkdir -p "$STATE" "$DATA"
+  ensure_password
   log "starting the embedded ClickHouse (chDB) on $EMBEDDED_URL, data in $DATA"
   start_daemon "$STATE/clickhouse.log" "$PYTHON" -m services.infra.clickhouse_http \
-    --path "$DATA" --host "$SWITCHYARD_HOST" --port "$CLICKHOUSE_PORT" --grace "$GRACE"
+    --path "$DATA" --host "$SWITCHYARD_HOST" --port "$CLICKHOUSE_PORT" --grace "$GRACE" \
+    ${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"}
   wait_for 60 "ClickHouse" ping_url
   migrate
   log "ready: $EMBEDDED_URL answers /ping and the schema is migrated"

@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (MigrationError, ClickHouseError) as ex:
         print(f"error: {ex}", file=sys.stderr)
+        if "AUTHENTICATION_FAILED" in str(ex):
+            print(
+                "hint: the password comes from SWITCHYARD_CLICKHOUSE_PASSWORD, else the file "
+                f"{settings.clickhouse_password_path()} (`make up` writes it for the embedded server)",
+                file=sys.stderr,
+            )
         return 1
 
 

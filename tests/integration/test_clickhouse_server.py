@@ -1,10 +1,13 @@
 """The embedded ClickHouse (chDB owner) over HTTP, through clickhouse-connect and plain urllib, as any
-Switchyard process or tool would use it. The session fixture starts its own owner on a free port."""
+Switchyard process or tool would use it. The session fixture starts its own owner on a free port, with its own
+password (its locks are tested in test_clickhouse_locks.py)."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -30,6 +33,11 @@ from services.settings import Settings
 
 pytestmark = pytest.mark.integration
 
+USER = "default"
+PASSWORD = "owner-test-password"
+CREDENTIAL_HEADERS = {"Authorization", "X-ClickHouse-User", "X-ClickHouse-Key"}
+BASIC_AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
 
 @dataclass
 class Owner:
@@ -46,8 +54,10 @@ class Owner:
         return self.process.wait(timeout=30)
 
 
-def owner_settings(url: str) -> Settings:
-    return Settings.model_validate({"clickhouse_url": url, "clickhouse_database": "default"})
+def owner_settings(url: str, password: str = PASSWORD) -> Settings:
+    return Settings.model_validate(
+        {"clickhouse_url": url, "clickhouse_database": "default", "clickhouse_password": password}
+    )
 
 
 def free_port() -> int:
@@ -56,21 +66,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_owner(path: Path) -> Owner:
+def start_owner(path: Path, *options: str, password: str = PASSWORD, cwd: Path | None = None) -> Owner:
+    """An owner on a free port whose clients must send `password`; `options` go to its command line."""
     port = free_port()
     log_path = path.parent / f"owner-{port}.log"
+    env = {**os.environ, "SWITCHYARD_CLICKHOUSE_PASSWORD": password}
+    command = [sys.executable, "-m", "services.infra.clickhouse_http", "--path", str(path), "--port", str(port)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.infra.clickhouse_http",
-                "--path",
-                str(path),
-                "--port",
-                str(port),
-            ],
+            [*command, *options],
             stderr=log_file,
+            env=env,
+            cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -121,8 +128,11 @@ def fresh_switchyard(client: Client) -> Iterator[None]:
 
 
 def http(owner: Owner, body: bytes | None = None, headers: dict[str, str] | None = None, **params: str) -> Any:
+    """A request as curl sends one, with the owner's password unless it carries credentials of its own."""
     url = f"{owner.url}/?{urllib.parse.urlencode(params)}" if params else f"{owner.url}/"
-    request = urllib.request.Request(url, data=body, headers=headers or {})
+    headers = headers or {}
+    own = CREDENTIAL_HEADERS & headers.keys() or {"user", "password"} & params.keys()
+    request = urllib.request.Request(url, data=body, headers=headers if own else {**BASIC_AUTH, **headers})
     try:
         return urllib.request.urlopen(request, timeout=30)
     except urllib.error.HTTPError as ex:
@@ -321,9 +331,10 @@ def test_a_second_process_cannot_open_the_owned_path(owner: Owner) -> None:
     assert "Cannot lock file" in probe.stderr
 
 
-def test_credentials_are_accepted_and_ignored_in_embedded_mode(owner: Owner) -> None:
-    auth = {"Authorization": "Basic ZGVmYXVsdDpzZWNyZXQ=", "X-ClickHouse-User": "default"}
-    assert http(owner, b"SELECT 1", auth, user="default", password="secret").read() == b"1\n"
+def test_credentials_are_taken_each_way_clickhouse_takes_them(owner: Owner) -> None:
+    assert http(owner, b"SELECT 1").read() == b"1\n"
+    assert http(owner, b"SELECT 2", {"X-ClickHouse-User": USER, "X-ClickHouse-Key": PASSWORD}).read() == b"2\n"
+    assert http(owner, b"SELECT 3", user=USER, password=PASSWORD).read() == b"3\n"
 
 
 def test_sigterm_finishes_in_flight_work_and_exits_zero(tmp_path: Path) -> None:
