@@ -155,6 +155,9 @@ COMMON_ENV: Final = {
     "SWITCHYARD_PROVIDERS_FILE": "/app/providers/providers.yaml",
     "SWITCHYARD_MODEL_BASE_URL": "${SWITCHYARD_MODEL_BASE_URL:-http://model:8199/v1}",
     "SWITCHYARD_LOG_LEVEL": "INFO",
+    # every process signs in to ClickHouse; the ConfigMap leaves it out (the Secret carries it on Kubernetes)
+    "SWITCHYARD_CLICKHOUSE_PASSWORD": "${SWITCHYARD_CLICKHOUSE_PASSWORD:?set SWITCHYARD_CLICKHOUSE_PASSWORD in "
+    "infra/deploy/.env (16 characters or more)}",
 }
 
 
@@ -223,8 +226,12 @@ def _compose_kafka() -> dict[str, Any]:
 def _compose_clickhouse() -> dict[str, Any]:
     return {
         "image": CLICKHOUSE_IMAGE,
-        "environment": {"CLICKHOUSE_SKIP_USER_SETUP": "1"},
-        "ports": ["8123:8123"],
+        # the server's default user gets the password every process sends; published on the host's loopback only
+        "environment": {
+            "CLICKHOUSE_USER": "default",
+            "CLICKHOUSE_PASSWORD": _compose_secret("SWITCHYARD_CLICKHOUSE_PASSWORD"),
+        },
+        "ports": ["127.0.0.1:8123:8123"],
         "volumes": ["clickhouse-data:/var/lib/clickhouse"],
         "ulimits": {"nofile": {"soft": 262144, "hard": 262144}},
         "healthcheck": {
@@ -325,7 +332,7 @@ PROCESS_SECRET_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "stitcher": ("SWITCHYARD_WEAVIATE_API_KEY",),
 }
 SETUP_SECRET_KEYS: Final = ("SWITCHYARD_WEAVIATE_API_KEY",)  # the setup ingests the knowledge base
-REQUIRED_SECRET_KEYS: Final = frozenset({"SWITCHYARD_DASHBOARD_TOKEN"})
+REQUIRED_SECRET_KEYS: Final = frozenset({"SWITCHYARD_DASHBOARD_TOKEN", "SWITCHYARD_CLICKHOUSE_PASSWORD"})
 # the in-cluster names of the dashboard's Service; add the Ingress host to SWITCHYARD_DASHBOARD_ALLOWED_HOSTS
 DASHBOARD_HOSTS: Final = (
     "switchyard-dashboard",

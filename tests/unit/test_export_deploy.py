@@ -137,8 +137,24 @@ def test_no_process_scales_past_the_partitions_of_the_topics_it_reads() -> None:
 def test_secrets_are_only_referenced_never_written_into_the_manifests() -> None:
     assert not [o for o in kubernetes_objects() if o["kind"] == "Secret"]
     env = by_kind("Deployment")["answerer"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    references = [item["valueFrom"]["secretKeyRef"] for item in env if "secretKeyRef" in item.get("valueFrom", {})]
-    assert references and all(reference["optional"] for reference in references)
+    references = {
+        item["valueFrom"]["secretKeyRef"]["key"]: item["valueFrom"]["secretKeyRef"]
+        for item in env
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+    # the ClickHouse password is required: every process signs in; the model key is optional
+    assert not references.pop("SWITCHYARD_CLICKHOUSE_PASSWORD")["optional"]
+    assert references and all(reference["optional"] for reference in references.values())
+
+
+def test_compose_clickhouse_takes_the_password_every_process_sends_and_is_not_published_beyond_the_loopback() -> None:
+    document = yaml.safe_load((DEPLOY_DIR / "docker-compose.yaml").read_text())
+    server = document["services"]["clickhouse"]
+    assert server["ports"] == ["127.0.0.1:8123:8123"]
+    assert server["environment"]["CLICKHOUSE_PASSWORD"].startswith("${SWITCHYARD_CLICKHOUSE_PASSWORD:?")
+    for name in ("router", "gateway", "setup"):
+        password = document["services"][name]["environment"]["SWITCHYARD_CLICKHOUSE_PASSWORD"]
+        assert password.startswith("${SWITCHYARD_CLICKHOUSE_PASSWORD:?"), name
 
 
 def test_the_compose_file_runs_the_infrastructure_every_process_and_the_dashboard() -> None:
