@@ -61,6 +61,25 @@ def serve_stub(latency_ms: float) -> tuple[str, subprocess.Popen[bytes]]:
     return f"http://127.0.0.1:{port}/v1", stub
 
 
+def stub_chain_env(prefix: str, model_url: str) -> dict[str, str]:
+    """The environment of a benchmarked chain: topics of its own, the stub model answering, quiet logs."""
+    return {
+        "SWITCHYARD_TOPIC_PREFIX": prefix,
+        "SWITCHYARD_MODEL_PROVIDER": "openai",
+        "SWITCHYARD_MODEL_BASE_URL": model_url,
+        "SWITCHYARD_MODEL_NAME": "stub",
+        "SWITCHYARD_LOG_LEVEL": "WARNING",
+    }
+
+
+def delete_prefixed_topics(bootstrap: str, prefix: str) -> None:
+    """Every topic a benchmark made, deleted when it ends."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    for future in admin.delete_topics(doomed, operation_timeout=30).values():
+        future.result(30)
+
+
 def clickhouse_split(since: datetime) -> dict[str, Any]:
     """The orchestration_work view's split (monitoring included) over the run's minutes, in percent, next to
     the reference; other traffic written in those minutes counts too."""
@@ -115,13 +134,7 @@ def bench(
     reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
     publish_stores(settings.kafka_bootstrap, codec, stores(store_count), f"{prefix}ref.stores")
     url, stub = serve_stub(model_latency_ms)
-    env = {
-        "SWITCHYARD_TOPIC_PREFIX": prefix,
-        "SWITCHYARD_MODEL_PROVIDER": "openai",
-        "SWITCHYARD_MODEL_BASE_URL": url,
-        "SWITCHYARD_MODEL_NAME": "stub",
-        "SWITCHYARD_LOG_LEVEL": "WARNING",
-    }
+    env = stub_chain_env(prefix, url)
     launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-bench-")), env=env)
     reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}audited", codec)
     count = int(rate * duration_s)
@@ -141,10 +154,7 @@ def bench(
         launcher.stop_all()
         stub.terminate()
         stub.wait(10)
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result(30)
+        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
     answers = [reader.received[r.request_id] for r in sent if r.request_id in reader.received]
     model_answers = [a for a in answers if model_ms(a.record) > 0]
     return {

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from confluent_kafka.admin import AdminClient
 
-from services.bench import serve_stub
+from services.bench import delete_prefixed_topics, serve_stub, stub_chain_env
 from services.gateway import keys
 from services.infra.topics import reconcile
 from services.launcher import Launcher
@@ -165,11 +164,7 @@ def running_gateway(model_latency_ms: float, extra_env: dict[str, str] | None = 
     keys.KeyPublisher(settings.model_copy(update={"topic_prefix": prefix}), codec).publish(made.record)
     url, stub = serve_stub(model_latency_ms)
     env = {
-        "SWITCHYARD_TOPIC_PREFIX": prefix,
-        "SWITCHYARD_MODEL_PROVIDER": "openai",
-        "SWITCHYARD_MODEL_BASE_URL": url,
-        "SWITCHYARD_MODEL_NAME": "stub",
-        "SWITCHYARD_LOG_LEVEL": "WARNING",
+        **stub_chain_env(prefix, url),
         "SWITCHYARD_GATEWAY_TOKENS_PER_DAY": str(10**12),
         "SWITCHYARD_GATEWAY_COST_PER_DAY_USD": str(10**9),
         **(extra_env or {}),
@@ -184,10 +179,7 @@ def running_gateway(model_latency_ms: float, extra_env: dict[str, str] | None = 
         launcher.stop_all()
         stub.terminate()
         stub.wait(10)
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result(30)
+        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
 
 
 def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique: bool) -> dict[str, Any]:
