@@ -68,20 +68,41 @@ class Launcher:
         except OSError as error:
             return 0, str(error)
 
+    def log_tail(self, key: str, lines: int = 20) -> str:
+        name, replica = key.split("/")
+        path = self.log_dir / f"{name}-{replica}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _exited(self, key: str) -> RuntimeError:
+        tail = self.log_tail(key)
+        return RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}:\n{tail}")
+
     def wait_ready(self, key: str, timeout_s: float = 90.0) -> None:
+        """Until the process answers 200 on /healthz. The port was free when it was handed out, but another
+        process's socket can take it before the child binds it: a process that exits with "address already in
+        use" is started again on a fresh port (three times at most)."""
         if key.split("/")[0] in NO_HTTP:
             time.sleep(1.0)  # no /healthz: alive after a second is the best available sign
             if self.processes[key].poll() is not None:
-                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
+                raise self._exited(key)
             return
-        deadline = time.monotonic() + timeout_s
+        deadline, restarts = time.monotonic() + timeout_s, 0
         while time.monotonic() < deadline:
             if self.processes[key].poll() is not None:
-                raise RuntimeError(f"{key} exited with {self.processes[key].returncode}; see {self.log_dir}")
+                if restarts < 3 and "address already in use" in self.log_tail(key).lower():
+                    restarts += 1
+                    self.start(*key.split("/"))
+                    continue
+                raise self._exited(key)
             if self.healthz(key)[0] == 200:
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{key} not ready after {timeout_s}s: {self.healthz(key)}; see {self.log_dir}")
+        raise TimeoutError(
+            f"{key} not ready after {timeout_s}s: {self.healthz(key)}; see {self.log_dir}:\n{self.log_tail(key)}"
+        )
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> int:
         process = self.processes.pop(key)

@@ -100,6 +100,7 @@ def chain_ms(record: dict[str, Any]) -> float:
 class Gateway:
     def __init__(self, settings: Settings, replica: str) -> None:
         self.settings, self.replica = settings, replica
+        self.started = False  # set once the keys are read and the quotas warmed; until then requests get 503
         self.reply_to = f"{settings.topic_prefix}gateway/{replica}/{uuid.uuid4().hex[:8]}".encode()
         self.codec = codec_from_settings(settings)
         self.metrics = GatewayMetrics()
@@ -150,6 +151,7 @@ class Gateway:
             self._threads.append(thread)
         await asyncio.wait_for(self.keys.ready.wait(), 60)
         await self._refresh_quotas(warm=True)
+        self.started = True
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -163,6 +165,8 @@ class Gateway:
             return False, "reading gateway.keys"
         if not self.assigned.is_set():
             return False, "waiting for the audited partitions"
+        if not self.started:
+            return False, "reading today's spending from ClickHouse"
         detail = f"{len(self.keys)} keys, {len(self.pending)} pending"
         return True, detail + (f"; ClickHouse: {self.clickhouse_error}" if self.clickhouse_error else "")
 
@@ -390,6 +394,8 @@ async def openai_errors(request: web.Request, handler: Any) -> web.StreamRespons
 
 def _key(request: web.Request) -> ApiKey:
     gateway: Gateway = request.app["gateway"]
+    if not gateway.started:
+        raise GatewayError(503, "the gateway is starting", kind="server_error", code="starting", retry_after_s=1)
     return keys.authenticate(request.headers.get("Authorization"), gateway.keys, int(time.time() * 1000))
 
 
@@ -546,11 +552,13 @@ def build_app(gateway: Gateway) -> web.Application:
 
 async def serve(settings: Settings, host: str, port: int, replica: str) -> None:
     gateway = Gateway(settings, replica)
-    await gateway.start()
+    # the port is taken first (its /healthz says "not ready" until the keys are read and the replies assigned),
+    # so a port handed out by a launcher is not lost to another process's socket while Kafka is read
     runner = web.AppRunner(build_app(gateway), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
+    await gateway.start()
     log.info("gateway listening", extra={"host": host, "port": port, "reply_to": gateway.reply_to.decode()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
