@@ -149,7 +149,13 @@ class Gateway:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        await asyncio.wait_for(self.keys.ready.wait(), 60)
+        # no deadline of its own: /healthz says "reading gateway.keys" until then, and the orchestrator's probe
+        # decides how long is too long
+        while not self.keys.ready.is_set():
+            try:
+                await asyncio.wait_for(self.keys.ready.wait(), 30)
+            except TimeoutError:
+                log.warning("still reading gateway.keys", extra={"topic": self.settings.topic("gateway.keys")})
         await self._refresh_quotas(warm=True)
         self.started = True
 
