@@ -138,6 +138,14 @@ bench-gateway: up ## the HTTP gateway + fused chain, open loop, beside the stub 
 bench-runtime: up ## the stream runtime alone: five relay stages, transactions on, per-hop and 5-hop latency, highest rate (BENCH_ARGS='--rates 100 1000')
 	@$(PY) -m services.bench_runtime $(BENCH_ARGS)
 
+.PHONY: chaos
+chaos: up ## each fault (broker, ClickHouse, Weaviate, provider, stage kill/stop, hostile records) under steady load: one table (CHAOS_ARGS='--rate 50 --scale 1')
+	@$(PY) -m services.chaos $(CHAOS_ARGS)
+
+.PHONY: soak
+soak: up ## steady load for DURATION seconds (default 1800), RSS and open files of every process each minute; flat is the pass
+	@$(PY) -m services.soak --duration $(or $(DURATION),1800) $(SOAK_ARGS)
+
 .PHONY: seed
 seed: up ## publish stores, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
 	@$(PY) -m services.stitcher.seed --stores 1600

@@ -38,12 +38,12 @@ class Launcher:
         key = f"{name}/{replica}"
         port = free_port()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}-{replica}.log").open("ab")
         command = [sys.executable, "-m", "services.cli", "run", name, "--replica", replica, "--http-port", str(port)]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.processes[key] = subprocess.Popen(
-            command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self.log_dir / f"{name}-{replica}.log").open("ab") as log:  # the child keeps its own descriptor
+            self.processes[key] = subprocess.Popen(
+                command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.ports[key] = port
         return key
 

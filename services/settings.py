@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="the longest the telemetry writer buffers before inserting into ClickHouse: the delay before "
         "monitoring and audit rows are queryable; 5 s cut chDB's CPU per request from about 20 to 7 ms in make bench",
     )
+    telemetry_max_future_hours: float = Field(
+        24.0,
+        gt=0,
+        description="how far ahead of the telemetry writer's clock a row's event time may be (a request's or a "
+        "feedback's created_at, chosen by the client); a row further ahead, or older than its table's TTL, is not "
+        "inserted: its record goes to dlq.telemetry with the field and value",
+    )
     learning_check_every_s: float = Field(
         30.0, description="how often the learning process checks promoted models' live metrics (and shadows)"
     )
@@ -142,6 +149,13 @@ class Settings(BaseSettings):
         description="how long the answerer retries a request no provider answers before it releases the hand-off "
         "to staff (at once when every provider's circuit is open)",
     )
+    max_request_chars: int = Field(
+        32_000,
+        ge=1_000,
+        description="longest request text the router takes; a longer one is dead-lettered with its length, since "
+        "the records carrying it through the chain would outgrow a stage's record limit (the gateway's own limit "
+        "is lower)",
+    )
     answer_max_prompt_chars: int = Field(
         6_000, ge=256, description="a prompt every provider refused is cut to this many characters and asked again"
     )
@@ -157,6 +171,12 @@ class Settings(BaseSettings):
         5_000, description="answers one gateway replica waits on at once; beyond it new requests get 503"
     )
     gateway_answers_kept: int = Field(50_000, description="recent answers a replica keeps for GET /v1/requests/{id}")
+    gateway_answers_kept_bytes: int = Field(
+        128 << 20,
+        ge=0,
+        description="the most memory those answers take, about 23 KB each with four passages in the prompt (some "
+        "5,800 of them); beyond either bound the oldest go, and GET /v1/requests/{id} reads them from ClickHouse",
+    )
     gateway_requests_per_minute: int = Field(600, description="requests a minute per store, for keys that set none")
     gateway_tokens_per_day: int = Field(2_000_000, description="model tokens per store per UTC day, by default")
     gateway_cost_per_day_usd: float = Field(50.0, description="model cost per store per UTC day, by default")

@@ -48,6 +48,7 @@ from services.governor.vault import VaultCipher, VaultError
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
+from services.runtime.cache import BoundedCache
 from services.runtime.models import Answer, ContextItem, Finding, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import get_settings
@@ -73,6 +74,7 @@ _CUT_MARK = "\n[…]\n"
 # given them for an unrelated question tends to repeat them back.
 MODEL_CONTEXT_SOURCES = frozenset({"inventory", "knowledge_base", "customer_history"})
 SCORED_ANSWERS = 10_000  # answers whose toxicity score is remembered
+SCORED_ANSWER_BYTES = 16 << 20  # a 64-token answer is under 1 KB: the count binds first, not a runaway model's
 # Answers are asked for at most 64 tokens; the toxicity embedding reads their first 48 words, not the embedder's
 # 128 pieces: ~21 ms of CPU per answer instead of ~32 ms on 2 cores, and this check is most of the answerer's CPU.
 SCORED_WORDS = 48
@@ -219,7 +221,7 @@ class Answerer(Stage[Governed, Answer]):
         self.toxicity = toxicity
         self.output_toxicity = output_toxicity
         self._toxicity_scores: MicroBatcher[str, float] | None = None
-        self._scored: OrderedDict[str, float] = OrderedDict()
+        self._scored: BoundedCache[str, float] = BoundedCache(SCORED_ANSWERS, SCORED_ANSWER_BYTES)
         # the toxicity cascade's first model, and which path decided each scored answer (char_ngram, minilm or
         # remembered): the stage has no metrics object of its own, so the bench and tests read this counter
         self.sure_clean = sure_clean
@@ -432,10 +434,10 @@ class Answerer(Stage[Governed, Answer]):
         batched; recent answers are remembered (models repeat themselves)."""
         if self._toxicity_scores is None:
             return None
-        if text in self._scored:
-            self._scored.move_to_end(text)
+        remembered = self._scored.get(text)
+        if remembered is not None:
             self.toxicity_deciders["remembered"] += 1
-            return self._scored[text]
+            return remembered
         scored = " ".join(text.split()[:SCORED_WORDS])
         score, decider = self._sure_clean_score(request_id, scored), "char_ngram"
         if score is None:
@@ -443,9 +445,7 @@ class Answerer(Stage[Governed, Answer]):
             self._work.add(request_id, "governance", score_ms)
             decider = "minilm"
         self.toxicity_deciders[decider] += 1
-        self._scored[text] = score
-        while len(self._scored) > SCORED_ANSWERS:
-            self._scored.popitem(last=False)
+        self._scored.put(text, score)
         return score
 
     def _sure_clean_score(self, request_id: str, text: str) -> float | None:

@@ -1,5 +1,7 @@
 """The approvals process: consumes `feedback`, and for each approval of an escalated request publishes the
-released request to `requests`, in one Kafka transaction with the consumed offsets (exactly once).
+released request to `requests`, in one Kafka transaction with the consumed offsets (exactly once). Each consumed
+batch is decided first, every look-up included, and only then is its transaction begun: a slow ClickHouse holds no
+transaction open.
 
 Where the original comes from: ClickHouse switchyard.audit_records, by request_id. It is the system of record for
 every answer the chain released (kept seven years, indexed, already holding the verdict and the findings that
@@ -23,6 +25,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,8 +71,9 @@ class AuditLookup:
         self._client: Client | None = None
 
     def _query(self, sql: str, request_id: str) -> list[Any]:
-        """Retried while ClickHouse does not answer (about 30 s in all); then the error stops the process, whose
-        transaction is aborted, so the feedback is decided again after a restart."""
+        """Retried while ClickHouse does not answer (about 30 s in all); then the error stops the process before
+        its batch's transaction begins (ApprovalsWorker.process_batch), so nothing of the batch is committed and
+        the feedback is decided again after a restart."""
         delay = 0.5
         for attempt in range(LOOKUP_ATTEMPTS):
             try:
@@ -166,6 +170,34 @@ class ApprovalsWorker:
             return request
         return request.model_copy(update={"text": restore(request.text, tokens)})
 
+    async def process_batch(
+        self, producer: AIOKafkaProducer, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Decides every record of one consumed batch, then produces what it released and commits its offsets in
+        one transaction.
+
+        Every look-up that can wait (ClickHouse, with its retries; the vault entry) is awaited before the
+        transaction begins, so it holds only the produce calls and the offsets: a slow or absent ClickHouse would
+        otherwise keep it open past transaction.timeout.ms (aborted by the broker, this producer fenced, and the
+        partitions it wrote blocked for read_committed readers meanwhile). A look-up that fails past its retries
+        raises before anything is begun: no offset of the batch is committed, and it is decided again after the
+        restart. It is not dead-lettered: an unreachable ClickHouse says nothing about the approval, which must
+        not be lost.
+        """
+        outgoing: list[tuple[str, str, bytes]] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, messages in batch.items():
+            for message in messages:
+                self.metrics.records_in.inc()
+                out = await self.decide(message)
+                if out is not None:
+                    outgoing.append(out)
+            offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "")
+        async with producer.transaction():
+            for topic, key, value in outgoing:
+                await producer.send(topic, key=key.encode() or None, value=value)
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+
     def _dead_letter(
         self, message: ConsumerRecord[bytes, bytes], error: Exception, request_id: str | None
     ) -> tuple[str, str, bytes]:
@@ -200,19 +232,8 @@ class ApprovalsWorker:
         try:
             while not self.stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
-                if not batch:
-                    continue
-                async with producer.transaction():
-                    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-                    for tp, messages in batch.items():
-                        for message in messages:
-                            self.metrics.records_in.inc()
-                            out = await self.decide(message)
-                            if out is not None:
-                                topic, key, value = out
-                                await producer.send(topic, key=key.encode() or None, value=value)
-                        offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "")
-                    await producer.send_offsets_to_transaction(offsets, self.group_id)
+                if batch:
+                    await self.process_batch(producer, batch)
         finally:
             await consumer.stop()
             await producer.stop()

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from services.gateway import keys, quotas, shapes
 from services.gateway.shapes import GatewayError
 from services.learning.feedback import FeedbackError, make_feedback
 from services.runtime import tracing
+from services.runtime.cache import BoundedCache
 from services.runtime.models import ApiKey, FeedbackKind
 from services.runtime.observability import LATENCY_BUCKETS
 from services.runtime.registry_client import codec_from_settings
@@ -112,7 +112,9 @@ class Gateway:
         )
         self.pending: dict[str, asyncio.Future[Answered]] = {}
         self.pending_key: dict[str, str] = {}
-        self.answered: OrderedDict[str, Answered] = OrderedDict()
+        self.answered: BoundedCache[str, Answered] = BoundedCache(
+            settings.gateway_answers_kept, settings.gateway_answers_kept_bytes
+        )
         self.producer = Producer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -261,9 +263,7 @@ class Gateway:
         self.metrics.pending.set(len(self.pending))
 
     def _remember(self, request_id: str, answered: Answered) -> None:
-        self.answered[request_id] = answered
-        while len(self.answered) > self.settings.gateway_answers_kept:
-            self.answered.popitem(last=False)
+        self.answered.put(request_id, answered)
 
     # -- submitting --------------------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class Gateway:
             str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{key.key_id}:{idempotency}")) if idempotency else str(uuid.uuid4())
         )
         assert self.loop is not None
-        known = self.answered.get(request_id)
+        known = self.answered.peek(request_id)
         if known is not None:
             done: asyncio.Future[Answered] = self.loop.create_future()
             done.set_result(known)
@@ -483,7 +483,7 @@ def _not_found(request_id: str) -> GatewayError:
 
 
 async def _answer_of(gateway: Gateway, request_id: str, key: ApiKey) -> dict[str, Any] | None:
-    held = gateway.answered.get(request_id)
+    held = gateway.answered.peek(request_id)
     if held is not None:
         return held.record if (held.store_id, held.key_id) == (key.store_id, key.key_id) else None
     if request_id in gateway.pending:

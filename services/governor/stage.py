@@ -30,6 +30,7 @@ from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_sourced_facts
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
+from services.runtime.cache import BoundedCache
 from services.runtime.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
 from services.runtime.stage import SideRecord, Stage, WorkLedger
 from services.settings import Settings
@@ -41,6 +42,8 @@ WITHHELD: Final = "[passage withheld: it contained instructions addressed to the
 VERDICT_RANK: Final = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.ESCALATE: 2, Verdict.BLOCK: 3}
 PENDING_VAULT_LIMIT: Final = 10_000
 TEXT_MEMORY: Final = 10_000  # texts per memory of what the models found in them
+# per memory: a prompt text is 1 to 3 KB (the count binds first), a request text can be up to 1 MiB
+TEXT_MEMORY_BYTES: Final = 32 << 20
 # Items whose text comes from documents or from earlier requests get the injection classifier as well as the
 # patterns; reference rows (store hours, inventory) are the store's own structured data and get the patterns
 # only. Embedding every per-store row capped the governor near 20 records/s on 2 cores.
@@ -86,9 +89,9 @@ class Analyzer:
         # every prompt, and tills send the same few questions all day. What the models found in a text is
         # remembered (the most recently used, bounded), so a text is embedded or scanned once, not once per request.
         # Each memory is used by one thread at a time: the governor's batchers run one batch of each kind at once.
-        self._scores: OrderedDict[str, tuple[float, float]] = OrderedDict()  # text -> (toxicity, injection)
-        self._request_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
-        self._prompt_spans: OrderedDict[str, list[PiiSpan]] = OrderedDict()
+        self._scores: BoundedCache[str, tuple[float, float]] = text_memory()  # text -> (toxicity, injection)
+        self._request_spans: BoundedCache[str, list[PiiSpan]] = text_memory()
+        self._prompt_spans: BoundedCache[str, list[PiiSpan]] = text_memory()
         self.reused_embeddings = 0  # request texts scored from the router's embedding
 
     @classmethod
@@ -150,20 +153,27 @@ class Analyzer:
 Found = TypeVar("Found")
 
 
+def text_memory() -> BoundedCache[str, Found]:
+    """One memory of what a model found in texts: the most recently used TEXT_MEMORY texts, TEXT_MEMORY_BYTES."""
+    return BoundedCache(TEXT_MEMORY, TEXT_MEMORY_BYTES)
+
+
 def _remembered(
-    find: Callable[[Sequence[str]], Sequence[Found]], texts: Sequence[str], memory: OrderedDict[str, Found]
+    find: Callable[[Sequence[str]], Sequence[Found]], texts: Sequence[str], memory: BoundedCache[str, Found]
 ) -> list[Found]:
-    """`find` over the texts not in `memory` (each once), the rest from it; the memory keeps the most recently
-    used TEXT_MEMORY texts. `find` must be deterministic: a remembered result stands for a new call's."""
-    new = [text for text in dict.fromkeys(texts) if text not in memory]
-    for text, found in zip(new, find(new) if new else [], strict=True):
-        memory[text] = found
-    results = [memory[text] for text in texts]
-    for text in texts:
-        memory.move_to_end(text)
-    while len(memory) > TEXT_MEMORY:
-        memory.popitem(last=False)
-    return results
+    """`find` over the texts not in `memory` (each once), the rest from it. `find` must be deterministic: a
+    remembered result stands for a new call's. The results are collected before the new ones are remembered, as
+    remembering one can evict another of the same batch (or not keep a text too big for the memory)."""
+    known: dict[str, Found] = {}
+    for text in dict.fromkeys(texts):
+        found = memory.get(text)
+        if found is not None:
+            known[text] = found
+    new = [text for text in dict.fromkeys(texts) if text not in known]
+    known.update(zip(new, find(new) if new else [], strict=True))
+    for text in new:
+        memory.put(text, known[text])
+    return [known[text] for text in texts]
 
 
 def combined(

@@ -41,6 +41,7 @@ class AnswerReader(threading.Thread):
         self.wanted: set[str] | None = None
         self.received: dict[str, Received] = {}
         self.duplicates = 0
+        self.repeated: list[str] = []  # the request id of each duplicate, in arrival order
         self.stop_event = threading.Event()
         self.consumer = Consumer(
             {
@@ -74,6 +75,7 @@ class AnswerReader(threading.Thread):
         request_id = received.record["request"]["request_id"]
         if request_id in self.received:
             self.duplicates += 1
+            self.repeated.append(request_id)
             return
         self.received[request_id] = received
         if self.on_answer is not None:

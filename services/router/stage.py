@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from services.router.route_table import (
     RouteTableWatcher,
 )
 from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
+from services.runtime.cache import BoundedCache
 from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision, TextEmbedding
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage, WorkLedger
@@ -35,8 +35,15 @@ from services.runtime.watched import WatchedConfig
 from services.settings import Settings, get_settings
 
 PENDING_EMBEDDINGS = 4_096  # far above the records one process has in flight (256)
-RECENT_PREDICTIONS = 10_000  # exact request texts whose intent and embedding are kept (about 20 MB)
+PENDING_EMBEDDING_BYTES = 16 << 20  # about 2.2 KB an embedding: the count binds first
+RECENT_PREDICTIONS = 10_000  # exact request texts whose intent and embedding are kept (about 27 MB)
+# about 2.7 KB for a till-length text: the count binds first, unless the texts are long (1 MiB ones: 64 of them)
+RECENT_PREDICTION_BYTES = 64 << 20
 log = logging.getLogger("switchyard.router")
+
+
+class RequestTooLong(ValueError):
+    """A request text past `max_request_chars`: dead-lettered with its length, before any model reads it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class Router(Stage[Request, RouteDecision]):
         self.intent_model_path = intent_model_path or intent_model_dir(settings)
         self.registry_dir = registry_dir or default_registry_dir()
         self.reload_every_s = reload_every_s
+        self.max_request_chars = settings.max_request_chars
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch
         self.classify_concurrency = classify_concurrency
@@ -91,10 +99,10 @@ class Router(Stage[Request, RouteDecision]):
         self.classifiers: WatchedConfig[IntentClassifier] | None = None
         self.shadow: RouterShadow | None = None
         self._shadow_candidate: tuple[str, IntentClassifier] | None = None
-        self._recent: OrderedDict[str, Classified] = OrderedDict()
+        self._recent: BoundedCache[str, Classified] = BoundedCache(RECENT_PREDICTIONS, RECENT_PREDICTION_BYTES)
         # decided, not yet composed: request id -> embedding. Bounded: a record that fails between its decision
         # and its output (dead-lettered) never collects its entry.
-        self._embeddings: OrderedDict[str, TextEmbedding] = OrderedDict()
+        self._embeddings: BoundedCache[str, TextEmbedding] = BoundedCache(PENDING_EMBEDDINGS, PENDING_EMBEDDING_BYTES)
         self._classify: MicroBatcher[str, Classified] | None = None
         self._work = WorkLedger()
 
@@ -148,6 +156,11 @@ class Router(Stage[Request, RouteDecision]):
     async def decide(self, record: Request) -> RouteDecision:
         if self._classify is None or self.classifiers is None or self.shadow is None:
             raise RuntimeError("Router.start() has not run")
+        if len(record.text) > self.max_request_chars:
+            raise RequestTooLong(
+                f"request {record.request_id}: the text is {len(record.text):,} characters, over the "
+                f"{self.max_request_chars:,} the chain takes (SWITCHYARD_MAX_REQUEST_CHARS)"
+            )
         self._refresh_classifier()
         candidate = self._shadow_candidate = self.shadow.candidate()
         classified = self._recent.get(record.text)
@@ -155,8 +168,6 @@ class Router(Stage[Request, RouteDecision]):
             classified, classify_ms = await self._classify.submit_timed(record.text)
             self._work.add(record.request_id, "routing", classify_ms)
             self._remember(record.text, classified)
-        else:
-            self._recent.move_to_end(record.text)
         if candidate is not None and classified.shadow is not None and classified.shadow[0] == candidate[0]:
             self.shadow.record(
                 record.request_id, candidate, classified.shadow[1], classified.prediction, classified.version
@@ -170,15 +181,13 @@ class Router(Stage[Request, RouteDecision]):
                 classifier_version=classified.version,
             )
         if classified.embedding is not None:
-            self._embeddings[record.request_id] = classified.embedding
-            while len(self._embeddings) > PENDING_EMBEDDINGS:
-                self._embeddings.popitem(last=False)
+            self._embeddings.put(record.request_id, classified.embedding)
         return decision
 
     def passed_on(self, record: Request, section: RouteDecision) -> dict[str, Any]:
         """The request text's embedding, so the stitcher's search and the governor's classifiers do not embed
         the same text again (about 10 ms of CPU each for a short request on this box)."""
-        embedding = self._embeddings.pop(record.request_id, None)
+        embedding = self._embeddings.pop(record.request_id)
         return {"request_embedding": None if embedding is None else embedding.model_dump()}
 
     def _refresh_classifier(self) -> None:
@@ -213,9 +222,7 @@ class Router(Stage[Request, RouteDecision]):
     def _remember(self, text: str, classified: Classified) -> None:
         """Store and counter staff ask the same few questions all day: an exact repeat reuses its intent
         instead of paying for another embedding (the classifier is deterministic, so nothing changes)."""
-        self._recent[text] = classified
-        if len(self._recent) > RECENT_PREDICTIONS:
-            self._recent.popitem(last=False)
+        self._recent.put(text, classified)
 
     def current_unhealthy(self) -> Mapping[str, str]:
         """Providers the health app has marked DOWN, with its reason; else the fixed mapping."""

@@ -32,6 +32,9 @@ class MicroBatcher(Generic[Item, Result]):
     the next starts when it is full or its oldest item has waited `window_s`, and items arriving while every
     runner computes gather into the next batch: batches grow with the load. `batch_fn` must be thread-safe
     and return one result per item, in order.
+
+    When a batch of several items raises, each of its items runs again in a call of its own (counted in
+    `retries`), so an item that makes `batch_fn` raise fails its own caller alone and the others get their results.
     """
 
     def __init__(
@@ -52,8 +55,11 @@ class MicroBatcher(Generic[Item, Result]):
         self._runners: set[asyncio.Task[None]] = set()
         self._computing = 0
         self._closed = False
+        # calls of batch_fn that returned, the items they answered, and the items run again alone after their
+        # batch raised
         self.batches = 0
         self.items = 0
+        self.retries = 0
 
     async def submit(self, item: Item) -> Result:
         """The result for one item, computed in a batch with whatever arrives alongside it."""
@@ -62,7 +68,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def submit_timed(self, item: Item) -> tuple[Result, float]:
         """The result for one item and its share of the batch's compute in ms (the CPU time of the batch's
-        call of `batch_fn` divided by its size): the work done for this item, without the time it waited."""
+        call of `batch_fn` divided by its size; of its own call when it ran again alone): the work done for this
+        item, without the time it waited."""
         if self._closed:
             raise BatcherClosed("the batcher is closed")
         future: asyncio.Future[tuple[Result, float]] = asyncio.get_running_loop().create_future()
@@ -111,26 +118,45 @@ class MicroBatcher(Generic[Item, Result]):
         # counted when it runs in the calling thread, as with one intra-op thread, the embedder's default)
         started = time.thread_time()
         results = self._batch_fn(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
         return results, (time.thread_time() - started) * 1000
 
     async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[tuple[Result, float]], float]]) -> None:
         try:
-            results, compute_ms = await asyncio.to_thread(self._timed_batch, [item for item, _, _ in batch])
+            error = await self._compute(batch)
+            if error is None:
+                return
+            if len(batch) == 1:
+                self._fail(batch, error)
+                return
+            # one item that makes batch_fn raise must not fail the others: each runs again alone, in this runner
+            # (so no more than `concurrency` calls at once), and gets its own result or its own exception
+            for entry in batch:
+                if entry[1].done():
+                    continue  # its caller gave up waiting
+                self.retries += 1
+                alone_error = await self._compute([entry])
+                if alone_error is not None:
+                    self._fail([entry], alone_error)
         except asyncio.CancelledError:
             self._fail(batch, BatcherClosed("the batcher closed while this item's batch ran"))
             raise
+
+    async def _compute(self, batch: list[tuple[Item, asyncio.Future[tuple[Result, float]], float]]) -> Exception | None:
+        """Calls batch_fn on the batch in a worker thread and answers its callers; returns the error instead when
+        the call raised, leaving the callers waiting."""
+        try:
+            results, compute_ms = await asyncio.to_thread(self._timed_batch, [item for item, _, _ in batch])
         except Exception as error:
-            self._fail(batch, error)
-            return
-        if len(results) != len(batch):
-            self._fail(batch, RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items"))
-            return
+            return error
         self.batches += 1
         self.items += len(batch)
         share_ms = compute_ms / len(batch)
         for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result((result, share_ms))
+        return None
 
     @staticmethod
     def _fail(batch: Sequence[tuple[Item, asyncio.Future[tuple[Result, float]], float]], error: BaseException) -> None:

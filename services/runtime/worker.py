@@ -31,9 +31,10 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,6 +87,14 @@ class WorkerConfig:
     # an abortable transaction failure (a broker briefly away) is retried this many times before the process
     # gives up and exits for a replica to take over
     transaction_attempts: int = 3
+    # How long SIGTERM (or a revocation) waits for the records being decided: below Kubernetes' default grace
+    # period of 30 s, so the process still commits what finished and leaves the group before it is killed. The
+    # records still undecided then are abandoned uncommitted, and the partition's next owner decides them again.
+    drain_timeout_s: float = 20.0
+    # librdkafka's send_offsets_to_transaction can block past its own timeout when the group coordinator went
+    # away (broker restarted: librdkafka issues #5456, #5511); a transaction still running this long after its
+    # timeout is wedged, and the process exits (nothing was committed) for its restart to take over
+    transaction_wedged_after_s: float = 10.0
     http_host: str = "127.0.0.1"
     http_port: int = 0
 
@@ -101,6 +110,20 @@ class ShuttingDown(Exception):
 class TransactionFailed(Exception):
     """A transaction could not be committed (fenced, or the broker kept failing it); the process exits and the
     records are processed again by the partition's next owner."""
+
+
+EXIT_TRANSACTION_WEDGED = 75  # EX_TEMPFAIL: start the process again
+
+
+def exit_wedged(stage: str, waited_s: float) -> None:
+    """Ends the process at once: the wedged librdkafka call holds a thread that an orderly exit would wait for
+    forever. Nothing of the open transaction was committed, so the next owner decides its records again."""
+    log.critical(
+        "transaction wedged in librdkafka; exiting for a restart",
+        extra={"stage": stage, "waited_s": round(waited_s, 1), "exit_code": EXIT_TRANSACTION_WEDGED},
+    )
+    logging.shutdown()
+    os._exit(EXIT_TRANSACTION_WEDGED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,10 @@ class StageWorker:
         self.http_port: int | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        # set when every broker was seen down: the producer is replaced before its next transaction, because
+        # librdkafka's send_offsets_to_transaction can block forever on a coordinator it cached before the
+        # outage (librdkafka #5456, #5511); a fresh producer looks the coordinator up again
+        self._brokers_were_down = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._capacity = asyncio.Semaphore(self.config.max_in_flight)
         self._pending: dict[PartitionKey, deque[tuple[Consumed, asyncio.Task[Outgoing]]]] = {}
@@ -194,6 +221,7 @@ class StageWorker:
         self._dispatch_open.set()
         self._commit_lock = asyncio.Lock()
         self._committer_error: BaseException | None = None
+        self._transact_step_at = time.monotonic()  # the last librdkafka call _transact began (its watchdog)
         self._assigned: frozenset[PartitionKey] = frozenset()
         # the group generation the partitions were assigned in: every transaction commits offsets with it, so
         # a member the group has since moved on from is refused, even after it rejoins (KIP-447)
@@ -235,6 +263,7 @@ class StageWorker:
             "max.poll.interval.ms": self.config.max_poll_interval_ms,
             # librdkafka prefetches up to 64 MiB a partition by default; a stage needs a few batches
             "queued.max.messages.kbytes": 16 * 1024,
+            "error_cb": self._on_client_error,
         }
 
     def producer_config(self) -> dict[str, Any]:
@@ -256,7 +285,16 @@ class StageWorker:
             # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that
             # much to every hop under steady traffic.
             "retry.backoff.ms": self.config.retry_backoff_ms,
+            "error_cb": self._on_client_error,
         }
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's client-wide errors (it retries them itself); an outage of every broker marks the
+        producer for replacement."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and not self._brokers_were_down.is_set():
+            self._brokers_were_down.set()
+            log.warning("every broker is down; the producer is replaced before its next transaction",
+                        extra={"stage": self.stage.name, "error": str(error)})  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -297,7 +335,7 @@ class StageWorker:
                 await committer
             # leaving the group revokes the partitions: a last drain (a no-op after the one above) runs then
             await asyncio.to_thread(consumer.close)
-            await asyncio.to_thread(producer.flush, 10)
+            await asyncio.to_thread(self._producer.flush, 10)
             await runner.cleanup()
             for link in reversed(self.links):
                 await link.stage.stop()
@@ -440,7 +478,7 @@ class StageWorker:
             started = time.perf_counter()
             batch = [out for results in ready.values() for out in results]
             offsets = {tp: self._pending[tp][len(results) - 1][0].offset + 1 for tp, results in ready.items()}
-            await asyncio.to_thread(self._transact, batch, offsets)
+            await self._transact_watched(batch, offsets)
             for tp, results in ready.items():
                 for _ in results:
                     self._pending[tp].popleft()
@@ -451,23 +489,47 @@ class StageWorker:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             return len(batch)
 
+    async def _transact_watched(self, batch: list[Outgoing], offsets: dict[PartitionKey, int]) -> None:
+        """`_transact` in a thread, with a watchdog: each librdkafka call in it is bounded by the transaction
+        timeout, so one that has not returned `transaction_wedged_after_s` past that never will."""
+        stall_limit_s = self.config.transaction_timeout_ms / 1000 + self.config.transaction_wedged_after_s
+        self._transact_step_at = time.monotonic()
+        running = asyncio.ensure_future(asyncio.to_thread(self._transact, batch, offsets))
+        while not running.done():
+            await asyncio.wait({running}, timeout=1.0)
+            stalled_s = time.monotonic() - self._transact_step_at
+            if not running.done() and stalled_s > stall_limit_s:
+                exit_wedged(self.stage.name, stalled_s)
+        running.result()
+
+    def _mark_progress(self) -> None:
+        """Marks progress in `_transact` for its watchdog."""
+        self._transact_step_at = time.monotonic()
+
     def _transact(self, batch: list[Outgoing], offsets: dict[PartitionKey, int]) -> None:
         """Runs in a thread: produce the batch and commit its offsets in one transaction. An abortable failure
         aborts and retries the whole transaction (the results are still in memory); a fatal one (fenced) or
         one that keeps failing raises TransactionFailed. A member the group has moved on from fails here too:
         the broker refuses offsets sent with a stale generation."""
-        producer, group_metadata = self._producer, self._group_metadata
-        assert producer is not None and group_metadata is not None
+        group_metadata = self._group_metadata
+        assert self._producer is not None and group_metadata is not None
         partitions = [KafkaPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         timeout_s = self.config.transaction_timeout_ms / 1000
         for attempt in range(1, self.config.transaction_attempts + 1):
+            producer, began = self._producer, False
             try:
+                if self._brokers_were_down.is_set():
+                    producer = self._renew_producer(timeout_s)
+                self._mark_progress()
                 producer.begin_transaction()
+                began = True
                 for out in batch:
                     for side in out.side:
                         self._produce(producer, side)
                     self._produce(producer, out)
+                self._mark_progress()
                 producer.send_offsets_to_transaction(partitions, group_metadata, timeout_s)
+                self._mark_progress()
                 self._commit_transaction(producer, timeout_s)
                 return
             except KafkaException as failure:
@@ -478,9 +540,28 @@ class StageWorker:
                     "transaction aborted; retrying",
                     extra={"stage": self.stage.name, "error": str(error), "attempt": attempt},
                 )
-                with contextlib.suppress(KafkaException):  # nothing to abort when begin_transaction failed
-                    producer.abort_transaction(timeout_s)
+                self._mark_progress()
+                if began:
+                    with contextlib.suppress(KafkaException):
+                        producer.abort_transaction(timeout_s)
                 time.sleep(self.config.retry_initial_s * attempt)
+
+    def _renew_producer(self, timeout_s: float) -> Producer:
+        """A new transactional producer with the same id in place of the current one: its init_transactions
+        fences the old one and aborts whatever transaction that left open. The old one is let go in a daemon
+        thread, since destroying a handle wedged on its coordinator may block."""
+        self._brokers_were_down.clear()
+        self._mark_progress()
+        fresh = Producer(self.producer_config())
+        try:
+            fresh.init_transactions(timeout_s)
+        except KafkaException:
+            self._brokers_were_down.set()  # still away: try again at the next attempt
+            raise
+        old, self._producer = self._producer, fresh
+        threading.Thread(target=_let_go, args=(old,), name="retired-producer", daemon=True).start()
+        log.info("producer replaced after a broker outage", extra={"stage": self.stage.name})
+        return fresh
 
     @staticmethod
     def _produce(producer: Producer, out: Outgoing) -> None:
@@ -495,6 +576,7 @@ class StageWorker:
         """Commit the open transaction; a retriable failure (a slow coordinator) is retried as librdkafka asks."""
         while True:
             try:
+                self._mark_progress()
                 producer.commit_transaction(timeout_s)
                 return
             except KafkaException as failure:
@@ -534,8 +616,8 @@ class StageWorker:
         return sum(len(results) for results in self._ready_prefixes().values())
 
     async def drain(self, *, commit: bool = True) -> None:
-        """Wait for every record in flight, then commit what finished (all of it, unless shutting down).
-        No record is dispatched meanwhile."""
+        """Wait for every record in flight (at most `drain_timeout_s`), then commit what finished: the finished
+        head of each partition, so never a record behind one abandoned. No record is dispatched meanwhile."""
         self._dispatch_open.clear()
         try:
             await self._drain_pending(commit)
@@ -544,8 +626,12 @@ class StageWorker:
 
     async def _drain_pending(self, commit: bool) -> None:
         tasks = [task for queue in self._pending.values() for _message, task in queue]
-        if tasks:
-            await asyncio.wait(tasks)
+        abandoned = await finish_within(tasks, self.config.drain_timeout_s)
+        if abandoned:
+            log.warning(
+                "drain timed out; records still being decided are abandoned for the next owner",
+                extra={"stage": self.stage.name, "records": len(abandoned), "timeout_s": self.config.drain_timeout_s},
+            )
         if commit:
             await self._commit_ready()
         async with self._commit_lock:  # a transaction still under way (lost partitions) ends first
@@ -668,11 +754,19 @@ class StageWorker:
             waiter.cancel()
         return bool(done)
 
+    def _decoded_or_none(self, message: ConsumedRecord) -> dict[str, Any] | None:
+        try:
+            return self.codec.decode(message.value or b"", reader=self.stage.input_record)[1]
+        except Exception:
+            return None
+
     def _dead_letter(
         self, message: ConsumedRecord, error: Exception, value: dict[str, Any] | None, link: Link, hop: Hop
     ) -> Outgoing:
         """The record's dead letter on the stage's dead-letter topic, in the record's trace (the hop's headers)."""
         reason = _reason(error)
+        if value is None and isinstance(error, RecordTooLarge):
+            value = self._decoded_or_none(message)  # only to name the request its dead letter belongs to
         request_id = request_id_of(value) if value is not None else None
         self.metrics.dead_letter(type(error).__name__)
         close_hop(hop, "dead_lettered", request_id, error=error)
@@ -711,6 +805,22 @@ class StageWorker:
             _low, high = consumer.get_watermark_offsets(KafkaPartition(topic, partition), cached=True)
             if high >= 0:
                 self.metrics.consumer_lag.labels(self.stage.name, topic, str(partition)).set(max(high - position, 0))
+
+
+def _let_go(producer: Producer | None) -> None:
+    """Drops the last reference to a retired producer, in the daemon thread that calls this."""
+    del producer
+
+
+async def finish_within(tasks: Collection[asyncio.Task[Any]], timeout_s: float) -> set[asyncio.Task[Any]]:
+    """Waits up to `timeout_s` for `tasks` to finish; those still running then are cancelled (not awaited: a task
+    that ignores its cancellation must not hold the shutdown) and returned."""
+    if not tasks:
+        return set()
+    _finished, running = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in running:
+        task.cancel()
+    return running
 
 
 def _after(earlier: list[Outgoing], last: Outgoing) -> Outgoing:

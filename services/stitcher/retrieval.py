@@ -9,7 +9,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
+from services.runtime.cache import BoundedCache
 from services.runtime.models import TextEmbedding
 from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, connect, search
 
@@ -52,6 +52,9 @@ class RetrieverConfig:
     retry_after_s: float = 2.0  # after Weaviate failed, requests skip the knowledge base this long
     workers: int = 4  # threads embedding queries and waiting on Weaviate
     cached_queries: int = 10_000  # query embeddings remembered (least recently used evicted)
+    # A vector is 384 Python floats (about 12 KB): for till-length queries the count binds first; long ones (a
+    # query can be up to 1 MiB) are bounded by this.
+    cached_query_bytes: int = 128 << 20
 
 
 class KnowledgeRetriever:
@@ -65,7 +68,7 @@ class KnowledgeRetriever:
         self._lock = threading.Lock()  # one connect at a time; queries share the connected client
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="knowledge")
         self._down_until = 0.0
-        self._vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._vectors: BoundedCache[str, list[float]] = BoundedCache(config.cached_queries, config.cached_query_bytes)
         self.cache_hits = 0
         self.reused = 0  # queries searched with the router's embedding
         self.last_error = ""
@@ -130,14 +133,11 @@ class KnowledgeRetriever:
         with self._lock:
             cached = self._vectors.get(query)
             if cached is not None:
-                self._vectors.move_to_end(query)
                 self.cache_hits += 1
                 return cached
         vector: list[float] = self._embedder.embed([query])[0].tolist()
         with self._lock:
-            self._vectors[query] = vector
-            if len(self._vectors) > self.config.cached_queries:
-                self._vectors.popitem(last=False)
+            self._vectors.put(query, vector)
         return vector
 
     def _search(

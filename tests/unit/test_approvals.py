@@ -3,16 +3,21 @@ never a larger discount than approved), and what the approvals process releases 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from services.approvals.cli import decision
 from services.approvals.release import ApprovalRejected, approved_request_id, release
 from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
+from services.governor.vault import VaultCipher, VaultTable
 from services.learning.feedback import FeedbackError
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_facts, extract_sourced_facts
@@ -159,8 +164,8 @@ class KnownRecords(AuditLookup):
         return False
 
 
-def consumed(offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord("feedback", 0, offset, 0, 0, b"k", value, None, 1, len(value), ())
+def consumed(offset: int, value: bytes, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("feedback", partition, offset, 0, 0, b"k", value, None, 1, len(value), ())
 
 
 async def test_the_worker_releases_one_request_for_two_copies_of_an_approval_and_dead_letters_bad_input() -> None:
@@ -183,3 +188,103 @@ async def test_the_worker_releases_one_request_for_two_copies_of_an_approval_and
     assert "unknown request" in dead["reason"] and dead["request_id"] == "no-such-request"
     garbage = await worker.decide(consumed(3, b"not avro"))
     assert garbage is not None and garbage[0] == "t.dlq.approvals"
+
+
+class LoggedRecords(KnownRecords):
+    """Known audit records whose look-ups are written to `calls` (and fail with `error`, when one is given)."""
+
+    def __init__(self, records: dict[str, dict[str, Any]], calls: list[str], error: Exception | None = None) -> None:
+        super().__init__(records)
+        self.calls, self.error = calls, error
+
+    def record(self, request_id: str) -> dict[str, Any] | None:
+        self.calls.append(f"record {request_id}")
+        if self.error is not None:
+            raise self.error
+        time.sleep(0.01)  # a look-up that takes a while, in its thread
+        return super().record(request_id)
+
+    def exists(self, request_id: str) -> bool:
+        self.calls.append(f"exists {request_id}")
+        return super().exists(request_id)
+
+
+class LoggedVault(VaultTable):
+    """A vault that holds one mapping for every key and writes each wait for an entry to `calls`."""
+
+    def __init__(self, calls: list[str], codec: AvroCodec) -> None:
+        super().__init__(bootstrap="unused", topic="t.pii.vault", codec=codec, cipher=VaultCipher(bytes(32)))
+        self.calls = calls
+
+    async def mapping(self, vault_key: str, *, wait_s: float = 2.0) -> dict[str, str]:
+        self.calls.append(f"vault {vault_key}")
+        return {"<EMAIL_1>": "jane.doe@example.com"}
+
+
+class RecordingProducer:
+    """Stands in for AIOKafkaProducer: writes its transaction calls to `calls`, in order."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self.calls.append("begin_transaction")
+        try:
+            yield
+        except BaseException:
+            self.calls.append("abort_transaction")
+            raise
+        self.calls.append("commit_transaction")
+
+    async def send(self, topic: str, *, key: bytes | None, value: bytes) -> None:
+        self.calls.append(f"send {topic}")
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, OffsetAndMetadata], group: str) -> None:
+        self.calls.append(f"send_offsets {sorted((tp.partition, at.offset) for tp, at in offsets.items())}")
+
+
+def approvals_worker(records: LoggedRecords, calls: list[str]) -> tuple[ApprovalsWorker, AvroCodec]:
+    settings = Settings(topic_prefix="t.")
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    return ApprovalsWorker(settings, ApprovalsConfig(), records, codec, vault=LoggedVault(calls, codec)), codec
+
+
+async def test_every_look_up_of_a_batch_is_awaited_before_its_transaction_begins() -> None:
+    calls: list[str] = []
+    original = request("Can I get 25% off? Mail <EMAIL_1>", staff_id="clerk-1")
+    audited = escalated_record(original)
+    audited["governance"]["vault_key"] = original.request_id
+    worker, codec = approvals_worker(LoggedRecords({original.request_id: audited}, calls), calls)
+    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7").model_dump())
+    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7").model_dump())
+    batch = {
+        TopicPartition("t.feedback", 0): [consumed(5, approval), consumed(6, b"not avro")],
+        TopicPartition("t.feedback", 1): [consumed(9, unknown, partition=1)],
+    }
+    await worker.process_batch(RecordingProducer(calls), batch)
+    released = approved_request_id(original.request_id)
+    assert calls == [
+        f"record {original.request_id}",
+        f"vault {original.request_id}",
+        f"exists {released}",
+        "record no-such-request",
+        "begin_transaction",  # the transaction holds only what is produced and the offsets
+        "send t.requests",
+        "send t.dlq.approvals",
+        "send t.dlq.approvals",
+        "send_offsets [(0, 7), (1, 10)]",
+        "commit_transaction",
+    ]
+
+
+async def test_a_look_up_that_fails_past_its_retries_begins_no_transaction_and_commits_no_offset() -> None:
+    calls: list[str] = []
+    gone = OperationalError("clickhouse unavailable")
+    worker, codec = approvals_worker(LoggedRecords({}, calls, error=gone), calls)
+    approval = codec.encode("Feedback", decision("approve", "r-1", "mgr-7").model_dump())
+    batch = {TopicPartition("t.feedback", 0): [consumed(0, b"not avro"), consumed(1, approval)]}
+    with pytest.raises(OperationalError):
+        await worker.process_batch(RecordingProducer(calls), batch)
+    # nothing begun, nothing dead-lettered, no offset committed: the whole batch is redelivered after the restart
+    assert calls == ["record r-1"]

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 
 from services.answerer.stage import prompt_for
 from services.governor.pii import restore
-from services.governor.stage import Analyzer, Governor, analysis_input, govern, prompt_of
+from services.governor.stage import Analyzer, Governor, _remembered, analysis_input, govern, prompt_of
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
 from services.policy.engine import PolicyEngine
+from services.runtime.cache import BoundedCache
 from services.runtime.models import (
     Channel,
     Context,
@@ -265,3 +266,21 @@ def test_the_routers_embedding_of_the_request_is_used_instead_of_embedding_it_ag
     monkeypatch.setattr(fresh2.toxicity, "embed", counted)
     fresh2.analyse([analysis_input(other)])
     assert text in embedded and fresh2.reused_embeddings == 0
+
+
+def test_a_batch_bigger_than_the_memory_still_gets_every_result_each_text_found_once() -> None:
+    found: list[str] = []
+
+    def lengths(texts: Sequence[str]) -> list[int]:
+        found.extend(texts)
+        return [len(text) for text in texts]
+
+    memory: BoundedCache[str, int] = BoundedCache(2, 1 << 20)
+    long = "x" * (2 << 20)  # over the memory's byte budget: found, answered, not remembered
+    texts = ["a", "bb", "ccc", "a", long]
+    assert _remembered(lengths, texts, memory) == [1, 2, 3, 1, len(long)]
+    assert found == ["a", "bb", "ccc", long]
+    assert len(memory) == 2 and long not in memory
+    found.clear()
+    assert _remembered(lengths, ["ccc", long], memory) == [3, len(long)]
+    assert found == [long]

@@ -16,7 +16,7 @@ import pytest
 from services.learning.switch import ROUTER_KIND, ClickHouseSink, ShadowSwitch
 from services.router.intents import artifact
 from services.router.intents.artifact import LinearIntentModel
-from services.router.stage import Classified, Router, intent_model_dir
+from services.router.stage import Classified, RequestTooLong, Router, intent_model_dir
 from services.runtime.batcher import MicroBatcher
 from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
@@ -67,6 +67,16 @@ async def test_a_realistic_request_is_routed_by_its_intent(
     assert decision.confidence >= router.route_table.spec.low_confidence.threshold
     assert decision.reason.startswith(f"intent {intent} ")
     assert decision.route_table_version == router.route_table.version
+
+
+async def test_a_text_past_the_request_limit_is_refused_with_its_length_before_any_model_reads_it(
+    router: Router,
+) -> None:
+    limit = router.max_request_chars
+    with pytest.raises(RequestTooLong, match=rf"{limit + 1:,} characters, over the {limit:,}"):
+        await router.decide(request("x" * (limit + 1)))
+    decision = await router.decide(request("Is the field jacket in stock? " + "x" * (limit - 40)))
+    assert decision.route_id
 
 
 async def test_a_store_hours_question_takes_the_workflow_without_a_model(router: Router) -> None:

@@ -5,9 +5,13 @@ record carries (its Kafka headers through _transact, with a recording producer i
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+import threading
+import time
+from collections import deque
+from typing import Any, ClassVar, cast
 
 import pytest
+from confluent_kafka import KafkaError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,6 +20,7 @@ from pydantic import BaseModel
 from services.bench_runtime import Relay
 from services.pos.answers import Received
 from services.pos.report import percentile, work_split
+from services.runtime import worker as worker_module
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter
 from services.runtime.faults import TransientError
@@ -24,7 +29,7 @@ from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from services.runtime.spans import StageSpans
 from services.runtime.stage import SideRecord, Stage
 from services.runtime.tracing import TRACEPARENT, Header, Headers, TraceParent, parent_of, trace_id_of
-from services.runtime.worker import Consumed, Outgoing, ShuttingDown, StageWorker, WorkerConfig
+from services.runtime.worker import Consumed, Outgoing, ShuttingDown, StageWorker, WorkerConfig, finish_within
 from services.settings import Settings
 from services.telemetry.rows import ANSWER_COLUMNS, STAGE_EVENT_COLUMNS, answer_row, stage_event_rows
 from tests.unit.chain_records import answered
@@ -177,6 +182,197 @@ async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_of
     blocker.set()
     await asyncio.sleep(0)
     assert [o.value for o in worker._ready_prefixes()[first]] == [b"a", b"slow", b"c"]
+
+
+# -- a drain bounded in time ----------------------------------------------------------------------------
+
+
+class OffsetRecordingProducer:
+    """A transactional producer that records what each transaction produced and the offsets it committed."""
+
+    def __init__(self) -> None:
+        self.produced: list[bytes] = []
+        self.committed: list[dict[tuple[str, int], int]] = []
+
+    def begin_transaction(self) -> None: ...
+    def commit_transaction(self, *_args: object) -> None: ...
+
+    def send_offsets_to_transaction(self, partitions: list[Any], *_args: object) -> None:
+        self.committed.append({(tp.topic, tp.partition): tp.offset for tp in partitions})
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, **_options: object) -> None:
+        self.produced.append(value)
+
+
+async def outgoing(value: bytes, release: asyncio.Event | None = None) -> Outgoing:
+    if release is not None:
+        await release.wait()
+    return Outgoing("routed", b"k", value)
+
+
+def draining(timeout_s: float) -> tuple[StageWorker, OffsetRecordingProducer]:
+    worker = StageWorker(
+        Flaky(failures=0), settings=Settings(), config=WorkerConfig(drain_timeout_s=timeout_s), codec=CODEC
+    )
+    producer = OffsetRecordingProducer()
+    worker._producer, worker._group_metadata = cast(Any, producer), object()
+    return worker, producer
+
+
+async def in_flight(worker: StageWorker, slow: asyncio.Task[Outgoing]) -> None:
+    """Partition 0 holds offsets 10 (finished), 11 (`slow`) and 12 (finished); partition 1 holds 5 (finished)."""
+    first, second = ("requests", 0), ("requests", 1)
+    worker._pending = {
+        first: deque(
+            [
+                (Consumed(*first, 10, b"k", b"v"), asyncio.create_task(outgoing(b"a"))),
+                (Consumed(*first, 11, b"k", b"v"), slow),
+                (Consumed(*first, 12, b"k", b"v"), asyncio.create_task(outgoing(b"c"))),
+            ]
+        ),
+        second: deque([(Consumed(*second, 5, b"k", b"v"), asyncio.create_task(outgoing(b"x")))]),
+    }
+    for _ in range(4):  # as _dispatch takes capacity for each record
+        await worker._capacity.acquire()
+
+
+async def test_a_drain_out_of_time_commits_the_finished_head_of_each_partition_and_abandons_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker, producer = draining(timeout_s=0.05)
+    stuck = asyncio.create_task(outgoing(b"stuck", asyncio.Event()))
+    await in_flight(worker, stuck)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="switchyard.runtime"):
+        await worker.drain()
+    assert time.monotonic() - started < 1.0
+    assert producer.committed == [{("requests", 0): 11, ("requests", 1): 6}], "never past the abandoned offset 11"
+    assert sorted(producer.produced) == [b"a", b"x"], "offset 12 finished, but behind 11: left for the next owner"
+    await asyncio.sleep(0)
+    assert stuck.cancelled()
+    assert worker._pending == {} and worker._capacity._value == worker.config.max_in_flight
+    logged = [r for r in caplog.records if r.getMessage().startswith("drain timed out")]
+    assert [getattr(r, "records", None) for r in logged] == [1]
+
+
+async def test_a_drain_within_its_time_waits_for_the_slow_record_and_commits_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker, producer = draining(timeout_s=5.0)
+    release = asyncio.Event()
+    await in_flight(worker, asyncio.create_task(outgoing(b"slow", release)))
+    asyncio.get_running_loop().call_later(0.02, release.set)
+    with caplog.at_level("WARNING", logger="switchyard.runtime"):
+        await worker.drain()
+    assert producer.committed == [{("requests", 0): 13, ("requests", 1): 6}]
+    assert sorted(producer.produced) == [b"a", b"c", b"slow", b"x"]
+    assert not [r for r in caplog.records if r.getMessage().startswith("drain timed out")]
+
+
+async def test_a_record_that_ignores_its_cancellation_does_not_hold_the_drain() -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> Outgoing:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await release.wait()  # a stage swallowing the cancellation, as a careless one might
+        return Outgoing("routed", b"k", b"late")
+
+    task = asyncio.create_task(stubborn())
+    started = time.monotonic()
+    assert await finish_within([task], 0.02) == {task}
+    assert time.monotonic() - started < 1.0
+    assert await finish_within([], 0.02) == set()
+    release.set()
+    assert (await task).value == b"late"
+
+
+class WedgedProducer(OffsetRecordingProducer):
+    """librdkafka's send_offsets_to_transaction as it behaves after the group coordinator went away: it does
+    not return, whatever its timeout (librdkafka #5456, #5511)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, partitions: list[Any], *_args: object) -> None:
+        self.release.wait(30)
+
+
+def watched(producer: OffsetRecordingProducer) -> StageWorker:
+    config = WorkerConfig(transaction_timeout_ms=100, transaction_wedged_after_s=0.2)
+    worker = StageWorker(Flaky(failures=0), settings=Settings(), config=config, codec=CODEC)
+    worker._producer, worker._group_metadata = cast(Any, producer), object()
+    return worker
+
+
+async def test_a_transaction_wedged_in_librdkafka_ends_the_process_with_nothing_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = WedgedProducer()
+    exits: list[tuple[str, float]] = []
+
+    def exit_wedged(stage: str, waited_s: float) -> None:  # in place of os._exit, which would end the test run
+        exits.append((stage, waited_s))
+        producer.release.set()
+
+    monkeypatch.setattr(worker_module, "exit_wedged", exit_wedged)
+    started = time.monotonic()
+    await watched(producer)._transact_watched([Outgoing("routed", b"k", b"v")], {("requests", 0): 8})
+    assert [stage for stage, _ in exits] == ["flaky"]
+    assert exits[0][1] >= 0.3 and time.monotonic() - started < 5
+    assert producer.committed == []
+
+
+async def test_a_transaction_that_returns_in_time_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "exit_wedged", lambda *_: pytest.fail("a healthy transaction was wedged"))
+    producer = OffsetRecordingProducer()
+    await watched(producer)._transact_watched([Outgoing("routed", b"k", b"v")], {("requests", 0): 8})
+    assert producer.committed == [{("requests", 0): 8}] and producer.produced == [b"v"]
+
+
+class FreshProducer(OffsetRecordingProducer):
+    made: ClassVar[list[FreshProducer]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config, self.initialised = config, False
+        FreshProducer.made.append(self)
+
+    def init_transactions(self, _timeout_s: float) -> None:
+        self.initialised = True
+
+
+async def test_after_every_broker_was_down_the_next_transaction_runs_on_a_new_producer_with_the_same_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "Producer", FreshProducer)
+    FreshProducer.made.clear()
+    old = OffsetRecordingProducer()
+    worker = watched(old)
+    worker._on_client_error(KafkaError(KafkaError._TRANSPORT))  # one connection lost: nothing to do
+    await worker._transact_watched([Outgoing("routed", b"k", b"1")], {("requests", 0): 1})
+    assert FreshProducer.made == [] and old.committed == [{("requests", 0): 1}]
+    worker._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    await worker._transact_watched([Outgoing("routed", b"k", b"2")], {("requests", 0): 2})
+    (fresh,) = FreshProducer.made
+    assert fresh.initialised and fresh.config["transactional.id"] == worker.producer_config()["transactional.id"]
+    assert fresh.committed == [{("requests", 0): 2}] and fresh.produced == [b"2"]
+    assert old.committed == [{("requests", 0): 1}], "the old producer is not used again"
+    assert cast(Any, worker._producer) is fresh
+
+
+async def test_a_record_over_the_size_limit_is_dead_lettered_under_its_request_id() -> None:
+    worker = StageWorker(Relay(1), settings=Settings(), config=WorkerConfig(max_record_bytes=32), codec=CODEC)
+    value = routed_bytes("r-big")
+    assert len(value) > 32
+    out = await worker._handle(Consumed("hop1", 0, 7, b"k", value))
+    letter = CODEC.decode(out.value)[1]
+    assert out.topic == "dlq.relay1" and letter["error_type"] == "RecordTooLarge"
+    assert letter["request_id"] == "r-big" and letter["original"] == value
+    garbage = await worker._handle(Consumed("hop1", 0, 8, b"k", b"\xc3\x01" + b"\x00" * 100))
+    assert CODEC.decode(garbage.value)[1]["request_id"] is None, "undecodable as well as too large: no id"
 
 
 # -- trace context through the produce path -------------------------------------------------------------
