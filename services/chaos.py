@@ -111,7 +111,7 @@ class Load:
                 "acks": "all",
                 "linger.ms": 1,
                 "log_level": 3,
-            }  # fmt: skip
+            }
         )
         self.requests = request_mix([store.store_id for store in stores(STORES)])
         self.thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
@@ -188,7 +188,7 @@ def hostile_requests(count: int, seed: int = 7) -> Iterator[bytes | dict[str, An
             continue
         yield Request(
             request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            store_id=rng.choice(["0001", "", "\u202e0417", "9" * 200]),
+            store_id=rng.choice(["0199", "", "\u202e0417", "9" * 200]),
             terminal_id=rng.choice(["t1", "", "🖥️" * 50]),
             customer_id=rng.choice([None, "", "c" * 1000]),
             channel=rng.choice(list(Channel)),
@@ -418,7 +418,17 @@ class Chaos:
                 dead += 1
             else:
                 unaccounted += 1
-        reasons = Counter(str(letter["reason"])[:70] for letter in letters if letter["topic"] == requests_topic)
+        hostile_ids = {request_id for _, request_id in self.hostile["placed"] if request_id is not None}
+        theirs = [
+            letter for letter in letters if letter["topic"] == requests_topic or letter.get("request_id") in hostile_ids
+        ]
+        reasons = {
+            error_type: {
+                "dead_letters": count,
+                "e.g.": next(str(t["reason"])[:160] for t in theirs if t["error_type"] == error_type),
+            }
+            for error_type, count in Counter(letter["error_type"] for letter in theirs).most_common()
+        }
         row = next(r for r in self.rows if r["fault"] == "hostile")
         row.update(
             hostile_sent=self.hostile["sent"],
@@ -426,7 +436,7 @@ class Chaos:
             hostile_answered=answered,
             hostile_dead_lettered=dead,
             hostile_unaccounted=self.hostile["sent"] - answered - dead,
-            hostile_reasons=dict(reasons.most_common(8)),
+            hostile_reasons=reasons,
         )
 
 

@@ -44,7 +44,7 @@ from services.governor import char_ngram
 from services.governor.char_ngram import CheapToxicity
 from services.governor.classifiers import TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.pii import restore
-from services.governor.vault import VaultCipher, VaultError
+from services.governor.vault import VaultCipher, VaultError, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
@@ -67,7 +67,7 @@ HOLD_REPLY = BLOCK_REPLY
 DEGRADE_VERSION = "degrade-1"
 PROVIDERS_UNAVAILABLE = "providers.unavailable"
 INPUT_TRUNCATED = "input.truncated"
-_CUT_MARK = "\n[…]\n"
+CUT_MARK = "\n[…]\n"
 
 
 # Context a model route gets; store hours are answered by the workflow route, and a small base model
@@ -112,8 +112,8 @@ def cut_prompt(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]
         content = message["content"]
         if message["role"] == "user" and len(content) > share:
             head = share // 3
-            tail = share - head - len(_CUT_MARK)
-            content = content[:head] + _CUT_MARK + content[-tail:]
+            tail = share - head - len(CUT_MARK)
+            content = content[:head] + CUT_MARK + content[-tail:]
         cut.append({"role": message["role"], "content": content})
     return cut
 
@@ -458,16 +458,16 @@ class Answerer(Stage[Governed, Answer]):
 
     async def _tokens(self, record: Governed) -> tuple[dict[str, str], list[Finding]]:
         """The request's token mapping, opened from the sealed entry the governed record carries; without it
-        (no key here, or a record from a governor that did not pass it on) the answer keeps neutral words."""
+        (no key here, or a record from a governor that did not pass it on) the answer keeps neutral words. Only
+        the entry of this store's request opens, whatever key the record names."""
         key = record.governance.vault_key
         if not key or self.vault is None:
             return {}, []
         try:
             if record.pii_vault is None:
                 raise VaultError(f"governed record {key} carries no vault entry")
-            if record.pii_vault.vault_key != key:
-                raise VaultError(f"the vault entry carried is {record.pii_vault.vault_key}'s, not {key}'s")
-            return self.vault.open(record.pii_vault), []
+            own = vault_key_for(record.request.store_id, record.request.request_id)
+            return self.vault.open(record.pii_vault, own), []
         except VaultError as error:
             log.warning("PII vault entry unavailable", extra={"request_id": record.request.request_id})
             finding = Finding(

@@ -1,7 +1,10 @@
 """What the approvals process decides for one ESCALATION_OUTCOME feedback record, as pure functions.
 
-An approval of an escalated request becomes a new Request: the original's fields, a deterministic id (uuid5 of
-the original id + ":approved", so the same approval released twice is the same request), and the attributes
+An approval names the store it is for (attribute `store_id`: the gateway sets its key's store, the CLI takes
+`--store`) and releases only that store's request: clients choose their own request ids, so two stores may have
+sent the same one. It becomes a new Request: the original's fields, a deterministic id (uuid5 of the store and
+the original id, so the same approval released twice is the same request, and two stores' approvals of the
+same id are different requests), and the attributes
 `approval_for` (the original id) and `approved_by` (the manager), which services.policy.facts turns into the
 facts that satisfy require_approval rules (never block rules, never caps). A rejection releases nothing: the held
 answer stands, and the outcome is in ClickHouse (switchyard.feedback).
@@ -15,20 +18,31 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from services.runtime.models import Feedback, FeedbackKind, Request
+from services.runtime.request_key import store_request_key
 
 APPROVED: Final = "approved"
 REJECTED: Final = "rejected"
+# the feedback attribute naming the store an approval is for
+STORE_ATTRIBUTE: Final = "store_id"
 # the request attributes that may name the member of staff who asked (the POS sends one of them)
 REQUESTER_ATTRIBUTES: Final = ("staff_id", "requested_by", "author")
+# the author the HTTP gateway writes on feedback sent with an API key: a till, never a manager
+API_AUTHOR_PREFIX: Final = "api:"
 
 
 class ApprovalRejected(ValueError):
     """An approval that cannot release anything; the message is the dead-letter reason."""
 
 
-def approved_request_id(original_id: str) -> str:
-    """The id of the request an approval of `original_id` releases: the same for every copy of the approval."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{original_id}:approved"))
+def approved_request_id(store_id: str, original_id: str) -> str:
+    """The id of the request an approval of store `store_id`'s `original_id` releases: the same for every copy of
+    the approval, another for another store's request of the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{store_request_key(store_id, original_id)}:approved"))
+
+
+def approval_store(feedback: Feedback) -> str:
+    """The store an approval is for ('' when it names none)."""
+    return feedback.attributes.get(STORE_ATTRIBUTE, "").strip()
 
 
 def escalated(audited: Mapping[str, Any]) -> bool:
@@ -71,8 +85,13 @@ def release(feedback: Feedback, audited: Mapping[str, Any] | None) -> Request | 
     manager = feedback.author.strip()
     if not manager or manager in ("cli", "customer"):
         raise ApprovalRejected(f"request {feedback.request_id}: an approval must name the manager (--manager ID)")
-    if audited is None:
-        raise ApprovalRejected(f"request {feedback.request_id}: unknown request (no audit record)")
+    if manager.startswith(API_AUTHOR_PREFIX):
+        raise ApprovalRejected(f"request {feedback.request_id}: {manager} is an API key, not a manager")
+    store = approval_store(feedback)
+    if not store:
+        raise ApprovalRejected(f"request {feedback.request_id}: an approval must name its store (--store ID)")
+    if audited is None or audited["request"].get("store_id") != store:
+        raise ApprovalRejected(f"request {feedback.request_id}: unknown request of store {store} (no audit record)")
     if not escalated(audited):
         raise ApprovalRejected(f"request {feedback.request_id}: was not escalated, so there is nothing to approve")
     original = dict(audited["request"])
@@ -89,7 +108,7 @@ def release(feedback: Feedback, audited: Mapping[str, Any] | None) -> Request | 
     return Request.model_validate(
         {
             **original,
-            "request_id": approved_request_id(feedback.request_id),
+            "request_id": approved_request_id(store, feedback.request_id),
             "created_at": feedback.created_at,
             "attributes": attributes,
         }

@@ -3,18 +3,19 @@ released request to `requests`, in one Kafka transaction with the consumed offse
 batch is decided first, every look-up included, and only then is its transaction begun: a slow ClickHouse holds no
 transaction open.
 
-Where the original comes from: ClickHouse switchyard.audit_records, by request_id. It is the system of record for
-every answer the chain released (kept seven years, indexed, already holding the verdict and the findings that
+Where the original comes from: ClickHouse switchyard.audit_records, by store_id and request_id (the store the
+approval names: clients choose their request ids, so another store may hold the same one). It is the system of
+record for every answer the chain released (kept seven years, indexed, already holding the verdict and the findings that
 show the request was escalated), and a manager decides minutes or days later, long after the record is there.
 Reading the `audited` topic instead would mean keeping a table of every audited record in this process.
 The record there is the PII-tokenised view: the request's own text comes back from the encrypted `pii.vault`
 entry the governor wrote for it (as the answerer restores an answer), and while that entry lives (its TTL) the
 released request reads as the original did; after it expired, the released request keeps the tokens, never guesses.
 
-Idempotent: the released id is deterministic (uuid5 of the original id + ":approved"), the feedback of one
+Idempotent: the released id is deterministic (uuid5 of the store and the original id), the feedback of one
 request lands on one partition in order, and an approval whose released id this process has published, or
-that ClickHouse already holds, is skipped. Bad input (unknown request, not escalated, approved by the person who
-asked, no manager named) goes to `dlq.approvals` with the reason.
+that ClickHouse already holds for that store, is skipped. Bad input (unknown request, not escalated, approved by
+the person who asked, no manager or no store named) goes to `dlq.approvals` with the reason.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from services.approvals.release import ApprovalRejected, parse_record, release
+from services.approvals.release import ApprovalRejected, approval_store, parse_record, release
 from services.approvals.signing import ApprovalSigner, approval_secrets_dir
 from services.governor.pii import TOKEN, restore
-from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, load_key
+from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, load_key, vault_key_for
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
@@ -64,13 +65,13 @@ class ApprovalsConfig:
 
 
 class AuditLookup:
-    """The audit record of a request, from ClickHouse (the newest when the writer stored it twice)."""
+    """The audit record of one store's request, from ClickHouse (the newest when the writer stored it twice)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Client | None = None
 
-    def _query(self, sql: str, request_id: str) -> list[Any]:
+    def _query(self, sql: str, store_id: str, request_id: str) -> list[Any]:
         """Retried while ClickHouse does not answer (about 30 s in all); then the error stops the process before
         its batch's transaction begins (ApprovalsWorker.process_batch), so nothing of the batch is committed and
         the feedback is decided again after a restart."""
@@ -79,7 +80,8 @@ class AuditLookup:
             try:
                 if self._client is None:
                     self._client = get_client(self.settings)
-                return list(self._client.query(sql, parameters={"id": request_id}).result_rows)
+                parameters = {"store": store_id, "id": request_id}
+                return list(self._client.query(sql, parameters=parameters).result_rows)
             except OperationalError as error:
                 if attempt == LOOKUP_ATTEMPTS - 1:
                     raise
@@ -89,15 +91,18 @@ class AuditLookup:
                 delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
 
-    def record(self, request_id: str) -> dict[str, Any] | None:
+    def record(self, store_id: str, request_id: str) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT record FROM audit_records WHERE request_id = {id:String} ORDER BY recorded_at DESC LIMIT 1",
+            "SELECT record FROM audit_records WHERE store_id = {store:String} AND request_id = {id:String}"
+            " ORDER BY recorded_at DESC LIMIT 1",
+            store_id,
             request_id,
         )
         return parse_record(rows[0][0]) if rows else None
 
-    def exists(self, request_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM audit_records WHERE request_id = {id:String} LIMIT 1", request_id))
+    def exists(self, store_id: str, request_id: str) -> bool:
+        sql = "SELECT 1 FROM audit_records WHERE store_id = {store:String} AND request_id = {id:String} LIMIT 1"
+        return bool(self._query(sql, store_id, request_id))
 
 
 @dataclass
@@ -131,9 +136,9 @@ class ApprovalsWorker:
         except Exception as error:  # anything undecodable is dead-lettered; the rest goes on
             return self._dead_letter(message, error, None)
         try:
-            audited = None
-            if (feedback.outcome or "").strip().lower() == "approved":
-                audited = await asyncio.to_thread(self.lookup.record, feedback.request_id)
+            audited, store = None, approval_store(feedback)
+            if (feedback.outcome or "").strip().lower() == "approved" and store:
+                audited = await asyncio.to_thread(self.lookup.record, store, feedback.request_id)
             request = release(feedback, audited)
         except ApprovalRejected as error:
             return self._dead_letter(message, error, feedback.request_id)
@@ -144,7 +149,8 @@ class ApprovalsWorker:
         request = await self._restored(request, audited)
         if self.signer is not None:
             request = self.signer.sign(request)
-        if request.request_id in self.released or await asyncio.to_thread(self.lookup.exists, request.request_id):
+        exists = self.lookup.exists
+        if request.request_id in self.released or await asyncio.to_thread(exists, request.store_id, request.request_id):
             log.info("already released", extra={"request_id": feedback.request_id, "released": request.request_id})
             return None
         self.released[request.request_id] = None
@@ -159,12 +165,14 @@ class ApprovalsWorker:
         return self.settings.topic("requests"), request.request_id, encoded
 
     async def _restored(self, request: Request, audited: dict[str, Any] | None) -> Request:
-        """The request with its text restored from the governor's vault entry for the original, when it lives."""
-        key = ((audited or {}).get("governance") or {}).get("vault_key")
-        if not key or self.vault is None or not TOKEN.search(request.text):
+        """The request with its text restored from the governor's vault entry for the original, when it lives: the
+        entry of this store's request, named as the governor names it, not as the audit record says."""
+        original = request.attributes.get("approval_for", "")
+        sealed = ((audited or {}).get("governance") or {}).get("vault_key")
+        if not sealed or not original or self.vault is None or not TOKEN.search(request.text):
             return request
         try:
-            tokens = await self.vault.mapping(key, wait_s=0.5)
+            tokens = await self.vault.mapping(vault_key_for(request.store_id, original), wait_s=0.5)
         except VaultError as error:
             log.warning("PII vault entry unavailable: released with tokens", extra={"error": str(error)})
             return request

@@ -503,6 +503,15 @@ async def feedback(request: web.Request) -> web.Response:
         raise _not_found(request_id)
     try:
         kind = FeedbackKind(str(body.get("kind", "")).upper())
+        if kind == FeedbackKind.ESCALATION_OUTCOME:
+            raise GatewayError(
+                403,
+                "an escalation outcome is a manager's decision, taken with `switchyard approve|reject`; "
+                "an API key (a till) cannot approve or reject",
+                kind="permission_error",
+                code="manager_only",
+                param="kind",
+            )
         record = make_feedback(
             request_id,
             kind,

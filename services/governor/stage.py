@@ -25,7 +25,7 @@ from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
 from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
+from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_sourced_facts
 from services.router.intents.embedder import SentenceEmbedder
@@ -278,7 +278,7 @@ def govern(
             findings=findings,
             redacted_text=redacted_text,
             redacted_prompt=prompt,
-            vault_key=request.request_id if tokeniser.tokens else "",
+            vault_key=vault_key_for(request.store_id, request.request_id) if tokeniser.tokens else "",
             facts=facts,
             fact_sources=sourced.sources(decided_on),
             policy_version=engine.version,

@@ -1,7 +1,11 @@
 """The PII vault: each request's token → value mapping, encrypted with AES-256-GCM. The governor seals it into its
 governed record (`pii_vault`), where the answerer opens it to re-personalise the answer for the store, and writes
-it to the `pii.vault` topic (keyed by request id, 24 h time retention) in the same transaction, where the approvals
-process reads it back with `VaultTable` when it re-releases an escalated request.
+it to the `pii.vault` topic (24 h time retention) in the same transaction, where the approvals process reads it
+back with `VaultTable` when it re-releases an escalated request.
+
+An entry is named by `vault_key_for(store_id, request_id)`, never by the request id alone: clients that produce to
+`requests` choose their own ids, so two stores may send the same one, and neither may replace or open the other's
+entry (the name is the Kafka key of the compacted topic and the cipher's associated data).
 
 The key comes from a file (settings.pii_vault_key_file, default var/secrets/pii_vault.key, created 0600 on first
 use) and is never logged; entries name only a hash prefix of it (`key_id`), so a rotated key is noticed.
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from services.runtime.codec import AvroCodec
 from services.runtime.models import PiiVaultEntry
 from services.runtime.reference import TopicTable
+from services.runtime.request_key import store_request_key
 from services.settings import Settings
 
 log = logging.getLogger("switchyard.pii_vault")
@@ -35,7 +40,12 @@ KEY_BYTES: Final = 32
 
 
 class VaultError(RuntimeError):
-    """A vault entry cannot be opened: wrong key, tampered, expired, or not there."""
+    """A vault entry cannot be opened: wrong key, tampered, expired, another request's, or not there."""
+
+
+def vault_key_for(store_id: str, request_id: str) -> str:
+    """The name of one request's entry (services.runtime.request_key): one store's is never another store's."""
+    return store_request_key(store_id, request_id)
 
 
 def load_key(settings: Settings) -> bytes:
@@ -60,8 +70,8 @@ def _read_or_create(path: Path) -> bytes:
 
 
 class VaultCipher:
-    """Seals and opens one request's mapping; the vault key (request id) is the associated data, so an entry
-    cannot be replayed under another request."""
+    """Seals and opens one request's mapping; the vault key (store and request id) is the associated data, so an
+    entry cannot be replayed under another request or another store's request of the same id."""
 
     def __init__(self, key: bytes, *, ttl_s: int = 86_400, clock: Any = time.time) -> None:
         if len(key) != KEY_BYTES:
@@ -87,13 +97,17 @@ class VaultCipher:
             expires_at=now_ms + self.ttl_s * 1000,
         )
 
-    def open(self, entry: PiiVaultEntry) -> dict[str, str]:
+    def open(self, entry: PiiVaultEntry, vault_key: str) -> dict[str, str]:
+        """The mapping of `entry`, which must be the one named `vault_key` (the reader's own, from
+        vault_key_for): the name the reader expects is the associated data, not the name the entry carries."""
+        if entry.vault_key != vault_key:
+            raise VaultError(f"vault entry {entry.vault_key} is not entry {vault_key}")
         if entry.key_id != self.key_id:
             raise VaultError(f"vault entry {entry.vault_key} was sealed with key {entry.key_id}, not this one")
         if entry.expires_at < int(self._clock() * 1000):
             raise VaultError(f"vault entry {entry.vault_key} has expired")
         try:
-            plaintext = self._aead.decrypt(entry.nonce, entry.ciphertext, entry.vault_key.encode())
+            plaintext = self._aead.decrypt(entry.nonce, entry.ciphertext, vault_key.encode())
         except InvalidTag as error:
             raise VaultError(f"vault entry {entry.vault_key} fails authentication: tampered or misplaced") from error
         mapping = json.loads(plaintext)
@@ -147,4 +161,4 @@ class VaultTable(TopicTable):
                 await asyncio.wait_for(self._arrived.wait(), timeout=min(remaining, 0.2))
             except TimeoutError:
                 continue
-        return self.cipher.open(self.entries[vault_key])
+        return self.cipher.open(self.entries[vault_key], vault_key)

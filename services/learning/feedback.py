@@ -110,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     escalation = kinds.add_parser("escalation", help="record how an escalated request ended")
     escalation.add_argument("request_id")
     escalation.add_argument("outcome", choices=ESCALATION_OUTCOMES)
+    escalation.add_argument("--store", help="the request's store; an approval without one releases nothing")
     for sub in (rate, correct, route, escalation):
         sub.add_argument("--author", default="cli", help="staff id, or 'customer' (default: cli)")
 
@@ -133,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             corrected_text=getattr(args, "text", None),
             corrected_intent=getattr(args, "intent", None),
             outcome=getattr(args, "outcome", None),
+            attributes={"store_id": args.store} if getattr(args, "store", None) else None,
         )
     except FeedbackError as error:
         parser.error(str(error))

@@ -26,10 +26,13 @@ class PosFeedbackClient:
         feedback = make_feedback(request_id, FeedbackKind.ROUTE_CORRECTION, author=self.author, corrected_intent=intent)
         return self._send(feedback)
 
-    def escalation_outcome(self, request_id: str, outcome: str) -> Feedback:
-        return self._send(
-            make_feedback(request_id, FeedbackKind.ESCALATION_OUTCOME, author=self.author, outcome=outcome)
+    def escalation_outcome(self, request_id: str, outcome: str, *, store_id: str) -> Feedback:
+        """`store_id` is the till's store: an approval releases only that store's request of this id."""
+        attributes = {"store_id": store_id}
+        feedback = make_feedback(
+            request_id, FeedbackKind.ESCALATION_OUTCOME, author=self.author, outcome=outcome, attributes=attributes
         )
+        return self._send(feedback)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.publisher.flush(timeout_s)

@@ -440,11 +440,13 @@ class Feedback(BaseModel):
 
 
 class PiiVaultEntry(BaseModel):
-    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by request_id; the topic's time retention expires it."""
+    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by vault_key; the topic's time retention expires it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    vault_key: str = Field(description="Name of the entry, as in Governance.vault_key: the request id.")
+    vault_key: str = Field(
+        description="Name of the entry, as in Governance.vault_key: the store (percent-encoded), ':' and the request id, so stores that reuse each other's request ids never share an entry.",
+    )
     key_id: str = Field(
         description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
     )

@@ -63,7 +63,7 @@ def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:
 
 def decide(chain: Chain, command: str, request_id: str, manager: str = "mgr-7") -> None:
     environment = {**os.environ, **chain.env()}
-    arguments = [command, request_id, "--manager", manager, "--note", "loyal customer"]
+    arguments = [command, request_id, "--store", STORES[0], "--manager", manager, "--note", "loyal customer"]
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", *arguments], env=environment, capture_output=True, timeout=60
     )
@@ -101,7 +101,7 @@ def test_an_approved_discount_is_answered_by_its_workflow_and_its_audit_names_th
     decide(chain, "approve", original)  # the same approval twice
     [audited] = released(chain, "approve-once", until=2)
     request, governance, answer = audited["request"], audited["governance"], audited["answer"]
-    assert request["request_id"] == approved_request_id(original)
+    assert request["request_id"] == approved_request_id(STORES[0], original)
     assert request["attributes"]["approved_by"] == "mgr-7" and request["attributes"]["approval_for"] == original
     assert governance["verdict"] == "MASK"  # allowed, with the restored e-mail address masked again for the model
     [finding] = [f for f in governance["findings"] if f["rule_id"] == "discount.manager_approval"]

@@ -40,8 +40,14 @@ def base_url(chain: Chain) -> str:
     return chain.launcher.url("gateway/0").rstrip("/")
 
 
+# Spending is counted per store from ClickHouse's `answers`, which every test and benchmark on this machine
+# writes to today: the keys these tests make carry daily budgets that traffic elsewhere cannot exhaust, unless
+# a test asks for its own limits.
+UNSPENT: dict[str, Any] = {"tokens_per_day": 10**12, "cost_per_day_usd": 10.0**9}
+
+
 def make_key(chain: Chain, codec: AvroCodec, store_id: str, **limits: Any) -> tuple[str, ApiKey]:
-    made = keys.new_key(store_id, name="integration test", **limits)
+    made = keys.new_key(store_id, name="integration test", **{**UNSPENT, **limits})
     keys.KeyPublisher(chain.settings.model_copy(update={"topic_prefix": chain.prefix}), codec).publish(made.record)
     return made.secret, made.record
 
@@ -212,6 +218,12 @@ def test_async_requests_and_feedback(base_url: str, store_one: str, chain: Chain
         json={"request_id": request_id, "kind": "rating", "rating": 9},
     )
     assert bad.status_code == 400 and "rating must be 1 to 5" in bad.json()["error"]["message"]
+    approval = httpx.post(
+        f"{base_url}/v1/feedback",
+        headers=bearer(store_one),
+        json={"request_id": request_id, "kind": "escalation_outcome", "outcome": "approved"},
+    )
+    assert approval.status_code == 403 and approval.json()["error"]["code"] == "manager_only"
     feedback = [r for r in chain.read("feedback", until=1, timeout_s=10) if r["request_id"] == request_id]
     assert [(f["kind"], f["rating"], f["author"]) for f in feedback] == [("RATING", 5, feedback[0]["author"])]
     assert feedback[0]["author"].startswith("api:sy_")

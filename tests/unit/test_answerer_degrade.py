@@ -8,12 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.answerer.providers import ChatMessage
 from services.answerer.resilience import ProvidersExhausted
-from services.answerer.stage import HOLD_REPLY, INPUT_TRUNCATED, PROVIDERS_UNAVAILABLE, Answerer, cut_prompt
+from services.answerer.stage import CUT_MARK, HOLD_REPLY, INPUT_TRUNCATED, PROVIDERS_UNAVAILABLE, Answerer, cut_prompt
 from services.runtime.models import Governance, Verdict
 from tests.unit.conftest import StubFactory
 from tests.unit.test_answerer_fallback import answerer, governed
@@ -95,6 +95,7 @@ async def test_a_question_too_long_for_the_model_is_cut_to_fit_and_answered(
     st.lists(st.text(min_size=0, max_size=3000), min_size=4, max_size=4),
     st.integers(min_value=256, max_value=8000),
 )
+@example(["system", "system", "system", "user"], ["", "", "", "0" * 32], 256)  # the smallest share: 16 characters
 def test_a_cut_prompt_fits_keeps_the_system_prompt_and_the_end_of_each_question(
     roles: list[str], texts: list[str], limit: int
 ) -> None:
@@ -108,4 +109,5 @@ def test_a_cut_prompt_fits_keeps_the_system_prompt_and_the_end_of_each_question(
         if before["role"] != "user":
             assert after == before
         elif after["content"] != before["content"]:
-            assert before["content"].endswith(after["content"][-20:])
+            head, tail = after["content"].split(CUT_MARK)  # the message's start, the mark, the end (the question)
+            assert before["content"].startswith(head) and before["content"].endswith(tail) and tail

@@ -12,7 +12,7 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider, ProvidersExhausted
 from services.answerer.stage import HOLD_REPLY, Answerer
-from services.governor.vault import VaultCipher
+from services.governor.vault import VaultCipher, vault_key_for
 from services.runtime.faults import TransientError
 from services.runtime.models import (
     Channel,
@@ -186,10 +186,24 @@ async def test_the_answerer_restores_tokens_from_the_sealed_entry_the_governed_r
     stage = answerer(answerers, {"default": "http://127.0.0.1:9/v1"}, {})
     stage.vault = VaultCipher(b"k" * 32)
     record = governed()
-    record.governance.vault_key = "req-1"
+    own = vault_key_for("0412", "req-1")
+    record.governance.vault_key = own
     assert (await stage._tokens(record))[1][0].rule_id == "pii.vault_unavailable", "no entry carried: neutral words"
-    record.pii_vault = stage.vault.seal("req-1", {"<PERSON_1>": "Maria Lopez"})
+    record.pii_vault = stage.vault.seal(own, {"<PERSON_1>": "Maria Lopez"})
     assert await stage._tokens(record) == ({"<PERSON_1>": "Maria Lopez"}, [])
-    record.pii_vault = stage.vault.seal("req-2", {"<PERSON_1>": "Someone Else"})
+    record.pii_vault = stage.vault.seal(vault_key_for("0412", "req-2"), {"<PERSON_1>": "Someone Else"})
     tokens, [finding] = await stage._tokens(record)
     assert tokens == {} and "req-2" in finding.detail, "another request's entry is never opened for this one"
+
+
+async def test_the_answerer_never_opens_another_stores_entry_for_a_request_of_the_same_id(
+    answerers: list[Answerer],
+) -> None:
+    stage = answerer(answerers, {"default": "http://127.0.0.1:9/v1"}, {})
+    stage.vault = VaultCipher(b"k" * 32)
+    record = governed()  # store 0412, request req-1
+    other = vault_key_for("0999", "req-1")
+    record.governance.vault_key = other  # a record naming the other store's entry does not make it this one's
+    record.pii_vault = stage.vault.seal(other, {"<PERSON_1>": "Someone Else"})
+    tokens, [finding] = await stage._tokens(record)
+    assert tokens == {} and finding.rule_id == "pii.vault_unavailable" and "0999:req-1" in finding.detail

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from services.approvals.cli import decision
 from services.approvals.release import ApprovalRejected, approved_request_id, release
 from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
-from services.governor.vault import VaultCipher, VaultTable
+from services.governor.vault import VaultCipher, VaultTable, vault_key_for
 from services.learning.feedback import FeedbackError
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_facts, extract_sourced_facts
@@ -34,10 +34,10 @@ def engine() -> PolicyEngine:
     return PolicyEngine.from_file(REPO_ROOT / "policies")
 
 
-def request(text: str, **attributes: str) -> Request:
+def request(text: str, store_id: str = "0417", request_id: str = "", **attributes: str) -> Request:
     return Request(
-        request_id=str(uuid.uuid4()),
-        store_id="0417",
+        request_id=request_id or str(uuid.uuid4()),
+        store_id=store_id,
         terminal_id="pos-1",
         channel=Channel.POS,
         text=text,
@@ -102,25 +102,25 @@ def escalated_record(original: Request, verdict: str = "ESCALATE") -> dict[str, 
 
 def test_an_approval_releases_the_request_with_a_deterministic_id_and_the_approval_attributes() -> None:
     original = request("Can I get 25% off this sofa?", staff_id="clerk-1", run="x")
-    feedback = decision("approve", original.request_id, "mgr-7", note="loyal customer")
+    feedback = decision("approve", original.request_id, "mgr-7", note="loyal customer", store="0417")
     released = release(feedback, escalated_record(original))
     assert released is not None
-    assert released.request_id == approved_request_id(original.request_id)
-    assert released.request_id == str(uuid.uuid5(uuid.NAMESPACE_URL, f"{original.request_id}:approved"))
+    assert released.request_id == approved_request_id("0417", original.request_id)
+    assert released.request_id == str(uuid.uuid5(uuid.NAMESPACE_URL, f"0417:{original.request_id}:approved"))
     assert released.text == original.text and released.store_id == original.store_id
     assert released.attributes["approval_for"] == original.request_id
     assert released.attributes["approved_by"] == "mgr-7"
     assert released.attributes["approval_note"] == "loyal customer"
     assert released.attributes["run"] == "x"
-    again = release(decision("approve", original.request_id, "mgr-7"), escalated_record(original))
+    again = release(decision("approve", original.request_id, "mgr-7", store="0417"), escalated_record(original))
     assert again is not None and again.request_id == released.request_id
 
 
 def test_a_rejection_releases_nothing() -> None:
     original = request("Can I get 25% off?")
-    feedback = decision("reject", original.request_id, "mgr-7", note="no")
+    feedback = decision("reject", original.request_id, "mgr-7", note="no", store="0417")
     assert feedback.kind == FeedbackKind.ESCALATION_OUTCOME and feedback.outcome == "rejected"
-    assert feedback.attributes == {"note": "no"}
+    assert feedback.attributes == {"store_id": "0417", "note": "no"}
     assert release(feedback, escalated_record(original)) is None
 
 
@@ -130,37 +130,44 @@ def test_a_rejection_releases_nothing() -> None:
         (None, "mgr-7", "unknown request"),
         ("ALLOW", "mgr-7", "was not escalated"),
         ("ESCALATE", "clerk-1", "cannot approve it too"),
+        ("ESCALATE", "api:sy_0417till3", "is an API key, not a manager"),
     ],
 )
 def test_bad_approvals_are_refused_with_the_reason(record: str | None, manager: str, reason: str) -> None:
     original = request("Can I get 25% off?", staff_id="clerk-1")
     audited = escalated_record(original, record) if record else None
     with pytest.raises(ApprovalRejected, match=reason):
-        release(decision("approve", original.request_id, manager), audited)
+        release(decision("approve", original.request_id, manager, store="0417"), audited)
 
 
 def test_an_answer_escalated_by_the_output_guard_can_be_approved() -> None:
     original = request("Can you refund me?")
     audited = escalated_record(original, "ALLOW")
     audited["answer"]["output_findings"] = [{"action": "escalate", "rule_id": "output.no_refund_promise"}]
-    assert release(decision("approve", original.request_id, "mgr-7"), audited) is not None
+    assert release(decision("approve", original.request_id, "mgr-7", store="0417"), audited) is not None
 
 
 def test_a_decision_must_name_the_manager() -> None:
     with pytest.raises(FeedbackError, match="--manager"):
-        decision("approve", "r1", " ")
+        decision("approve", "r1", " ", store="0417")
+    with pytest.raises(FeedbackError, match="--store"):
+        decision("approve", "r1", "mgr-7", store=" ")
 
 
 class KnownRecords(AuditLookup):
-    """Audit records held in memory instead of ClickHouse, for the worker's decision logic."""
+    """Audit records held in memory instead of ClickHouse (by store and request id, as the query selects them),
+    for the worker's decision logic."""
 
     def __init__(self, records: dict[str, dict[str, Any]]) -> None:
-        self.records = records
+        self.records = {(r["request"]["store_id"], request_id): r for request_id, r in records.items()}
 
-    def record(self, request_id: str) -> dict[str, Any] | None:
-        return self.records.get(request_id)
+    def add(self, record: dict[str, Any]) -> None:
+        self.records[(record["request"]["store_id"], record["request"]["request_id"])] = record
 
-    def exists(self, request_id: str) -> bool:
+    def record(self, store_id: str, request_id: str) -> dict[str, Any] | None:
+        return self.records.get((store_id, request_id))
+
+    def exists(self, store_id: str, request_id: str) -> bool:
         return False
 
 
@@ -175,13 +182,14 @@ async def test_the_worker_releases_one_request_for_two_copies_of_an_approval_and
     worker = ApprovalsWorker(
         settings, ApprovalsConfig(), KnownRecords({original.request_id: escalated_record(original)}), codec
     )
-    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7").model_dump())
+    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7", store="0417").model_dump())
     first = await worker.decide(consumed(0, approval))
-    assert first is not None and first[0] == "t.requests" and first[1] == approved_request_id(original.request_id)
+    released_id = approved_request_id("0417", original.request_id)
+    assert first is not None and first[0] == "t.requests" and first[1] == released_id
     _, released = codec.decode(first[2], "Request")
     assert released["attributes"]["approved_by"] == "mgr-7"
     assert await worker.decide(consumed(1, approval)) is None
-    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7").model_dump())
+    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7", store="0417").model_dump())
     letter = await worker.decide(consumed(2, unknown))
     assert letter is not None and letter[0] == "t.dlq.approvals"
     _, dead = codec.decode(letter[2], "DeadLetter")
@@ -197,16 +205,16 @@ class LoggedRecords(KnownRecords):
         super().__init__(records)
         self.calls, self.error = calls, error
 
-    def record(self, request_id: str) -> dict[str, Any] | None:
-        self.calls.append(f"record {request_id}")
+    def record(self, store_id: str, request_id: str) -> dict[str, Any] | None:
+        self.calls.append(f"record {store_id}:{request_id}")
         if self.error is not None:
             raise self.error
         time.sleep(0.01)  # a look-up that takes a while, in its thread
-        return super().record(request_id)
+        return super().record(store_id, request_id)
 
-    def exists(self, request_id: str) -> bool:
-        self.calls.append(f"exists {request_id}")
-        return super().exists(request_id)
+    def exists(self, store_id: str, request_id: str) -> bool:
+        self.calls.append(f"exists {store_id}:{request_id}")
+        return super().exists(store_id, request_id)
 
 
 class LoggedVault(VaultTable):
@@ -254,21 +262,21 @@ async def test_every_look_up_of_a_batch_is_awaited_before_its_transaction_begins
     calls: list[str] = []
     original = request("Can I get 25% off? Mail <EMAIL_1>", staff_id="clerk-1")
     audited = escalated_record(original)
-    audited["governance"]["vault_key"] = original.request_id
+    audited["governance"]["vault_key"] = vault_key_for("0417", original.request_id)
     worker, codec = approvals_worker(LoggedRecords({original.request_id: audited}, calls), calls)
-    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7").model_dump())
-    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7").model_dump())
+    approval = codec.encode("Feedback", decision("approve", original.request_id, "mgr-7", store="0417").model_dump())
+    unknown = codec.encode("Feedback", decision("approve", "no-such-request", "mgr-7", store="0417").model_dump())
     batch = {
         TopicPartition("t.feedback", 0): [consumed(5, approval), consumed(6, b"not avro")],
         TopicPartition("t.feedback", 1): [consumed(9, unknown, partition=1)],
     }
     await worker.process_batch(RecordingProducer(calls), batch)
-    released = approved_request_id(original.request_id)
+    released = approved_request_id("0417", original.request_id)
     assert calls == [
-        f"record {original.request_id}",
-        f"vault {original.request_id}",
-        f"exists {released}",
-        "record no-such-request",
+        f"record 0417:{original.request_id}",
+        f"vault 0417:{original.request_id}",
+        f"exists 0417:{released}",
+        "record 0417:no-such-request",
         "begin_transaction",  # the transaction holds only what is produced and the offsets
         "send t.requests",
         "send t.dlq.approvals",
@@ -282,9 +290,81 @@ async def test_a_look_up_that_fails_past_its_retries_begins_no_transaction_and_c
     calls: list[str] = []
     gone = OperationalError("clickhouse unavailable")
     worker, codec = approvals_worker(LoggedRecords({}, calls, error=gone), calls)
-    approval = codec.encode("Feedback", decision("approve", "r-1", "mgr-7").model_dump())
+    approval = codec.encode("Feedback", decision("approve", "r-1", "mgr-7", store="0417").model_dump())
     batch = {TopicPartition("t.feedback", 0): [consumed(0, b"not avro"), consumed(1, approval)]}
     with pytest.raises(OperationalError):
         await worker.process_batch(RecordingProducer(calls), batch)
     # nothing begun, nothing dead-lettered, no offset committed: the whole batch is redelivered after the restart
-    assert calls == ["record r-1"]
+    assert calls == ["record 0417:r-1"]
+
+
+def test_an_approval_for_one_store_never_releases_another_stores_request_of_the_same_id() -> None:
+    theirs = request("Can I get 25% off this sofa?", store_id="0417", request_id="pos-0001")
+    with pytest.raises(ApprovalRejected, match="unknown request of store 0999"):
+        release(decision("approve", "pos-0001", "mgr-9", store="0999"), escalated_record(theirs))
+
+
+def test_an_approval_that_names_no_store_releases_nothing() -> None:
+    original = request("Can I get 25% off this sofa?")
+    feedback = decision("approve", original.request_id, "mgr-7", store="0417")
+    unnamed = feedback.model_copy(update={"attributes": {}})
+    with pytest.raises(ApprovalRejected, match="must name its store"):
+        release(unnamed, escalated_record(original))
+
+
+def sealed_vault(codec: AvroCodec, entries: dict[str, dict[str, str]]) -> VaultTable:
+    """A vault table that has read `entries` (vault key → mapping) from its topic, in order."""
+    cipher = VaultCipher(bytes(32))
+    table = VaultTable(bootstrap="unused", topic="t.pii.vault", codec=codec, cipher=cipher)
+    for key, tokens in entries.items():
+        table.apply(key.encode(), codec.encode("PiiVaultEntry", cipher.seal(key, tokens).model_dump()))
+    return table
+
+
+async def test_two_stores_with_the_same_request_id_each_release_only_their_own_request_and_pii() -> None:
+    settings = Settings(topic_prefix="t.")
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    records = KnownRecords({})
+    for store, staff in (("0417", "clerk-1"), ("0999", "clerk-9")):
+        original = request("Can I get 25% off? Mail <EMAIL_1>", store_id=store, request_id="pos-0001", staff_id=staff)
+        audited = escalated_record(original)
+        audited["governance"]["vault_key"] = vault_key_for(store, "pos-0001")
+        records.add(audited)
+    vault = sealed_vault(
+        codec,
+        {
+            vault_key_for("0417", "pos-0001"): {"<EMAIL_1>": "jane@example.com"},
+            vault_key_for("0999", "pos-0001"): {"<EMAIL_1>": "john@example.com"},
+        },
+    )
+    worker = ApprovalsWorker(settings, ApprovalsConfig(), records, codec, vault=vault)
+
+    def approval(store: str, offset: int) -> ConsumerRecord[bytes, bytes]:
+        feedback = decision("approve", "pos-0001", "mgr-7", store=store)
+        return consumed(offset, codec.encode("Feedback", feedback.model_dump()))
+
+    released = {}
+    for offset, store in enumerate(("0999", "0417")):
+        out = await worker.decide(approval(store, offset))
+        assert out is not None and out[0] == "t.requests"
+        released[store] = codec.decode(out[2], "Request")[1]
+    assert released["0999"]["store_id"] == "0999" and released["0999"]["text"].endswith("john@example.com")
+    assert released["0999"]["attributes"]["staff_id"] == "clerk-9"
+    assert released["0417"]["store_id"] == "0417" and released["0417"]["text"].endswith("jane@example.com")
+    assert released["0999"]["request_id"] == approved_request_id("0999", "pos-0001")
+    assert released["0417"]["request_id"] == approved_request_id("0417", "pos-0001") != released["0999"]["request_id"]
+
+
+async def test_an_approval_for_a_store_that_never_sent_the_id_is_dead_lettered() -> None:
+    settings = Settings(topic_prefix="t.")
+    codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
+    theirs = request("Can I get 25% off? Mail <EMAIL_1>", store_id="0417", request_id="pos-0001")
+    audited = escalated_record(theirs)
+    audited["governance"]["vault_key"] = vault_key_for("0417", "pos-0001")
+    vault = sealed_vault(codec, {vault_key_for("0417", "pos-0001"): {"<EMAIL_1>": "jane@example.com"}})
+    worker = ApprovalsWorker(settings, ApprovalsConfig(), KnownRecords({"pos-0001": audited}), codec, vault=vault)
+    feedback = decision("approve", "pos-0001", "mgr-9", store="0999")
+    letter = await worker.decide(consumed(0, codec.encode("Feedback", feedback.model_dump())))
+    assert letter is not None and letter[0] == "t.dlq.approvals"
+    _, dead = codec.decode(letter[2], "DeadLetter")
+    assert "unknown request of store 0999" in dead["reason"] and "jane" not in dead["reason"]

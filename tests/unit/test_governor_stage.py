@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from services.answerer.stage import prompt_for
 from services.governor.pii import restore
 from services.governor.stage import Analyzer, Governor, _remembered, analysis_input, govern, prompt_of
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key
+from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key, vault_key_for
 from services.policy.engine import PolicyEngine
 from services.runtime.cache import BoundedCache
 from services.runtime.models import (
@@ -44,11 +44,12 @@ def stitched(
     prompt: list[PromptMessage] | None = None,
     attributes: dict[str, str] | None = None,
     channel: Channel = Channel.POS,
+    store_id: str = "0417",
 ) -> Stitched:
     return Stitched(
         request=Request(
             request_id="req-1",
-            store_id="0417",
+            store_id=store_id,
             terminal_id="pos-1",
             channel=channel,
             text=text,
@@ -152,16 +153,44 @@ async def test_pii_is_tokenised_in_the_text_and_the_stitched_prompt_and_sealed_i
     carried = governor.passed_on(record, governance)["pii_vault"]
     [side] = governor.side_records(record, governance)
     assert carried == side.value, "the governed record carries the same sealed entry as pii.vault"
-    assert (side.topic, side.record, side.key) == (VAULT_TOPIC, VAULT_RECORD, "req-1")
+    assert (side.topic, side.record, side.key) == (VAULT_TOPIC, VAULT_RECORD, "0417:req-1")
+    assert governance.vault_key == "0417:req-1"
     entry = PiiVaultEntry.model_validate(side.value)
     assert b"Maria" not in entry.ciphertext
     cipher = VaultCipher(load_key(Settings(var_dir=tmp_path)))
-    assert cipher.open(entry) == {
+    assert cipher.open(entry, "0417:req-1") == {
         "<PERSON_1>": "Maria Lopez",
         "<EMAIL_1>": "maria.lopez@example.com",
         "<CARD_1>": "4111 1111 1111 1111",
     }
     assert governor.side_records(record, governance) == []  # emitted once
+
+
+async def test_two_stores_sending_the_same_request_id_each_get_their_own_vault_entry(
+    governor: Governor, tmp_path: Path
+) -> None:
+    mine = stitched("I'm Maria Lopez, email maria.lopez@example.com", store_id="0417")
+    theirs = stitched("I'm John Smith, email john.smith@example.com", store_id="0999")
+    # both in flight at once, as the runtime decides many records before it produces any
+    mine_governance, theirs_governance = await governor.decide(mine), await governor.decide(theirs)
+    assert (mine_governance.vault_key, theirs_governance.vault_key) == ("0417:req-1", "0999:req-1")
+    carried = PiiVaultEntry.model_validate(governor.passed_on(mine, mine_governance)["pii_vault"])
+    [theirs_side] = governor.side_records(theirs, theirs_governance)
+    [mine_side] = governor.side_records(mine, mine_governance)
+    assert mine_side.key != theirs_side.key, "distinct Kafka keys: neither replaces the other on the compacted topic"
+    cipher = VaultCipher(load_key(Settings(var_dir=tmp_path)))
+    assert cipher.open(carried, "0417:req-1")["<EMAIL_1>"] == "maria.lopez@example.com"
+    theirs_entry = PiiVaultEntry.model_validate(theirs_side.value)
+    assert cipher.open(theirs_entry, "0999:req-1")["<EMAIL_1>"] == "john.smith@example.com"
+    with pytest.raises(VaultError):
+        cipher.open(theirs_entry, "0417:req-1")
+
+
+def test_vault_keys_of_different_stores_never_coincide_whatever_the_ids_hold() -> None:
+    assert vault_key_for("0417", "req-1") == "0417:req-1"
+    # a ':' in a store id cannot make one (store, request) pair name another's entry
+    assert vault_key_for("a:b", "c") != vault_key_for("a", "b:c")
+    assert vault_key_for("a:b", "c") == "a%3Ab:c"
 
 
 async def test_a_capped_offer_tells_the_model_the_cap(governor: Governor) -> None:
