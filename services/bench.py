@@ -20,6 +20,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,38 @@ def delete_prefixed_topics(bootstrap: str, prefix: str) -> None:
         future.result(30)
 
 
+@dataclass(frozen=True)
+class StubChain:
+    """A chain's topics (under `prefix`), its stores, the stub model at `model_url`, and a launcher for its
+    processes (not yet started)."""
+
+    prefix: str
+    model_url: str
+    launcher: Launcher
+
+
+@contextmanager
+def stub_chain(
+    name: str, codec: AvroCodec, *, store_count: int, model_latency_ms: float, extra_env: dict[str, str] | None = None
+) -> Iterator[StubChain]:
+    """Topics of a fresh prefix, `store_count` stores on `ref.stores`, the stub model and a launcher with the
+    stub-chain environment; afterwards every process is stopped, the stub too, and the topics deleted."""
+    settings = get_settings()
+    prefix = f"{name}-{uuid.uuid4().hex[:6]}."
+    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
+    publish_stores(settings.kafka_bootstrap, codec, stores(store_count), f"{prefix}ref.stores")
+    url, stub = serve_stub(model_latency_ms)
+    env = {**stub_chain_env(prefix, url), **(extra_env or {})}
+    launcher = Launcher(Path(tempfile.mkdtemp(prefix=f"switchyard-{name}-")), env=env)
+    try:
+        yield StubChain(prefix, url, launcher)
+    finally:
+        launcher.stop_all()
+        stub.terminate()
+        stub.wait(10)
+        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
+
+
 def clickhouse_split(since: datetime) -> dict[str, Any]:
     """The orchestration_work view's split (monitoring included) over the run's minutes, in percent, next to
     the reference; other traffic written in those minutes counts too."""
@@ -130,31 +164,22 @@ def bench(
     window_start = datetime.now(UTC)
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-    prefix = f"bench-{uuid.uuid4().hex[:6]}."
-    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
-    publish_stores(settings.kafka_bootstrap, codec, stores(store_count), f"{prefix}ref.stores")
-    url, stub = serve_stub(model_latency_ms)
-    env = stub_chain_env(prefix, url)
-    launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-bench-")), env=env)
-    reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}audited", codec)
     count = int(rate * duration_s)
-    try:
-        launcher.start_all(fused=fused)
-        reader.start()
-        reader.assigned.wait(30)
-        publisher = PosPublisher(settings.kafka_bootstrap, f"{prefix}requests", codec)
-        started = time.monotonic()
-        requests = request_mix([s.store_id for s in stores(store_count)])
-        sent = publisher.publish(with_unique_texts(requests) if unique_texts else requests, count, rate)
-        publish_s = time.monotonic() - started
-        missing = reader.wait_for({r.request_id for r in sent}, timeout_s=max(60.0, duration_s))
-        drained_s = time.monotonic() - started
-    finally:
-        reader.stop()
-        launcher.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
+    with stub_chain("bench", codec, store_count=store_count, model_latency_ms=model_latency_ms) as chain:
+        reader = AnswerReader(settings.kafka_bootstrap, f"{chain.prefix}audited", codec)
+        try:
+            chain.launcher.start_all(fused=fused)
+            reader.start()
+            reader.assigned.wait(30)
+            publisher = PosPublisher(settings.kafka_bootstrap, f"{chain.prefix}requests", codec)
+            started = time.monotonic()
+            requests = request_mix([s.store_id for s in stores(store_count)])
+            sent = publisher.publish(with_unique_texts(requests) if unique_texts else requests, count, rate)
+            publish_s = time.monotonic() - started
+            missing = reader.wait_for({r.request_id for r in sent}, timeout_s=max(60.0, duration_s))
+            drained_s = time.monotonic() - started
+        finally:
+            reader.stop()
     answers = [reader.received[r.request_id] for r in sent if r.request_id in reader.received]
     model_answers = [a for a in answers if model_ms(a.record) > 0]
     return {

@@ -18,13 +18,11 @@ usage: python -m services.chaos [--rate 50] [--scale 1.0] [--faults broker click
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -39,8 +37,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.answerer.stage import PROVIDERS_UNAVAILABLE
-from services.bench import delete_prefixed_topics, serve_stub, stub_chain_env
-from services.infra.topics import reconcile
+from services.bench import stub_chain
 from services.launcher import Launcher
 from services.pos.answers import AnswerReader, Received
 from services.pos.report import summary
@@ -50,7 +47,7 @@ from services.runtime.models import Channel, Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, Settings, get_settings
 from services.stages import CHAIN
-from services.stitcher.seed import publish_stores, stores
+from services.stitcher.seed import stores
 
 STORES = 200
 DEAD_LETTER_TOPICS = [f"dlq.{name}" for name in [*CHAIN, "approvals", "telemetry"]]
@@ -218,7 +215,7 @@ class Chaos:
     rate: float
     scale: float
     codec: AvroCodec = field(init=False)
-    prefix: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:6]}.")
+    prefix: str = ""  # the run's topic prefix, set when it starts
     rows: list[dict[str, Any]] = field(default_factory=list)
     hostile: dict[str, Any] = field(default_factory=dict)
 
@@ -296,12 +293,11 @@ class Chaos:
         self.hostile = {"placed": placed, "sent": self.hostile_count}
 
     def run(self, names: list[str]) -> list[dict[str, Any]]:
-        reconcile(REPO_ROOT / "topics", self.settings.kafka_bootstrap, out=io.StringIO(), prefix=self.prefix)
-        publish_stores(self.settings.kafka_bootstrap, self.codec, stores(STORES), self.topic("ref.stores"))
-        self.model_url, stub = serve_stub(50)
-        self.launcher = Launcher(
-            Path(tempfile.mkdtemp(prefix="switchyard-chaos-")), env=stub_chain_env(self.prefix, self.model_url)
-        )
+        with stub_chain("chaos", self.codec, store_count=STORES, model_latency_ms=50) as chain:
+            self.prefix, self.model_url, self.launcher = chain.prefix, chain.model_url, chain.launcher
+            return self._run(names)
+
+    def _run(self, names: list[str]) -> list[dict[str, Any]]:
         self.supervisor = Supervisor(self.launcher)
         reader = AnswerReader(self.settings.kafka_bootstrap, self.topic("audited"), self.codec)
         self.reader = reader
@@ -323,10 +319,6 @@ class Chaos:
         finally:
             self.supervisor.stopping.set()
             reader.stop()
-            self.launcher.stop_all()
-            stub.terminate()
-            stub.wait(10)
-            delete_prefixed_topics(self.settings.kafka_bootstrap, self.prefix)
         return self.rows
 
     def phase(self, load: Load, fault: Fault) -> None:

@@ -12,25 +12,19 @@ usage: python -m services.soak [--duration 1800] [--rate 25] [--every 60]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.bench import delete_prefixed_topics, serve_stub, stub_chain_env
+from services.bench import StubChain, stub_chain
 from services.chaos import STORES, Load, Supervisor, component_pid
-from services.infra.topics import reconcile
-from services.launcher import Launcher
 from services.pos.answers import AnswerReader
 from services.runtime.codec import AvroCodec
 from services.runtime.schema_registry import SchemaRegistry
-from services.settings import REPO_ROOT, get_settings
-from services.stitcher.seed import publish_stores, stores
+from services.settings import get_settings
 
 COMPONENTS = ["kafka", "clickhouse", "weaviate"]
 
@@ -94,11 +88,14 @@ def verdicts(samples: list[dict[str, Any]], limits: Limits) -> list[dict[str, An
 def soak(duration_s: float, rate: float, every_s: float, limits: Limits) -> dict[str, Any]:
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-    prefix = f"soak-{uuid.uuid4().hex[:6]}."
-    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
-    publish_stores(settings.kafka_bootstrap, codec, stores(STORES), f"{prefix}ref.stores")
-    url, stub = serve_stub(50)
-    launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-soak-")), env=stub_chain_env(prefix, url))
+    with stub_chain("soak", codec, store_count=STORES, model_latency_ms=50) as chain:
+        return run_soak(chain, codec, duration_s, rate, every_s, limits)
+
+
+def run_soak(
+    chain: StubChain, codec: AvroCodec, duration_s: float, rate: float, every_s: float, limits: Limits
+) -> dict[str, Any]:
+    settings, prefix, launcher = get_settings(), chain.prefix, chain.launcher
     supervisor = Supervisor(launcher)
     reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}audited", codec)
     load = Load(settings.kafka_bootstrap, f"{prefix}requests", codec, rate)
@@ -125,10 +122,6 @@ def soak(duration_s: float, rate: float, every_s: float, limits: Limits) -> dict
     finally:
         supervisor.stopping.set()
         reader.stop()
-        launcher.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
     return {
         "duration_s": duration_s,
         "rate_per_s": rate,

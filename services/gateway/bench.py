@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import math
 import os
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +21,13 @@ from typing import Any
 
 import aiohttp
 
-from services.bench import delete_prefixed_topics, serve_stub, stub_chain_env
+from services.bench import stub_chain
 from services.gateway import keys
-from services.infra.topics import reconcile
 from services.launcher import Launcher
 from services.pos.answers import AnswerReader
 from services.runtime.codec import AvroCodec
 from services.runtime.schema_registry import SchemaRegistry
-from services.settings import REPO_ROOT, Settings, get_settings
-from services.stitcher.seed import publish_stores, stores
+from services.settings import Settings, get_settings
 
 TEXT = "Does this blender come with a warranty?"
 
@@ -157,29 +152,18 @@ def running_gateway(model_latency_ms: float, extra_env: dict[str, str] | None = 
     answering; everything stopped and the topics deleted after."""
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-    prefix = f"bench-gw-{uuid.uuid4().hex[:6]}."
-    reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
-    publish_stores(settings.kafka_bootstrap, codec, stores(20), f"{prefix}ref.stores")
-    made = keys.new_key("0001", name="bench", requests_per_minute=10**8)
-    keys.KeyPublisher(settings.model_copy(update={"topic_prefix": prefix}), codec).publish(made.record)
-    url, stub = serve_stub(model_latency_ms)
-    env = {
-        **stub_chain_env(prefix, url),
+    unlimited = {
         "SWITCHYARD_GATEWAY_TOKENS_PER_DAY": str(10**12),
         "SWITCHYARD_GATEWAY_COST_PER_DAY_USD": str(10**9),
         **(extra_env or {}),
     }
-    launcher = Launcher(Path(tempfile.mkdtemp(prefix="switchyard-bench-gateway-")), env=env)
-    try:
-        launcher.start_all(fused=True)
-        base = launcher.url("gateway/0").rstrip("/")
+    with stub_chain("bench-gw", codec, store_count=20, model_latency_ms=model_latency_ms, extra_env=unlimited) as chain:
+        made = keys.new_key("0001", name="bench", requests_per_minute=10**8)
+        keys.KeyPublisher(settings.model_copy(update={"topic_prefix": chain.prefix}), codec).publish(made.record)
+        chain.launcher.start_all(fused=True)
+        base = chain.launcher.url("gateway/0").rstrip("/")
         wait_key(base, made.secret)
-        yield RunningGateway(launcher, base, made.secret, url, settings, codec, prefix)
-    finally:
-        launcher.stop_all()
-        stub.terminate()
-        stub.wait(10)
-        delete_prefixed_topics(settings.kafka_bootstrap, prefix)
+        yield RunningGateway(chain.launcher, base, made.secret, chain.model_url, settings, codec, chain.prefix)
 
 
 def bench(rates: list[float], duration_s: float, model_latency_ms: float, unique: bool) -> dict[str, Any]:

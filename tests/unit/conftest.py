@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from services.answerer.stage import Answerer
 from services.answerer.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
 from services.governor.stage import Analyzer, Governor
 from services.settings import REPO_ROOT, Settings
@@ -44,3 +45,12 @@ async def governor(analyzer: Analyzer, tmp_path: Path) -> Governor:
     stage = Governor(Settings(var_dir=tmp_path, policies=REPO_ROOT / "policies"), analyzer=analyzer)
     await stage.start()
     return stage
+
+
+@pytest.fixture
+async def answerers() -> AsyncIterator[list[Answerer]]:
+    """Answerer stages a test builds, stopped when it ends."""
+    built: list[Answerer] = []
+    yield built
+    for stage in built:
+        await stage.stop()

@@ -5,7 +5,6 @@ long is cut to fit and answered, never dead-lettered for its length."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import example, given
@@ -17,14 +16,6 @@ from services.answerer.stage import CUT_MARK, HOLD_REPLY, INPUT_TRUNCATED, PROVI
 from services.runtime.models import Governance, Verdict
 from tests.unit.conftest import StubFactory
 from tests.unit.test_answerer_fallback import answerer, governed
-
-
-@pytest.fixture
-async def answerers() -> AsyncIterator[list[Answerer]]:
-    built: list[Answerer] = []
-    yield built
-    for stage in built:
-        await stage.stop()
 
 
 def finding(answer_findings: list, kind: str) -> dict[str, str]:  # type: ignore[type-arg]

@@ -3,7 +3,6 @@ next of its fallbacks when it fails, the Answer saying who answered and why."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,14 +25,6 @@ from services.runtime.models import (
     Verdict,
 )
 from tests.unit.conftest import StubFactory
-
-
-@pytest.fixture
-async def answerers() -> AsyncIterator[list[Answerer]]:
-    built: list[Answerer] = []
-    yield built
-    for answerer in built:
-        await answerer.stop()
 
 
 def answerer(built: list[Answerer], urls: dict[str, str], fallback: dict[str, list[str]], **config: Any) -> Answerer:

@@ -4,8 +4,6 @@ answers from the passages before calling the model."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from services.answerer.grounded import grounded_answer
@@ -58,14 +56,6 @@ def test_nothing_is_grounded_when_no_passage_shares_the_questions_words() -> Non
 
 def test_a_passage_flagged_as_instruction_like_is_never_quoted() -> None:
     assert grounded_answer(QUESTION, [passage(PASSAGE, flags=["instruction_like"])]) is None
-
-
-@pytest.fixture
-async def answerers() -> AsyncIterator[list[Answerer]]:
-    built: list[Answerer] = []
-    yield built
-    for stage in built:
-        await stage.stop()
 
 
 def answerer(built: list[Answerer], url: str, *, grounded_first: bool = False) -> Answerer:
