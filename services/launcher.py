@@ -18,6 +18,8 @@ from pathlib import Path
 
 from services.stages import CHAIN, FUSED, NO_HTTP, PROCESSES
 
+_NOTEWORTHY = ("WARNING", "ERROR", "CRITICAL", "Traceback", "Error:", "Exception")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -75,6 +77,19 @@ class Launcher:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def report(self, lines: int = 8) -> str:
+        """Each process's state (running, or its exit code) and its log's warnings and errors (the last `lines`
+        of them): what a failed test or a failed start shows, so that the failure explains itself."""
+        parts = []
+        for key, process in sorted(self.processes.items()):
+            code = process.poll()
+            state = "running" if code is None else f"exited with {code}"
+            noted = [line for line in self.log_tail(key, 2000).splitlines() if any(w in line for w in _NOTEWORTHY)][
+                -lines:
+            ]
+            parts.append(f"{key}: {state}" + "".join(f"\n    {line[:400]}" for line in noted))
+        return "\n".join(parts)
 
     def _exited(self, key: str) -> RuntimeError:
         tail = self.log_tail(key)

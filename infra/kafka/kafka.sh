@@ -50,7 +50,7 @@ start() {
   log "starting Kafka $KAFKA_VERSION on $SWITCHYARD_HOST:$KAFKA_PORT"
   start_daemon "$STATE/logs/stdout.log" "${JAVA[@]}" kafka.Kafka "$CONF"
   wait_for 120 "Kafka" "$PYTHON" -m services.infra.probe kafka "$SWITCHYARD_HOST:$KAFKA_PORT"
-  log "ready: accepted a produce on $SWITCHYARD_HOST:$KAFKA_PORT"
+  log "ready: committed a transaction with a group's offsets on $SWITCHYARD_HOST:$KAFKA_PORT"
 }
 
 status() {

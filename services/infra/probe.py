@@ -1,7 +1,11 @@
 """Readiness probes for the infrastructure: exit 0 when a component really serves, 1 otherwise.
 
-`make up` polls these; 'ready' means the component did real work (Kafka acknowledged a produce),
-not merely that a port is open.
+`make up` polls these; 'ready' means the component did real work, not merely that a port is open. For Kafka
+that is a produce acknowledged by every in-sync replica and then a committed transaction that carries a
+consumer group's offsets: the chain's stages do exactly that for every batch, and a fresh broker creates and
+loads its transaction and group coordinators (`__transaction_state`, `__consumer_offsets`) only on their
+first use. A stage started in that window can wait on "coordinator load in progress" past its transaction
+timeout; after this probe the coordinators are loaded.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import sys
 import urllib.request
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 PROBE_TOPIC = "_switchyard.probe"
+PROBE_GROUP = "_switchyard.probe"
+PROBE_TRANSACTIONAL_ID = "_switchyard.probe"
 
 
 def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
@@ -34,7 +40,33 @@ def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)})
     producer.produce(PROBE_TOPIC, b"ping", on_delivery=lambda err, _msg: delivered.append(err))
     producer.flush(timeout_s)
-    return delivered == [None]
+    return delivered == [None] and kafka_commits_transaction(bootstrap, timeout_s)
+
+
+def kafka_commits_transaction(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """One transaction with a record and a consumer group's offsets in it, committed."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": PROBE_TRANSACTIONAL_ID,
+            "transaction.timeout.ms": 10_000,
+            "socket.timeout.ms": int(timeout_s * 1000),
+        }
+    )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": PROBE_GROUP, "enable.auto.commit": False})
+    try:
+        producer.init_transactions(timeout_s)
+        producer.begin_transaction()
+        producer.produce(PROBE_TOPIC, b"transaction")
+        offsets = [TopicPartition(PROBE_TOPIC, 0, 0)]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout_s)
+        producer.commit_transaction(timeout_s)
+        return True
+    except KafkaException:
+        return False  # retried by the caller's poll; the next init_transactions aborts what this one left open
+    finally:
+        consumer.close()
+        producer.flush(0)
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:

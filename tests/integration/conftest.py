@@ -11,9 +11,24 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from services.infra.clickhouse import ping as clickhouse_ping
 from services.infra.probe import http_ok, kafka_accepts_produce
+from services.launcher import Launcher
 from services.runtime.codec import AvroCodec
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran processes of the chain shows their states and their logs' warnings and errors:
+    CI keeps the test output, not the logs."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        launcher = getattr(value, "launcher", value)
+        if isinstance(launcher, Launcher) and launcher.processes:
+            report.sections.append(("chain processes", launcher.report()))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from services.infra.probe import PROBE_GROUP, PROBE_TOPIC, kafka_commits_transaction
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
 
@@ -118,3 +119,19 @@ def test_confluent_kafka_round_trip_and_group_resumes_after_its_commit(
     rest = consume(len(sent) - 4)
     assert first == [r.request_id for r in sent[:4]]
     assert rest == [r.request_id for r in sent[4:]]
+
+
+def test_the_readiness_probe_commits_a_transaction_with_a_groups_offsets(kafka: str) -> None:
+    """'Ready' for `make up` means what every stage does per batch worked: the transaction and group
+    coordinators are loaded. The probe's commit is visible to a reader of committed records, and so are its
+    group's offsets."""
+    reader = Consumer({"bootstrap.servers": kafka, "group.id": PROBE_GROUP, "isolation.level": "read_committed"})
+    try:
+        before = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
+        assert kafka_commits_transaction(kafka)
+        after = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
+        assert after >= before + 2  # the record and the transaction's commit marker
+        [committed] = reader.committed([TopicPartition(PROBE_TOPIC, 0)], timeout=10)
+        assert committed.error is None and committed.offset == 0
+    finally:
+        reader.close()
