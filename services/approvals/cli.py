@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from services.approvals.release import STORE_ATTRIBUTE
 from services.learning.feedback import FeedbackError, FeedbackPublisher, make_feedback
 from services.runtime.models import Feedback, FeedbackKind
 
@@ -22,13 +21,13 @@ def decision(command: str, request_id: str, manager: str, note: str | None = Non
         raise FeedbackError(f"request {request_id}: --manager must name the manager who decides")
     if not store.strip():
         raise FeedbackError(f"request {request_id}: --store must name the store the request came from")
-    attributes = {STORE_ATTRIBUTE: store.strip(), **({"note": note} if note else {})}
     return make_feedback(
         request_id,
         FeedbackKind.ESCALATION_OUTCOME,
+        store_id=store,
         author=manager.strip(),
         outcome=OUTCOME_OF[command],
-        attributes=attributes,
+        attributes={"note": note} if note else None,
     )
 
 

@@ -18,12 +18,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from services.runtime.models import Feedback, FeedbackKind, Request
-from services.runtime.request_key import store_request_key
+from services.runtime.request_key import feedback_store, store_request_key
 
 APPROVED: Final = "approved"
 REJECTED: Final = "rejected"
-# the feedback attribute naming the store an approval is for
-STORE_ATTRIBUTE: Final = "store_id"
 # the request attributes that may name the member of staff who asked (the POS sends one of them)
 REQUESTER_ATTRIBUTES: Final = ("staff_id", "requested_by", "author")
 # the author the HTTP gateway writes on feedback sent with an API key: a till, never a manager
@@ -42,7 +40,7 @@ def approved_request_id(store_id: str, original_id: str) -> str:
 
 def approval_store(feedback: Feedback) -> str:
     """The store an approval is for ('' when it names none)."""
-    return feedback.attributes.get(STORE_ATTRIBUTE, "").strip()
+    return feedback_store(feedback.attributes)
 
 
 def escalated(audited: Mapping[str, Any]) -> bool:

@@ -515,12 +515,12 @@ async def feedback(request: web.Request) -> web.Response:
         record = make_feedback(
             request_id,
             kind,
+            store_id=key.store_id,
             author=f"api:{key.key_id}",
             rating=body.get("rating"),
             corrected_text=body.get("corrected_text"),
             corrected_intent=body.get("corrected_intent"),
             outcome=body.get("outcome"),
-            attributes={"store_id": key.store_id},
         )
     except ValueError as error:  # FeedbackError, or an unknown kind
         kinds = ", ".join(kind.value.lower() for kind in FeedbackKind)

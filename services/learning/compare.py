@@ -23,7 +23,7 @@ INNER JOIN switchyard.audit_records AS a FINAL ON a.request_id = s.request_id
 LEFT JOIN
 (
 {feedback_by_request()}
-) AS fb ON fb.request_id = s.request_id
+) AS fb ON fb.request_id = s.request_id AND fb.store_id = a.store_id
 WHERE s.candidate = {{candidate:String}} AND has({{intents:Array(String)}}, a.intent)
 ORDER BY s.request_id
 SETTINGS join_use_nulls = 1"""
@@ -102,10 +102,11 @@ ROUTE_SHADOW_QUERY: Final = f"""\
 SELECT s.request_id, s.intent, s.incumbent_intent, fb.corrected_intent, fb.rating, fb.correction,
        fb.escalation_outcome
 FROM switchyard.shadow_routes AS s FINAL
+INNER JOIN switchyard.audit_records AS a FINAL ON a.request_id = s.request_id
 LEFT JOIN
 (
 {feedback_by_request()}
-) AS fb ON fb.request_id = s.request_id
+) AS fb ON fb.request_id = s.request_id AND fb.store_id = a.store_id
 WHERE s.candidate = {{candidate:String}}
 ORDER BY s.request_id
 SETTINGS join_use_nulls = 1"""

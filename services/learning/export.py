@@ -49,7 +49,7 @@ WITH fb AS
 )
 SELECT a.request_id, a.recorded_at, a.record, fb.correction, fb.corrected_intent, fb.rating, fb.escalation_outcome
 FROM switchyard.audit_records AS a FINAL
-LEFT JOIN fb ON fb.request_id = a.request_id
+LEFT JOIN fb ON fb.request_id = a.request_id AND fb.store_id = a.store_id
 WHERE a.recorded_at >= {{since:DateTime64(3, 'UTC')}} AND a.recorded_at < {{until:DateTime64(3, 'UTC')}}
 ORDER BY a.recorded_at, a.request_id
 SETTINGS join_use_nulls = 1"""

@@ -3,7 +3,8 @@ from the POS side (services.pos.feedback), the CLI (`switchyard feedback ...`) a
 
 A confluent-kafka producer, idempotent with acks=all and keyed by request id, so every piece of feedback on one
 request lands in one partition in order; the telemetry writer puts it in switchyard.feedback, joined to its
-request on request_id.
+request on the store and the request id: every record names the store of the request it is about (the attribute
+`store_id`), since clients choose request ids and two stores may use the same one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from confluent_kafka import KafkaException, Producer
 from services.router.intents.dataset import INTENTS
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Feedback, FeedbackKind
+from services.runtime.request_key import FEEDBACK_STORE_ATTRIBUTE
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
 
@@ -32,6 +34,7 @@ def make_feedback(
     request_id: str,
     kind: FeedbackKind,
     *,
+    store_id: str,
     author: str,
     rating: int | None = None,
     corrected_text: str | None = None,
@@ -40,7 +43,9 @@ def make_feedback(
     attributes: dict[str, str] | None = None,
     created_at_ms: int | None = None,
 ) -> Feedback:
-    """A validated Feedback record: the field its kind needs is set, and only that one."""
+    """A validated Feedback record about one store's request: the field its kind needs is set, and only that one."""
+    if not store_id.strip():
+        raise FeedbackError(f"request {request_id}: feedback must name the store of the request (--store)")
     needed = {
         FeedbackKind.RATING: ("rating", rating),
         FeedbackKind.CORRECTION: ("corrected_text", corrected_text),
@@ -65,7 +70,7 @@ def make_feedback(
         outcome=outcome,
         author=author,
         created_at=created_at_ms if created_at_ms is not None else int(time.time() * 1000),
-        attributes=attributes or {},
+        attributes={**(attributes or {}), FEEDBACK_STORE_ATTRIBUTE: store_id.strip()},
     )
 
 
@@ -110,8 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     escalation = kinds.add_parser("escalation", help="record how an escalated request ended")
     escalation.add_argument("request_id")
     escalation.add_argument("outcome", choices=ESCALATION_OUTCOMES)
-    escalation.add_argument("--store", help="the request's store; an approval without one releases nothing")
     for sub in (rate, correct, route, escalation):
+        sub.add_argument("--store", required=True, help="the store the request came from (ids are per store)")
         sub.add_argument("--author", default="cli", help="staff id, or 'customer' (default: cli)")
 
 
@@ -129,12 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         feedback = make_feedback(
             args.request_id,
             kind,
+            store_id=args.store,
             author=args.author,
             rating=getattr(args, "rating", None),
             corrected_text=getattr(args, "text", None),
             corrected_intent=getattr(args, "intent", None),
             outcome=getattr(args, "outcome", None),
-            attributes={"store_id": args.store} if getattr(args, "store", None) else None,
         )
     except FeedbackError as error:
         parser.error(str(error))

@@ -320,7 +320,7 @@ FROM switchyard.audit_records AS a FINAL
 LEFT JOIN
 (
 {feedback_by_request()}
-) AS fb ON fb.request_id = a.request_id
+) AS fb ON fb.request_id = a.request_id AND fb.store_id = a.store_id
 WHERE a.provider = {{provider:String}}
   AND startsWith(JSONExtractString(a.record, 'answer', 'model_version'), {{model:String}})
   AND a.recorded_at >= {{since:DateTime64(3, 'UTC')}}
@@ -357,7 +357,7 @@ FROM switchyard.audit_records AS a FINAL
 LEFT JOIN
 (
 {feedback_by_request()}
-) AS fb ON fb.request_id = a.request_id
+) AS fb ON fb.request_id = a.request_id AND fb.store_id = a.store_id
 WHERE JSONExtractString(a.record, 'route', 'classifier_version') = {{version:String}}
   AND a.recorded_at >= {{since:DateTime64(3, 'UTC')}}
 SETTINGS join_use_nulls = 1"""

@@ -31,17 +31,20 @@ FEEDBACK_COLUMNS = [
 
 
 def feedback_by_request(where: str = "") -> str:
-    """SQL: the latest feedback of each kind per request (ties broken by feedback id), for joining on request_id."""
+    """SQL: the latest feedback of each kind per request (ties broken by feedback id), for joining on store_id and
+    request_id both: a request id names a request only within its store. Feedback that names no store (written
+    before feedback named one) has store_id '' and joins no request."""
     latest = "(created_at, feedback_id), kind = "
     return f"""\
     SELECT
+        store_id,
         request_id,
         argMaxIf(corrected_text, {latest}'CORRECTION') AS correction,
         argMaxIf(corrected_intent, {latest}'ROUTE_CORRECTION') AS corrected_intent,
         argMaxIf(rating, {latest}'RATING') AS rating,
         argMaxIf(outcome, {latest}'ESCALATION_OUTCOME') AS escalation_outcome
     FROM switchyard.feedback FINAL{where}
-    GROUP BY request_id"""
+    GROUP BY store_id, request_id"""
 
 
 class AuditRecordError(ValueError):

@@ -309,10 +309,21 @@ class SimulatedReviewer:
         """`review` of one audited answer, given a millisecond after it was recorded."""
         at_ms = record.audit.recorded_at // 1000 + 1
         answer, routed = record.answer.text, record.route.intent
-        return self.review(item.request.request_id, answer, item.truth, at_ms, routed=routed, intent=item.intent)
+        request = item.request
+        return self.review(
+            request.store_id, request.request_id, answer, item.truth, at_ms, routed=routed, intent=item.intent
+        )
 
     def review(
-        self, request_id: str, answer: str, truth: str | None, at_ms: int, *, routed: str = "", intent: str = ""
+        self,
+        store_id: str,
+        request_id: str,
+        answer: str,
+        truth: str | None,
+        at_ms: int,
+        *,
+        routed: str = "",
+        intent: str = "",
     ) -> Feedback | None:
         """A route correction where the router got the intent wrong; else, for a policy question, a correction
         of a wrong answer or a rating of 5 for a right one."""
@@ -325,6 +336,7 @@ class SimulatedReviewer:
             return make_feedback(
                 request_id,
                 FeedbackKind.ROUTE_CORRECTION,
+                store_id=store_id,
                 author=self.author,
                 corrected_intent=intent,
                 created_at_ms=at_ms,
@@ -332,9 +344,16 @@ class SimulatedReviewer:
         if truth is None:
             return None
         if is_correct(answer, truth):
-            return make_feedback(request_id, FeedbackKind.RATING, author=self.author, rating=5, created_at_ms=at_ms)
+            return make_feedback(
+                request_id, FeedbackKind.RATING, store_id=store_id, author=self.author, rating=5, created_at_ms=at_ms
+            )
         return make_feedback(
-            request_id, FeedbackKind.CORRECTION, author=self.author, corrected_text=truth, created_at_ms=at_ms
+            request_id,
+            FeedbackKind.CORRECTION,
+            store_id=store_id,
+            author=self.author,
+            corrected_text=truth,
+            created_at_ms=at_ms,
         )
 
 

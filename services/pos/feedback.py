@@ -9,30 +9,28 @@ from services.settings import Settings
 
 
 class PosFeedbackClient:
-    """Feedback from one terminal; `author` is the staff id signed in at the till."""
+    """Feedback from one terminal of one store; `author` is the staff id signed in at the till. Every record names
+    the till's store: a request id names a request only within its store, so feedback reaches only that store's
+    request of the id (an approval releases only it)."""
 
-    def __init__(self, author: str, settings: Settings | None = None) -> None:
-        self.author = author
+    def __init__(self, author: str, store_id: str, settings: Settings | None = None) -> None:
+        self.author, self.store_id = author, store_id
         self.publisher = FeedbackPublisher(settings)
 
     def rate(self, request_id: str, rating: int) -> Feedback:
-        return self._send(make_feedback(request_id, FeedbackKind.RATING, author=self.author, rating=rating))
+        return self._send(self._feedback(request_id, FeedbackKind.RATING, rating=rating))
 
     def correct(self, request_id: str, corrected_text: str) -> Feedback:
-        feedback = make_feedback(request_id, FeedbackKind.CORRECTION, author=self.author, corrected_text=corrected_text)
-        return self._send(feedback)
+        return self._send(self._feedback(request_id, FeedbackKind.CORRECTION, corrected_text=corrected_text))
 
     def reroute(self, request_id: str, intent: str) -> Feedback:
-        feedback = make_feedback(request_id, FeedbackKind.ROUTE_CORRECTION, author=self.author, corrected_intent=intent)
-        return self._send(feedback)
+        return self._send(self._feedback(request_id, FeedbackKind.ROUTE_CORRECTION, corrected_intent=intent))
 
-    def escalation_outcome(self, request_id: str, outcome: str, *, store_id: str) -> Feedback:
-        """`store_id` is the till's store: an approval releases only that store's request of this id."""
-        attributes = {"store_id": store_id}
-        feedback = make_feedback(
-            request_id, FeedbackKind.ESCALATION_OUTCOME, author=self.author, outcome=outcome, attributes=attributes
-        )
-        return self._send(feedback)
+    def escalation_outcome(self, request_id: str, outcome: str) -> Feedback:
+        return self._send(self._feedback(request_id, FeedbackKind.ESCALATION_OUTCOME, outcome=outcome))
+
+    def _feedback(self, request_id: str, kind: FeedbackKind, **field: str | int) -> Feedback:
+        return make_feedback(request_id, kind, store_id=self.store_id, author=self.author, **field)  # type: ignore[arg-type]
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.publisher.flush(timeout_s)

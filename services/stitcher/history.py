@@ -10,7 +10,9 @@ the least recently active evicted first, so memory stays bounded however long th
 remains the place for analysis over all history.
 
 Feedback (the `feedback` topic, keyed by request id) is followed by a second table feeding the same history: a
-staff correction, an escalation's outcome and a rating are attached to the interaction they are about, so the
+staff correction, an escalation's outcome and a rating are attached to the interaction they are about (the same
+store and request id: clients choose request ids, so another store's feedback on an id never reaches this
+store's interaction, and feedback that names no store reaches none), so the
 history says what the right answer turned out to be. The two topics are not ordered against each other, so
 feedback on an interaction not (yet) held waits among at most `max_orphans` orphans, the oldest dropped first.
 A correction replaces the model's answer in the item text: it is staff-written text about an answer that was
@@ -32,6 +34,7 @@ from typing import Any, Final
 from services.runtime.codec import AvroCodec
 from services.runtime.models import ContextItem, Customer, DroppedContext
 from services.runtime.reference import TopicTable
+from services.runtime.request_key import feedback_store, store_request_key
 from services.stitcher.prep import normalise
 
 log = logging.getLogger("switchyard.stitcher.history")
@@ -70,6 +73,12 @@ class Interaction:
     answered: str
     outcome: str
     followup: Followup = field(default_factory=Followup)
+    store_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """What feedback on this interaction names: its store and request id."""
+        return store_request_key(self.store_id, self.request_id)
 
 
 def interaction_of(audited: dict[str, Any]) -> tuple[str, Interaction] | None:
@@ -88,19 +97,24 @@ def interaction_of(audited: dict[str, Any]) -> tuple[str, Interaction] | None:
         asked=_excerpt(governance.get("redacted_text") or ""),
         answered=_excerpt(answer.get("text") or ""),
         outcome=f"{verdict}, {answer.get('provider', '')}".strip(", "),
+        store_id=str(request["store_id"]),
     )
 
 
 def followup_of(feedback: dict[str, Any]) -> tuple[str, Followup] | None:
-    """(request id, followup) from a decoded Feedback record; None for feedback the history does not show (a
-    route correction is about the router, not about what the customer was told)."""
-    kind, request_id = str(feedback["kind"]), feedback["request_id"]
+    """(the interaction's key, followup) from a decoded Feedback record; None for feedback the history does not
+    show: a route correction (about the router, not about what the customer was told), or feedback that names no
+    store (a request id alone may name another store's request)."""
+    kind, store = str(feedback["kind"]), feedback_store(feedback.get("attributes") or {})
+    if not store:
+        return None
+    key = store_request_key(store, feedback["request_id"])
     if kind == "CORRECTION" and feedback.get("corrected_text"):
-        return request_id, Followup(corrected=_excerpt(feedback["corrected_text"]))
+        return key, Followup(corrected=_excerpt(feedback["corrected_text"]))
     if kind == "ESCALATION_OUTCOME" and feedback.get("outcome"):
-        return request_id, Followup(escalation=str(feedback["outcome"]))
+        return key, Followup(escalation=str(feedback["outcome"]))
     if kind == "RATING" and feedback.get("rating") is not None:
-        return request_id, Followup(rating=int(feedback["rating"]))
+        return key, Followup(rating=int(feedback["rating"]))
     return None
 
 
@@ -134,36 +148,36 @@ class CustomerHistory:
             if len(self._by_customer) > self.max_customers:
                 _, evicted = self._by_customer.popitem(last=False)
                 self._forget(evicted)
-        elif any(e.request_id == interaction.request_id for e in entries):
+        elif any(e.key == interaction.key for e in entries):
             return  # a replayed record
         self._by_customer.move_to_end(customer_id)
         if len(entries) == entries.maxlen:
             self._forget([entries[0]])  # the append below pushes it out
-        early = self._orphans.pop(interaction.request_id, None)
+        early = self._orphans.pop(interaction.key, None)
         if early is not None:  # its feedback was read before it
             interaction = dataclasses.replace(interaction, followup=interaction.followup.merged(early))
         entries.append(interaction)
-        self._customer_of[interaction.request_id] = customer_id
+        self._customer_of[interaction.key] = customer_id
 
-    def attach(self, request_id: str, followup: Followup) -> None:
-        """Feedback on one interaction: attached to it when held, else kept (bounded) until it arrives."""
-        customer_id = self._customer_of.get(request_id)
+    def attach(self, key: str, followup: Followup) -> None:
+        """Feedback on one interaction (its `key`): attached to it when held, else kept (bounded) until it arrives."""
+        customer_id = self._customer_of.get(key)
         if customer_id is None:
             # Feedback on an anonymous request, or on one older than the lookback, also lands here and is never
             # claimed; the bound keeps that from growing.
-            self._orphans[request_id] = self._orphans.pop(request_id, Followup()).merged(followup)
+            self._orphans[key] = self._orphans.pop(key, Followup()).merged(followup)
             if len(self._orphans) > self.max_orphans:
                 self._orphans.popitem(last=False)
             return
         entries = self._by_customer[customer_id]
         for index, entry in enumerate(entries):
-            if entry.request_id == request_id:
+            if entry.key == key:
                 entries[index] = dataclasses.replace(entry, followup=entry.followup.merged(followup))
                 return
 
     def _forget(self, entries: Iterable[Interaction]) -> None:
         for entry in entries:
-            self._customer_of.pop(entry.request_id, None)
+            self._customer_of.pop(entry.key, None)
 
     def last(self, customer_id: str) -> list[Interaction]:
         """Newest first."""

@@ -106,7 +106,7 @@ def test_a_correction_from_the_till_reaches_the_feedback_topic_keyed_by_request(
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     wait_for_topic(admin, topic)
     try:
-        till = PosFeedbackClient("staff-17", settings.model_copy(update={"topic_prefix": prefix}))
+        till = PosFeedbackClient("staff-17", "0417", settings.model_copy(update={"topic_prefix": prefix}))
         sent = till.correct("req-1", "30 days with the receipt.")
         till.flush()
         consumer = Consumer({"bootstrap.servers": kafka, "group.id": prefix, "auto.offset.reset": "earliest"})
@@ -122,6 +122,7 @@ def test_a_correction_from_the_till_reaches_the_feedback_topic_keyed_by_request(
         assert payload is not None
         name, value = codec.decode(payload)
         assert name == "switchyard.Feedback" and Feedback.model_validate(value) == sent
+        assert sent.attributes["store_id"] == "0417"  # the till's store: a request id names a request per store
     finally:
         delete_topics(admin, [topic])
 
@@ -144,7 +145,13 @@ def test_struggling_requests_are_flagged_with_their_reasons(window: tuple[dateti
     )
     records[5] = records[5].model_copy(update={"request": records[5].request.model_copy(update={"customer_id": None})})
     insert_audited(records)
-    insert_feedback([make_feedback(items[3].request.request_id, FeedbackKind.RATING, author="s", rating=1)])
+    rating = make_feedback(
+        items[3].request.request_id, FeedbackKind.RATING, store_id=items[3].request.store_id, author="s", rating=1
+    )
+    elsewhere = make_feedback(  # another store's rating of a request with the same id flags nothing here
+        items[4].request.request_id, FeedbackKind.RATING, store_id="another-store", author="s", rating=1
+    )
+    insert_feedback([rating, elsewhere])
     ids = [r.request.request_id for r in records]
     client = get_client()
     rows = client.query(
@@ -159,6 +166,7 @@ def test_struggling_requests_are_flagged_with_their_reasons(window: tuple[dateti
     assert "low_rating" in flags[ids[3]]
     assert "asked_again" in flags[ids[0]]  # the same customer asked again a minute later
     assert "asked_again" not in flags[ids[4]]  # the next one has no customer id
+    assert "low_rating" not in flags[ids[4]]  # the low rating of that id was another store's
 
 
 def test_an_export_of_a_fixed_range_is_deterministic_and_pii_free(window: tuple[datetime, int], tmp_path: Path) -> None:

@@ -276,7 +276,14 @@ async def test_a_correction_on_the_feedback_topic_is_in_the_next_requests_histor
     assert "corrected by staff" not in before["h-C-consent-1"]
     publisher = FeedbackPublisher(chain_settings, codec)
     fix = "Yes, unworn within 30 days with the receipt."
-    publisher.publish(make_feedback("h-C-consent-1", FeedbackKind.CORRECTION, author="staff-7", corrected_text=fix))
+    # another store's correction of a request with the same id first: it never reaches this store's history
+    elsewhere = make_feedback(
+        "h-C-consent-1", FeedbackKind.CORRECTION, store_id="0002", author="x", corrected_text="Anything, any time."
+    )
+    publisher.publish(elsewhere)
+    publisher.publish(
+        make_feedback("h-C-consent-1", FeedbackKind.CORRECTION, store_id="0001", author="staff-7", corrected_text=fix)
+    )
     publisher.flush()
     deadline = time.monotonic() + 15
     while not any(e.followup.corrected for e in stitcher.history.history.last("C-consent")):
@@ -284,6 +291,7 @@ async def test_a_correction_on_the_feedback_topic_is_in_the_next_requests_histor
         await asyncio.sleep(0.05)
     after = {i.source_id: i.text for i in (await stitcher.decide(question)).items if i.source == "customer_history"}
     assert f'answered "{fix}" (corrected by staff' in after["h-C-consent-1"]
+    assert "Anything, any time." not in after["h-C-consent-1"]
     assert after["h-C-consent-2"] == before["h-C-consent-2"]
 
 

@@ -99,12 +99,16 @@ def test_promotion_sends_the_intent_to_the_custom_route_and_keeps_the_table_vali
 
 def test_feedback_needs_the_field_its_kind_names() -> None:
     with pytest.raises(FeedbackError, match="needs corrected_text"):
-        make_feedback("r1", FeedbackKind.CORRECTION, author="s1")
+        make_feedback("r1", FeedbackKind.CORRECTION, store_id="0417", author="s1")
     with pytest.raises(FeedbackError, match="1 to 5"):
-        make_feedback("r1", FeedbackKind.RATING, author="s1", rating=9)
+        make_feedback("r1", FeedbackKind.RATING, store_id="0417", author="s1", rating=9)
     with pytest.raises(FeedbackError, match="unknown intent"):
-        make_feedback("r1", FeedbackKind.ROUTE_CORRECTION, author="s1", corrected_intent="weather")
-    assert make_feedback("r1", FeedbackKind.RATING, author="s1", rating=4).rating == 4
+        make_feedback("r1", FeedbackKind.ROUTE_CORRECTION, store_id="0417", author="s1", corrected_intent="weather")
+    assert make_feedback("r1", FeedbackKind.RATING, store_id="0417", author="s1", rating=4).rating == 4
+    with pytest.raises(FeedbackError, match="must name the store"):
+        make_feedback("r1", FeedbackKind.RATING, store_id=" ", author="s1", rating=4)
+    scoped = make_feedback("r1", FeedbackKind.RATING, store_id="0417", author="s1", rating=4, attributes={"n": "1"})
+    assert scoped.attributes == {"n": "1", "store_id": "0417"}
 
 
 def test_the_question_is_read_from_behind_the_context() -> None:
