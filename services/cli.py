@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench-audit": ("services.auditor.bench", "audit write throughput: records/s through decide and the insert"),
         "dashboard": ("services.dashboard.app", "serve the live monitoring dashboard (ClickHouse over HTTP)"),
         "keys": ("services.gateway.keys", "the HTTP gateway's API keys: create (bound to a store), revoke, list"),
+        "vault": ("services.governor.vault", "the PII vault's key ring: status (key ids), rotate"),
     }
     for name, (_, text) in audit_commands.items():
         commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)

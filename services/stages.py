@@ -55,10 +55,10 @@ def build_stage(name: str, settings: Settings) -> Stage[Any, Any]:
         from services.answerer.call_events import ModelCallPublisher
         from services.answerer.registry import answerer_registry
         from services.answerer.stage import Answerer
-        from services.governor.vault import VaultCipher, load_key
+        from services.governor.vault import VaultCipher
 
         codec = codec_from_settings(settings)
-        vault = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
+        vault = VaultCipher.from_settings(settings)
         return Answerer(
             answerer_registry(settings),
             call_events=ModelCallPublisher(settings, codec),

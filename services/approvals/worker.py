@@ -38,7 +38,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from services.approvals.release import ApprovalRejected, approval_store, parse_record, release
 from services.approvals.signing import ApprovalSigner, approval_secrets_dir
 from services.governor.pii import TOKEN, restore
-from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, load_key, vault_key_for
+from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, vault_key_for
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
@@ -258,7 +258,7 @@ async def run_approvals(config: ApprovalsConfig, settings: Settings | None = Non
         bootstrap=settings.kafka_bootstrap,
         topic=settings.topic(VAULT_TOPIC),
         codec=codec,
-        cipher=VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s),
+        cipher=VaultCipher.from_settings(settings),
     )
     signer = ApprovalSigner(approval_secrets_dir(settings))
     worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault, signer=signer)

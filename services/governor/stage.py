@@ -25,7 +25,7 @@ from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
 from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, load_key, vault_key_for
+from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_sourced_facts
 from services.router.intents.embedder import SentenceEmbedder
@@ -383,7 +383,7 @@ class Governor(Stage[Stitched, Governance]):
     def __init__(self, settings: Settings, *, analyzer: Analyzer | None = None) -> None:
         self.settings = settings
         self.policy = PolicyWatcher(settings.policies)
-        self.cipher = VaultCipher(load_key(settings), ttl_s=settings.pii_vault_ttl_s)
+        self.cipher = VaultCipher.from_settings(settings)
         self.approvals = ApprovalVerifier(approval_secrets_dir(settings))
         self.analyzer = analyzer
         self._pii: MicroBatcher[AnalysisInput, tuple[list[PiiSpan], list[list[PiiSpan]]]] | None = None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from services.governor.vault import VaultCipher, load_key, vault_key_for
+from services.governor.vault import VaultCipher, load_key_ring, vault_key_for
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, PiiVaultEntry, Request
 from services.settings import Settings
@@ -92,7 +92,7 @@ def test_a_model_sees_pii_only_as_tokens_and_the_store_gets_back_what_it_may_see
     assert email.encode() not in entry.ciphertext
     request = audited["request"]
     assert governance["vault_key"] == vault_key_for(request["store_id"], request["request_id"])
-    opened = VaultCipher(load_key(settings)).open(entry, governance["vault_key"])
+    opened = VaultCipher(load_key_ring(settings)).open(entry, governance["vault_key"])
     assert opened["<EMAIL_1>"] == email and opened["<PERSON_1>"] == "Maria Lopez"
 
 

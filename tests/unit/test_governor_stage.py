@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from services.answerer.stage import prompt_for
 from services.governor.pii import restore
 from services.governor.stage import Analyzer, Governor, _remembered, analysis_input, govern, prompt_of
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key, vault_key_for
+from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key_ring, vault_key_for
 from services.policy.engine import PolicyEngine
 from services.runtime.cache import BoundedCache
 from services.runtime.models import (
@@ -157,7 +157,7 @@ async def test_pii_is_tokenised_in_the_text_and_the_stitched_prompt_and_sealed_i
     assert governance.vault_key == "0417:req-1"
     entry = PiiVaultEntry.model_validate(side.value)
     assert b"Maria" not in entry.ciphertext
-    cipher = VaultCipher(load_key(Settings(var_dir=tmp_path)))
+    cipher = VaultCipher(load_key_ring(Settings(var_dir=tmp_path)))
     assert cipher.open(entry, "0417:req-1") == {
         "<PERSON_1>": "Maria Lopez",
         "<EMAIL_1>": "maria.lopez@example.com",
@@ -178,7 +178,7 @@ async def test_two_stores_sending_the_same_request_id_each_get_their_own_vault_e
     [theirs_side] = governor.side_records(theirs, theirs_governance)
     [mine_side] = governor.side_records(mine, mine_governance)
     assert mine_side.key != theirs_side.key, "distinct Kafka keys: neither replaces the other on the compacted topic"
-    cipher = VaultCipher(load_key(Settings(var_dir=tmp_path)))
+    cipher = VaultCipher(load_key_ring(Settings(var_dir=tmp_path)))
     assert cipher.open(carried, "0417:req-1")["<EMAIL_1>"] == "maria.lopez@example.com"
     theirs_entry = PiiVaultEntry.model_validate(theirs_side.value)
     assert cipher.open(theirs_entry, "0999:req-1")["<EMAIL_1>"] == "john.smith@example.com"
