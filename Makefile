@@ -147,7 +147,7 @@ soak: up ## steady load for DURATION seconds (default 1800), RSS and open files 
 	@$(PY) -m services.soak --duration $(or $(DURATION),1800) $(SOAK_ARGS)
 
 .PHONY: seed
-seed: up ## publish stores, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
+seed: up ## publish stores, staff, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
 	@$(PY) -m services.stitcher.seed --stores 1600
 	@$(PY) -m services.stitcher.knowledge ingest
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("args", nargs=argparse.REMAINDER)
     query = commands.add_parser("query", help="run SQL against ClickHouse")
     query.add_argument("args", nargs=argparse.REMAINDER)
-    seed_stores = commands.add_parser("seed-stores", help="publish stores, stock and customers to ref.*")
+    seed_stores = commands.add_parser("seed-stores", help="publish stores, staff, stock and customers to ref.*")
     seed_stores.add_argument("args", nargs=argparse.REMAINDER)
     commands.add_parser("demo", help="the end-to-end demo")
     export = commands.add_parser("export", help="write the system as one hash-signed bundle (dir and .tar.gz)")
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "dashboard": ("services.dashboard.app", "serve the live monitoring dashboard (ClickHouse over HTTP)"),
         "keys": ("services.gateway.keys", "the HTTP gateway's API keys: create (bound to a store), revoke, list"),
         "vault": ("services.governor.vault", "the PII vault's key ring: status (key ids), rotate"),
+        "staff": ("services.approvals.staff", "who may approve or reject, for which stores: add, deactivate, list"),
     }
     for name, (_, text) in audit_commands.items():
         commands.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)

@@ -30,7 +30,7 @@ from services.runtime.models import Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, get_settings
 from services.stages import CHAIN
-from services.stitcher.seed import publish_stores, stores
+from services.stitcher.seed import publish_staff, publish_stores, staff_rows, stores
 
 STORE_COUNT = 1600
 
@@ -76,7 +76,8 @@ def run(count: int, rate: float, model: str | None) -> int:
     print(f"Switchyard demo: {count} POS requests at {rate:g}/s through the six-stage chain", flush=True)
     reconcile(REPO_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=settings.topic_prefix)
     seeded = publish_stores(settings.kafka_bootstrap, codec, stores(STORE_COUNT), settings.topic("ref.stores"))
-    print(f"  topics reconciled; {seeded} stores published to {settings.topic('ref.stores')}", flush=True)
+    staff = publish_staff(settings.kafka_bootstrap, codec, staff_rows(stores(STORE_COUNT)), settings.topic("ref.staff"))
+    print(f"  topics reconciled; {seeded} stores and {staff} staff published to ref.stores, ref.staff", flush=True)
 
     env = {"SWITCHYARD_MODEL_PROVIDER": model} if model else {}
     log_dir = Path(os.environ.get("SWITCHYARD_VAR", settings.var_dir)) / "demo"

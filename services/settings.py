@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         None, description="32-byte AES key of the PII vault (default var/secrets/pii_vault.key, made on first use)"
     )
     pii_vault_ttl_s: int = Field(86_400, description="how long a request's PII mapping can be restored")
+    approval_ttl_s: int = Field(
+        86_400,
+        gt=0,
+        description="how long an escalated request waits for a manager: a decision that arrives later is refused "
+        "as expired, and the request stays held",
+    )
     pii_ner: bool = Field(True, description="spaCy NER for names beside the pattern recognizers (False: patterns only)")
     output_toxicity: bool = Field(
         True,

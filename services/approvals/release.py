@@ -1,4 +1,5 @@
-"""What the approvals process decides for one ESCALATION_OUTCOME feedback record, as pure functions.
+"""What a manager's decision (an ESCALATION_OUTCOME feedback record) is about, and what an approval releases, as
+pure functions; services.approvals.state decides whether it may.
 
 An approval names the store it is for (attribute `store_id`: the gateway sets its key's store, the CLI takes
 `--store`) and releases only that store's request: clients choose their own request ids, so two stores may have
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from services.runtime.models import Feedback, FeedbackKind, Request
+from services.runtime.models import Feedback, Request
 from services.runtime.request_key import feedback_store, store_request_key
 
 APPROVED: Final = "approved"
@@ -70,34 +71,42 @@ def parse_record(record_json: str) -> dict[str, Any]:
     return value
 
 
-def release(feedback: Feedback, audited: Mapping[str, Any] | None) -> Request | None:
-    """The request an ESCALATION_OUTCOME releases (None for a rejection); raises ApprovalRejected with the reason
-    for an approval that must not release anything."""
-    if feedback.kind != FeedbackKind.ESCALATION_OUTCOME:
-        return None
-    outcome = (feedback.outcome or "").strip().lower()
-    if outcome == REJECTED:
-        return None
-    if outcome != APPROVED:
-        raise ApprovalRejected(f"request {feedback.request_id}: unknown outcome {feedback.outcome!r}")
+def decider(feedback: Feedback) -> tuple[str, str]:
+    """(manager, store) of a decision; raises ApprovalRejected when it names no manager (or an API key) or no
+    store. Whether that manager may decide for that store is services.approvals.staff's question."""
     manager = feedback.author.strip()
     if not manager or manager in ("cli", "customer"):
-        raise ApprovalRejected(f"request {feedback.request_id}: an approval must name the manager (--manager ID)")
+        raise ApprovalRejected(f"request {feedback.request_id}: a decision must name the manager (--manager ID)")
     if manager.startswith(API_AUTHOR_PREFIX):
         raise ApprovalRejected(f"request {feedback.request_id}: {manager} is an API key, not a manager")
     store = approval_store(feedback)
     if not store:
-        raise ApprovalRejected(f"request {feedback.request_id}: an approval must name its store (--store ID)")
+        raise ApprovalRejected(f"request {feedback.request_id}: a decision must name its store (--store ID)")
+    return manager, store
+
+
+def escalation(feedback: Feedback, audited: Mapping[str, Any] | None, store: str) -> dict[str, Any]:
+    """The escalated original request a decision is about, from its audit record; raises ApprovalRejected when
+    the store never sent it, it was not escalated, or it is itself a released approval."""
     if audited is None or audited["request"].get("store_id") != store:
         raise ApprovalRejected(f"request {feedback.request_id}: unknown request of store {store} (no audit record)")
     if not escalated(audited):
-        raise ApprovalRejected(f"request {feedback.request_id}: was not escalated, so there is nothing to approve")
+        raise ApprovalRejected(f"request {feedback.request_id}: was not escalated, so there is nothing to decide")
     original = dict(audited["request"])
-    attributes = {str(k): str(v) for k, v in (original.get("attributes") or {}).items()}
-    if attributes.get("approval_for"):
+    if (original.get("attributes") or {}).get("approval_for"):
         raise ApprovalRejected(f"request {feedback.request_id}: is itself a released approval; approve the original")
+    return original
+
+
+def released_request(feedback: Feedback, audited: Mapping[str, Any] | None) -> Request:
+    """The request an approval releases; raises ApprovalRejected with the reason for an approval that must not
+    release anything. Who may decide, and whether the request is still pending, is services.approvals.state's
+    question, asked before this one."""
+    manager, store = decider(feedback)
+    original = escalation(feedback, audited, store)
     if requester(original) == manager:
         raise ApprovalRejected(f"request {feedback.request_id}: {manager} asked for it and cannot approve it too")
+    attributes = {str(k): str(v) for k, v in (original.get("attributes") or {}).items()}
     attributes.update(approval_for=feedback.request_id, approved_by=manager, approval_feedback_id=feedback.feedback_id)
     note = feedback.attributes.get("note")
     if note:

@@ -1,7 +1,12 @@
-"""The approvals process: consumes `feedback`, and for each approval of an escalated request publishes the
-released request to `requests`, in one Kafka transaction with the consumed offsets (exactly once). Each consumed
-batch is decided first, every look-up included, and only then is its transaction begun: a slow ClickHouse holds no
-transaction open.
+"""The approvals process: consumes `feedback`, and for each manager's decision on an escalated request writes the
+request's new state to `approvals.state` and, for an approval, publishes the released request to `requests`, in
+one Kafka transaction with the consumed offsets (exactly once). Each consumed batch is decided first, every look-up
+included, and only then is its transaction begun: a slow ClickHouse holds no transaction open.
+
+What it holds, each read from the beginning of its compacted topic before the first decision and followed live:
+the staff table (`ref.staff`: who may decide for which store, services.approvals.staff) and the decided states
+(`approvals.state`, services.approvals.state). After a SIGKILL the restarted process reads back every state it
+committed, so an approved request is never released twice and a rejected or expired one never at all.
 
 Where the original comes from: ClickHouse switchyard.audit_records, by store_id and request_id (the store the
 approval names: clients choose their request ids, so another store may hold the same one). It is the system of
@@ -13,9 +18,11 @@ entry the governor wrote for it (as the answerer restores an answer), and while 
 released request reads as the original did; after it expired, the released request keeps the tokens, never guesses.
 
 Idempotent: the released id is deterministic (uuid5 of the store and the original id), the feedback of one
-request lands on one partition in order, and an approval whose released id this process has published, or
-that ClickHouse already holds for that store, is skipped. Bad input (unknown request, not escalated, approved by
-the person who asked, no manager or no store named) goes to `dlq.approvals` with the reason.
+request lands on one partition in order, and an approval of a request whose state is already approved, or whose
+released id ClickHouse already holds for that store (released before `approvals.state` existed), releases nothing.
+A decision that cannot count (unknown request, not escalated, a decider the staff table does not know, inactive,
+no manager or not one of the store's, the person who asked, expired, after a rejection) goes to `dlq.approvals`
+with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,15 +41,19 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from services.approvals.release import ApprovalRejected, approval_store, parse_record, release
+from services.approvals.release import approval_store, parse_record
 from services.approvals.signing import ApprovalSigner, approval_secrets_dir
+from services.approvals.staff import staff_table
+from services.approvals.state import STATE_TOPIC, decide_approval, state_key
 from services.governor.pii import TOKEN, restore
 from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, vault_key_for
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
-from services.runtime.models import Feedback, Request
+from services.runtime.models import Approval, Feedback, FeedbackKind, Request, Staff
 from services.runtime.observability import StageMetrics, serve_http
+from services.runtime.reference import ReferenceTable
+from services.runtime.request_key import store_request_key
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
 
@@ -51,8 +61,6 @@ log = logging.getLogger("switchyard.approvals")
 
 NAME = "approvals"
 LOOKUP_ATTEMPTS = 6
-# released ids remembered in process (besides the ClickHouse check), oldest forgotten first
-REMEMBERED = 100_000
 GROUP_ID = f"switchyard-{NAME}"
 
 
@@ -114,55 +122,80 @@ class ApprovalsWorker:
     vault: VaultTable | None = None
     # signs each released request: the policy trusts only an approval whose signature verifies
     signer: ApprovalSigner | None = None
-    released: OrderedDict[str, None] = field(default_factory=OrderedDict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: StageMetrics = field(default_factory=lambda: StageMetrics(NAME))
     _consumer: AIOKafkaConsumer | None = None
+    # who may decide for which store (ref.staff), and each decided request's state (approvals.state)
+    staff: ReferenceTable[Staff] = field(init=False)
+    states: ReferenceTable[Approval] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.staff = staff_table(self.settings, self.codec)
+        self.states = state_table(self.settings, self.codec)
 
     @property
     def group_id(self) -> str:
         return self.settings.topic(GROUP_ID)  # prefixed like the topics, so test chains never share a group
 
+    @property
+    def tables(self) -> tuple[ReferenceTable[Staff], ReferenceTable[Approval]]:
+        return self.staff, self.states
+
     async def health(self) -> tuple[bool, str]:
+        failed = [f"{t.topic}: {t.error}" for t in self.tables if t.error]
+        if failed:
+            return False, f"tables stopped: {'; '.join(failed)}"
         if self._consumer is None:
             return False, "starting"
-        return True, f"assigned {len(self._consumer.assignment())} partitions"
+        assigned = len(self._consumer.assignment())
+        return True, f"assigned {assigned} partitions; {len(self.staff)} staff, {len(self.states)} decided approvals"
 
-    async def decide(self, message: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes] | None:
-        """(topic, key, value) to produce for one feedback record, or None."""
+    async def decide(self, message: ConsumerRecord[bytes, bytes]) -> list[tuple[str, str, bytes]]:
+        """(topic, key, value) records to produce for one feedback record: the request's new state, the released
+        request, a dead letter; none for feedback that is not a decision or changes nothing."""
         try:
             _, value = self.codec.decode(message.value or b"", "Feedback")
             feedback = Feedback.model_validate(value)
         except Exception as error:  # anything undecodable is dead-lettered; the rest goes on
-            return self._dead_letter(message, error, None)
-        try:
-            audited, store = None, approval_store(feedback)
-            if (feedback.outcome or "").strip().lower() == "approved" and store:
-                audited = await asyncio.to_thread(self.lookup.record, store, feedback.request_id)
-            request = release(feedback, audited)
-        except ApprovalRejected as error:
-            return self._dead_letter(message, error, feedback.request_id)
-        if request is None:
+            return [self._dead_letter(message, error, None)]
+        store = approval_store(feedback)
+        current = self.states.get(store_request_key(store, feedback.request_id))
+        audited = None
+        if feedback.kind == FeedbackKind.ESCALATION_OUTCOME and store and current is None:
+            audited = await asyncio.to_thread(self.lookup.record, store, feedback.request_id)
+        decision = decide_approval(
+            feedback,
+            audited,
+            current=current,
+            staff=self.staff.rows,
+            # the later of its own time and its Kafka record's: backdating the feedback alone cannot revive a request
+            decided_at=max(feedback.created_at, message.timestamp),
+            ttl_ms=self.settings.approval_ttl_s * 1000,
+        )
+        out: list[tuple[str, str, bytes]] = []
+        if decision.state is not None:
+            self.states.put(decision.state)  # the next record of this batch sees it before the transaction commits
+            encoded_state = self.codec.encode("Approval", decision.state.model_dump())
+            out.append((self.settings.topic(STATE_TOPIC), state_key(decision.state), encoded_state))
+        if decision.refused is not None:
+            return [*out, self._dead_letter(message, decision.refused, feedback.request_id)]
+        if decision.release is None:
             if feedback.outcome:
                 log.info("not released", extra={"request_id": feedback.request_id, "outcome": feedback.outcome})
-            return None
-        request = await self._restored(request, audited)
+            return out
+        request = await self._restored(decision.release, audited)
         if self.signer is not None:
             request = self.signer.sign(request)
-        exists = self.lookup.exists
-        if request.request_id in self.released or await asyncio.to_thread(exists, request.store_id, request.request_id):
+        if await asyncio.to_thread(self.lookup.exists, request.store_id, request.request_id):
             log.info("already released", extra={"request_id": feedback.request_id, "released": request.request_id})
-            return None
-        self.released[request.request_id] = None
-        while len(self.released) > REMEMBERED:
-            self.released.popitem(last=False)
+            return out
         log.info(
             "released",
             extra={"request_id": feedback.request_id, "released": request.request_id, "approved_by": feedback.author},
         )
         self.metrics.records_out.inc()
         encoded = self.codec.encode("Request", request.model_dump())
-        return self.settings.topic("requests"), request.request_id, encoded
+        return [*out, (self.settings.topic("requests"), request.request_id, encoded)]
 
     async def _restored(self, request: Request, audited: dict[str, Any] | None) -> Request:
         """The request with its text restored from the governor's vault entry for the original, when it lives: the
@@ -197,14 +230,22 @@ class ApprovalsWorker:
         for tp, messages in batch.items():
             for message in messages:
                 self.metrics.records_in.inc()
-                out = await self.decide(message)
-                if out is not None:
-                    outgoing.append(out)
+                outgoing.extend(await self.decide(message))
             offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "")
         async with producer.transaction():
             for topic, key, value in outgoing:
                 await producer.send(topic, key=key.encode() or None, value=value)
             await producer.send_offsets_to_transaction(offsets, self.group_id)
+
+    async def _load_tables(self) -> None:
+        """Every staff row and decided state up to the topics' ends, before the first decision."""
+        for table in self.tables:
+            await table.start()
+        while not all(table.ready.is_set() for table in self.tables):
+            failed = [f"{t.topic}: {t.error}" for t in self.tables if t.error]
+            if failed:
+                raise RuntimeError(f"a table of the approvals process cannot load: {'; '.join(failed)}")
+            await asyncio.sleep(0.05)
 
     def _dead_letter(
         self, message: ConsumerRecord[bytes, bytes], error: Exception, request_id: str | None
@@ -230,6 +271,7 @@ class ApprovalsWorker:
             enable_idempotence=True,
             acks="all",
         )
+        await self._load_tables()
         if self.vault is not None:
             await self.vault.start()
         await producer.start()
@@ -248,7 +290,20 @@ class ApprovalsWorker:
             await runner.cleanup()
             if self.vault is not None:
                 await self.vault.stop()
+            for table in self.tables:
+                await table.stop()
             log.info("stage stopped", extra={"stage": NAME})
+
+
+def state_table(settings: Settings, codec: AvroCodec) -> ReferenceTable[Approval]:
+    return ReferenceTable(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic(STATE_TOPIC),
+        record="Approval",
+        model=Approval,
+        codec=codec,
+        key_of=state_key,
+    )
 
 
 async def run_approvals(config: ApprovalsConfig, settings: Settings | None = None) -> None:

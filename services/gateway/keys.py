@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from services.gateway.shapes import GatewayError
 from services.runtime.codec import AvroCodec
 from services.runtime.models import ApiKey
-from services.runtime.reference import ReferenceTable
+from services.runtime.reference import ReferenceTable, read_rows
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
 
@@ -134,13 +134,7 @@ class KeyPublisher:
 
 async def read_keys(settings: Settings, codec: AvroCodec, timeout_s: float = 30.0) -> dict[str, ApiKey]:
     """Every key on the topic, as the gateway would hold them."""
-    table = key_table(settings, codec)
-    await table.start()
-    try:
-        await asyncio.wait_for(table.ready.wait(), timeout_s)
-        return dict(table.rows)
-    finally:
-        await table.stop()
+    return await read_rows(key_table(settings, codec), timeout_s)
 
 
 def _describe(record: ApiKey, now_ms: int) -> dict[str, object]:

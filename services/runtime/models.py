@@ -327,6 +327,39 @@ class ApiKey(BaseModel):
     )
 
 
+class ApprovalState(enum.StrEnum):
+    """PENDING: escalated, no decision yet (no record); APPROVED: released once; REJECTED: final, the held answer stands; EXPIRED: no decision within the approval TTL, final."""
+
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+class Approval(BaseModel):
+    """The decided state of one store's escalated request, on the compacted topic approvals.state keyed by `<store>:<request id>`; written by the approvals process in the transaction that releases the request and commits the decision's feedback offset. No record means pending."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: str = Field(description="Store the escalated request came from.")
+    request_id: str = Field(description="The escalated request's id (unique within its store only).")
+    state: ApprovalState = Field(description="Where the approval stands.")
+    decided_by: str = Field(
+        description="Staff id of the manager whose decision made this state (for EXPIRED, whose decision came too late).",
+    )
+    feedback_id: str = Field(description="The ESCALATION_OUTCOME feedback record that made this state.")
+    released_request_id: str | None = Field(
+        default=None,
+        description="Id of the request an approval released; null in every other state.",
+    )
+    escalated_at: TimestampMillis = Field(
+        description="When the request was escalated (its audit record's time, or its own created_at when earlier): milliseconds since the Unix epoch, UTC.",
+    )
+    decided_at: TimestampMillis = Field(
+        description="When the decision arrived: milliseconds since the Unix epoch, UTC.",
+    )
+
+
 class AuditInfo(BaseModel):
     """Where a record sits in the tamper-evident audit hash chain."""
 
@@ -612,6 +645,39 @@ class Routed(BaseModel):
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
+class StaffRole(enum.StrEnum):
+    """What a member of staff may do: a clerk asks, a manager decides for the stores assigned, a regional manager for a region or, with the store wildcard, every store."""
+
+    CLERK = "CLERK"
+    MANAGER = "MANAGER"
+    REGIONAL_MANAGER = "REGIONAL_MANAGER"
+
+
+class Staff(BaseModel):
+    """Reference data for one member of staff, on the compacted topic ref.staff keyed by staff_id: who may decide an escalated request, and for which stores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    staff_id: str = Field(
+        description="Staff identifier, as a manager names themselves with `switchyard approve --manager`.",
+    )
+    name: str = Field(description="Full name, for people reading decisions.")
+    role: StaffRole = Field(
+        description="Role; a reader that does not know a newer role reads it as CLERK, which decides nothing.",
+    )
+    stores: list[str] = Field(
+        default_factory=list,
+        description="Store ids this member of staff works for and may decide for; \"*\" means every store.",
+    )
+    active: bool = Field(
+        default=True,
+        description="False once the member of staff has left or is suspended: their decisions are refused.",
+    )
+    updated_at: TimestampMillis = Field(
+        description="When this entry changed: milliseconds since the Unix epoch, UTC.",
+    )
+
+
 class Stitched(BaseModel):
     """Stage record on topic stitched: a routed request plus its context."""
 
@@ -653,6 +719,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.Answer": Answer,
     "switchyard.Answered": Answered,
     "switchyard.ApiKey": ApiKey,
+    "switchyard.Approval": Approval,
     "switchyard.AuditInfo": AuditInfo,
     "switchyard.Audited": Audited,
     "switchyard.Context": Context,
@@ -674,6 +741,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.Request": Request,
     "switchyard.RouteDecision": RouteDecision,
     "switchyard.Routed": Routed,
+    "switchyard.Staff": Staff,
     "switchyard.StageTiming": StageTiming,
     "switchyard.Stitched": Stitched,
     "switchyard.Store": Store,

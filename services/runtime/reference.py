@@ -184,6 +184,17 @@ class ReferenceTable(TopicTable, Generic[Row]):
         self.rows.pop(key, None)
 
 
+async def read_rows(table: ReferenceTable[Row], timeout_s: float = 30.0) -> dict[str, Row]:
+    """Every row of the table's topic as it stands now, read once and the table stopped: for a command that
+    shows or changes reference data, not for a service, which keeps following."""
+    await table.start()
+    try:
+        await asyncio.wait_for(table.ready.wait(), timeout_s)
+        return dict(table.rows)
+    finally:
+        await table.stop()
+
+
 class GroupedReferenceTable(ReferenceTable[Row]):
     """A reference table indexed by a group (inventory: store → its rows), so that one request reads only its
     group. The topic key must be `<group>:<rest>` (as `ref.inventory`'s `store_id:sku`), which lets a tombstone

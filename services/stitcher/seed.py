@@ -1,5 +1,6 @@
 """Seed the reference topics with a realistic chain: stores (`ref.stores`), a catalogue of several thousand SKUs
-stocked per store (`ref.inventory`) and loyalty customers (`ref.customers`).
+stocked per store (`ref.inventory`), loyalty customers (`ref.customers`) and the staff who may approve escalated
+requests (`ref.staff`).
 
 `python -m services.stitcher.seed --stores 1600` (or `make seed`). Deterministic (seeded), so tests and demos see
 the same data; republishing is harmless (compacted topics, same keys).
@@ -16,8 +17,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from services.approvals.staff import WILDCARD
 from services.runtime.codec import AvroCodec
-from services.runtime.models import HoursException, OpeningHours, Store
+from services.runtime.models import HoursException, OpeningHours, Staff, StaffRole, Store
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
 
@@ -218,6 +220,35 @@ def customer_rows(
         }
 
 
+# -- staff ------------------------------------------------------------------------------------------------
+
+FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivo", "Jade", "Kofi", "Lena", "Mats"]
+LAST_NAMES = ["Adler", "Brooks", "Costa", "Diaz", "Evans", "Fischer", "Grant", "Hale", "Ito", "Jansen", "Khan"]
+
+
+def staff_rows(store_list: Iterable[Store], seed: int = 1600, updated_at: int | None = None) -> list[Staff]:
+    """Two managers (`mgr-<store>-1`, `-2`) and two clerks (`clerk-<store>-1`, `-2`) per store, a regional manager
+    per region (`rm-<region>`, the region's stores by name) and one for every store (`rm-all`, the wildcard)."""
+    rng = random.Random(seed + 2)
+    stamp = updated_at if updated_at is not None else int(time.time() * 1000)
+
+    def member(staff_id: str, role: StaffRole, store_ids: list[str]) -> Staff:
+        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        return Staff(staff_id=staff_id, name=name, role=role, stores=store_ids, active=True, updated_at=stamp)
+
+    rows: list[Staff] = []
+    regions: dict[str, list[str]] = {}
+    for store in store_list:
+        regions.setdefault(store.region, []).append(store.store_id)
+        for number in (1, 2):
+            rows.append(member(f"mgr-{store.store_id}-{number}", StaffRole.MANAGER, [store.store_id]))
+            rows.append(member(f"clerk-{store.store_id}-{number}", StaffRole.CLERK, [store.store_id]))
+    for region, store_ids in sorted(regions.items()):
+        rows.append(member(f"rm-{region}", StaffRole.REGIONAL_MANAGER, store_ids))
+    rows.append(member("rm-all", StaffRole.REGIONAL_MANAGER, [WILDCARD]))
+    return rows
+
+
 # -- publishing -----------------------------------------------------------------------------------------------
 
 
@@ -262,6 +293,10 @@ def publish_customers(bootstrap: str, codec: AvroCodec, rows: Iterable[dict[str,
     return publish(bootstrap, codec, topic, "Customer", ((r["customer_id"], r) for r in rows))
 
 
+def publish_staff(bootstrap: str, codec: AvroCodec, rows: Iterable[Staff], topic: str = "ref.staff") -> int:
+    return publish(bootstrap, codec, topic, "Staff", ((s.staff_id, s.model_dump()) for s in rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard seed-stores", description=__doc__.splitlines()[0])
     parser.add_argument("--stores", type=int, default=1600)
@@ -274,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     directory = stores(args.stores)
     count = publish_stores(settings.kafka_bootstrap, codec, directory, settings.topic("ref.stores"))
     print(f"published {count} stores to {settings.topic('ref.stores')}")
+    count = publish_staff(settings.kafka_bootstrap, codec, staff_rows(directory), settings.topic("ref.staff"))
+    print(f"published {count} staff to {settings.topic('ref.staff')}")
     count = publish_customers(
         settings.kafka_bootstrap, codec, customer_rows(args.customers, directory), settings.topic("ref.customers")
     )

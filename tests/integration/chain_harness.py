@@ -29,7 +29,7 @@ from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
 from services.settings import REPO_ROOT, Settings
 from services.stages import CHAIN
-from services.stitcher.seed import publish_stores, stores
+from services.stitcher.seed import publish_staff, publish_stores, staff_rows, stores
 from tests.integration.conftest import delete_topics
 
 STORES = [f"{n:04d}" for n in range(1, 21)]
@@ -73,6 +73,10 @@ class Chain:
     def prepare(self) -> None:
         reconcile(REPO_ROOT / "topics", self.settings.kafka_bootstrap, out=io.StringIO(), prefix=self.prefix)
         publish_stores(self.settings.kafka_bootstrap, self.codec, stores(len(STORES)), self.topic("ref.stores"))
+        # who may approve: mgr-0001-1 and mgr-0001-2 for store 0001, and so on (services.stitcher.seed.staff_rows)
+        publish_staff(
+            self.settings.kafka_bootstrap, self.codec, staff_rows(stores(len(STORES))), self.topic("ref.staff")
+        )
 
     def start(self, name: str, replica: str = "0") -> str:
         return self.launcher.start(name, replica)

@@ -1,10 +1,13 @@
 """The approval workflow on the real chain (every process, real Kafka and ClickHouse, the stub model told what to
-answer): a 25% discount is escalated; after `switchyard approve` the released request is answered by the model and
-its audit record names the approval; a rejection releases nothing; approving twice answers once."""
+answer): a 25% discount is escalated; after `switchyard approve` by one of the store's managers (ref.staff, seeded by
+the harness) the released request is answered and its audit record names the approval; a rejection releases
+nothing, also after the approvals process is SIGKILLed and restarted; approving twice answers once; a decider the
+staff table does not know is dead-lettered."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +27,8 @@ from services.settings import Settings
 from tests.integration.chain_harness import STORES, Chain, running_chain
 
 DISCOUNT = "Can I get 25% off this sofa please?"
+# seeded for STORES[0] by Chain.prepare() (services.stitcher.seed.staff_rows)
+MANAGER, CLERK = "mgr-0001-1", "clerk-0001-1"
 MODEL_REPLY = "Yes, approved: I can give you 25% off today."
 
 
@@ -38,7 +43,7 @@ def chain(
         yield running
 
 
-def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:
+def escalate(chain: Chain, run: str, text: str = DISCOUNT, staff_id: str = CLERK) -> str:
     """Sends the 25% discount request, checks it was held for a manager, and waits for its audit row."""
     request = Request(
         request_id=str(uuid.uuid4()),
@@ -47,7 +52,7 @@ def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:
         channel=Channel.POS,
         text=text,
         created_at=int(time.time() * 1000),
-        attributes={"run": run, "seq": "0", "staff_id": "clerk-1"},
+        attributes={"run": run, "seq": "0", "staff_id": staff_id},
     )
     chain.publish([request])
     [audited] = chain.read("audited", until=1, run=run, timeout_s=180)
@@ -61,7 +66,7 @@ def escalate(chain: Chain, run: str, text: str = DISCOUNT) -> str:
     return request.request_id
 
 
-def decide(chain: Chain, command: str, request_id: str, manager: str = "mgr-7") -> None:
+def decide(chain: Chain, command: str, request_id: str, manager: str = MANAGER) -> None:
     environment = {**os.environ, **chain.env()}
     arguments = [command, request_id, "--store", STORES[0], "--manager", manager, "--note", "loyal customer"]
     done = subprocess.run(
@@ -73,6 +78,16 @@ def decide(chain: Chain, command: str, request_id: str, manager: str = "mgr-7") 
 def released(chain: Chain, run: str, until: int) -> list[dict[str, Any]]:
     records = chain.read("audited", until=until, run=run, timeout_s=180)
     return [r for r in records if r["request"]["attributes"].get("approval_for")]
+
+
+def dead_letter(chain: Chain, request_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The approvals process's dead letter for `request_id`, once it is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        letters = [d for d in chain.read("dlq.approvals", until=1, timeout_s=5) if d["request_id"] == request_id]
+        if letters:
+            return letters[-1]
+        assert time.monotonic() < deadline, f"no dead letter for {request_id}"
 
 
 def wait_until_feedback_consumed(chain: Chain) -> None:
@@ -102,14 +117,14 @@ def test_an_approved_discount_is_answered_by_its_workflow_and_its_audit_names_th
     [audited] = released(chain, "approve-once", until=2)
     request, governance, answer = audited["request"], audited["governance"], audited["answer"]
     assert request["request_id"] == approved_request_id(STORES[0], original)
-    assert request["attributes"]["approved_by"] == "mgr-7" and request["attributes"]["approval_for"] == original
+    assert request["attributes"]["approved_by"] == MANAGER and request["attributes"]["approval_for"] == original
     assert governance["verdict"] == "MASK"  # allowed, with the restored e-mail address masked again for the model
     [finding] = [f for f in governance["findings"] if f["rule_id"] == "discount.manager_approval"]
-    assert finding["action"] == "approved" and finding["inputs"]["approved_by"] == "mgr-7"
+    assert finding["action"] == "approved" and finding["inputs"]["approved_by"] == MANAGER
     assert finding["inputs"]["approval_for"] == original
     # the discount workflow answers from the policy, naming the approval; no model is called
     assert (answer["provider"], answer["model"]) == ("workflow", "workflow.discount_request")
-    assert answer["text"] == "A 25% discount was approved by manager mgr-7."
+    assert answer["text"] == f"A 25% discount was approved by manager {MANAGER}."
     # the released request reads as the original did: its PII came back from the governor's vault entry
     [request_record] = [
         r
@@ -129,9 +144,31 @@ def test_a_rejected_discount_releases_nothing(chain: Chain) -> None:
 
 
 def test_an_approval_by_the_person_who_asked_is_dead_lettered_with_the_reason(chain: Chain) -> None:
-    original = escalate(chain, "self-approve")
-    decide(chain, "approve", original, manager="clerk-1")
-    [letter] = [d for d in chain.read("dlq.approvals", until=1, timeout_s=60) if d["request_id"] == original]
-    assert letter["stage"] == "approvals" and "clerk-1 asked for it and cannot approve it too" in letter["reason"]
+    original = escalate(chain, "self-approve", staff_id=MANAGER)
+    decide(chain, "approve", original, manager=MANAGER)
+    letter = dead_letter(chain, original)
+    assert letter["stage"] == "approvals" and f"{MANAGER} asked for it and cannot approve it too" in letter["reason"]
     wait_until_feedback_consumed(chain)
     assert [r["request_id"] for r in chain.read("requests", until=2, run="self-approve", timeout_s=5)] == [original]
+
+
+def test_an_approval_by_someone_the_staff_table_does_not_know_is_dead_lettered(chain: Chain) -> None:
+    original = escalate(chain, "unknown-manager")
+    decide(chain, "approve", original, manager="mgr-7")
+    assert "mgr-7 is not a known member of staff" in dead_letter(chain, original)["reason"]
+    wait_until_feedback_consumed(chain)
+    assert [r["request_id"] for r in chain.read("requests", until=2, run="unknown-manager", timeout_s=5)] == [original]
+
+
+def test_a_rejection_survives_a_sigkill_of_the_approvals_process_and_a_later_approval_releases_nothing(
+    chain: Chain,
+) -> None:
+    original = escalate(chain, "reject-kill")
+    decide(chain, "reject", original)
+    wait_until_feedback_consumed(chain)
+    assert chain.kill("approvals/0", signal.SIGKILL) == -signal.SIGKILL
+    chain.wait_ready(chain.start("approvals", "0"))
+    decide(chain, "approve", original, manager="mgr-0001-2")
+    assert "a rejection is final" in dead_letter(chain, original)["reason"]
+    wait_until_feedback_consumed(chain)
+    assert [r["request_id"] for r in chain.read("requests", until=2, run="reject-kill", timeout_s=5)] == [original]
