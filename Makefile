@@ -74,7 +74,7 @@ query: $(INSTALLED) ## run SQL against ClickHouse: make query SQL='SELECT count(
 	@$(PY) -m services.infra.clickhouse query "$$SQL"
 
 .PHONY: verify
-verify: $(INSTALLED) ## walk the audit hash chains in ClickHouse, report the first broken link (VERIFY_ARGS='--chain 0417')
+verify: $(INSTALLED) ## walk the audit hash chains in ClickHouse, report the first broken link and any signed checkpoint they fail (VERIFY_ARGS='--chain 0417')
 	@$(PY) -m services.cli verify $(VERIFY_ARGS)
 
 .PHONY: replay

@@ -44,6 +44,7 @@ from services.pos.report import summary
 from services.pos.simulator import request_mix
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
+from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, Settings, get_settings
 from services.stages import CHAIN
@@ -108,6 +109,7 @@ class Load:
                 "acks": "all",
                 "linger.ms": 1,
                 "log_level": 3,
+                **STORE_PARTITIONER,
             }
         )
         self.requests = request_mix([store.store_id for store in stores(STORES)])
@@ -273,7 +275,9 @@ class Chaos:
         os.kill(self.launcher.processes[f"{stage}/0"].pid, sig)
 
     def publish_hostile(self) -> None:
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 2 << 20})
+        producer = Producer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 2 << 20, **STORE_PARTITIONER}
+        )
         placed: list[tuple[tuple[int, int] | None, str | None]] = []  # (partition, offset) and request id, if any
 
         def delivered_as(request_id: str | None) -> Callable[[Any, Any], None]:
@@ -285,8 +289,10 @@ class Chaos:
         for index, item in enumerate(hostile_requests(self.hostile_count)):
             request_id = item["request_id"] if isinstance(item, dict) else None
             value = self.codec.encode("Request", item) if isinstance(item, dict) else item
+            # one that decodes is chained like any request: keyed by its store, as every producer of requests
+            key = str(item.get("store_id", index)) if isinstance(item, dict) else str(index)
             producer.produce(
-                self.topic("requests"), key=str(index).encode(), value=value, on_delivery=delivered_as(request_id)
+                self.topic("requests"), key=key.encode(), value=value, on_delivery=delivered_as(request_id)
             )
             producer.poll(0)
         producer.flush(120)

@@ -66,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return approvals_cli.main(arguments[0], arguments[1:])
     audit_commands = {  # name: (module with main(argv), help)
-        "verify": ("services.auditor.verify", "walk the audit hash chains in ClickHouse, report the first broken link"),
+        "verify": (
+            "services.auditor.verify",
+            "walk the audit hash chains in ClickHouse, report the first broken link and any signed checkpoint "
+            "they no longer match",
+        ),
+        "export-checkpoints": (
+            "services.auditor.checkpoint_log",
+            "add the auditor's signed chain heads (audit.checkpoints) to a JSON lines file kept offline",
+        ),
         "replay": (
             "services.auditor.replay",
             "re-run a request's routing, context and policy decisions from its record",

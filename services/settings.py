@@ -128,6 +128,17 @@ class Settings(BaseSettings):
         "feedback's created_at, chosen by the client); a row further ahead, or older than its table's TTL, is not "
         "inserted: its record goes to dlq.telemetry with the field and value",
     )
+    audit_checkpoint_records: int = Field(
+        100,
+        gt=0,
+        description="the auditor signs a chain's head (audit.checkpoints) at least every this many of its records",
+    )
+    audit_checkpoint_s: float = Field(
+        30.0,
+        ge=0,
+        description="and on a chain's first record this long after its last checkpoint (so a quiet store's head is "
+        "signed with nearly every record); a chain's first record after each partition assignment is always signed",
+    )
     learning_check_every_s: float = Field(
         30.0, description="how often the learning process checks promoted models' live metrics (and shadows)"
     )

@@ -15,16 +15,14 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.runtime.models import Request
-from services.settings import Settings
+from services.runtime.signing_keys import read_or_create_private_key, read_public_key
 
 log = logging.getLogger("switchyard.approvals")
 
@@ -32,12 +30,6 @@ SIGNATURE_ATTRIBUTE: Final = "approval_signature"
 SIGNED_ATTRIBUTES: Final = ("approval_for", "approved_by", "approval_feedback_id")
 PRIVATE_KEY_FILE: Final = "approvals_ed25519.pem"
 PUBLIC_KEY_FILE: Final = "approvals_ed25519.pub.pem"
-
-
-def approval_secrets_dir(settings: Settings) -> Path:
-    """Where the approval keys live: the folder of the PII vault key (var/secrets by default)."""
-    vault_key = settings.pii_vault_key_file
-    return vault_key.parent if vault_key is not None else settings.var_dir / "secrets"
 
 
 def signed_message(request: Request) -> bytes:
@@ -87,39 +79,20 @@ class ApprovalVerifier:
 
     def _public_key(self) -> Ed25519PublicKey | None:
         if self._key is None and self.path.is_file():
-            loaded = serialization.load_pem_public_key(self.path.read_bytes())
-            if not isinstance(loaded, Ed25519PublicKey):
-                raise ValueError(f"{self.path} is not an Ed25519 public key: replace it")
-            self._key = loaded
+            self._key = read_public_key(self.path)
         return self._key
 
 
-def _read_or_create(secrets_dir: Path) -> Ed25519PrivateKey:
-    path = secrets_dir / PRIVATE_KEY_FILE
-    if path.is_file():
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key: replace it")
-        return loaded
-    secrets_dir.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(private)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    (secrets_dir / PUBLIC_KEY_FILE).write_bytes(public)
-    log.info("approval signing key created", extra={"path": str(path)})
-    return key
+def _read_or_create(directory: Path) -> Ed25519PrivateKey:
+    return read_or_create_private_key(directory, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m services.approvals.signing DIR`: the keys a deployment mounts (services/export/deploy.py), made
-    once by the operator: the approvals key pair and the PII vault key, in DIR."""
+    once by the operator: the approvals key pair, the PII vault key and the auditor's checkpoint key pair, in DIR."""
     import sys
 
+    from services.auditor import checkpoint
     from services.governor.vault import _read_or_create as vault_key
 
     args = sys.argv[1:] if argv is None else argv
@@ -129,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(args[0])
     _read_or_create(directory)
     vault_key(directory / "pii_vault.key")
-    print(f"keys in {directory}: {PRIVATE_KEY_FILE}, {PUBLIC_KEY_FILE}, pii_vault.key")
+    read_or_create_private_key(directory, checkpoint.PRIVATE_KEY_FILE, checkpoint.PUBLIC_KEY_FILE)
+    auditor_keys = f"{checkpoint.PRIVATE_KEY_FILE}, {checkpoint.PUBLIC_KEY_FILE}"
+    print(f"keys in {directory}: {PRIVATE_KEY_FILE}, {PUBLIC_KEY_FILE}, pii_vault.key, {auditor_keys}")
     return 0
 
 

@@ -42,7 +42,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from services.approvals.release import approval_store, parse_record
-from services.approvals.signing import ApprovalSigner, approval_secrets_dir
+from services.approvals.signing import ApprovalSigner
 from services.approvals.staff import staff_table
 from services.approvals.state import STATE_TOPIC, decide_approval, state_key
 from services.governor.pii import TOKEN, restore
@@ -55,6 +55,7 @@ from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.reference import ReferenceTable
 from services.runtime.request_key import store_request_key
 from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.signing_keys import secrets_dir
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("switchyard.approvals")
@@ -195,7 +196,8 @@ class ApprovalsWorker:
         )
         self.metrics.records_out.inc()
         encoded = self.codec.encode("Request", request.model_dump())
-        return [*out, (self.settings.topic("requests"), request.request_id, encoded)]
+        # keyed by store as every producer of requests: the store's chain stays on one auditor (request_key.py)
+        return [*out, (self.settings.topic("requests"), request.store_id, encoded)]
 
     async def _restored(self, request: Request, audited: dict[str, Any] | None) -> Request:
         """The request with its text restored from the governor's vault entry for the original, when it lives: the
@@ -315,7 +317,7 @@ async def run_approvals(config: ApprovalsConfig, settings: Settings | None = Non
         codec=codec,
         cipher=VaultCipher.from_settings(settings),
     )
-    signer = ApprovalSigner(approval_secrets_dir(settings))
+    signer = ApprovalSigner(secrets_dir(settings))
     worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault, signer=signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

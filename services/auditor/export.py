@@ -1,7 +1,8 @@
 """`switchyard export-audit --since T --until T --format jsonl|parquet`: the audit records of a period for a
 regulator, in chain order. JSON lines hold each audit record exactly as stored and hashed (so `verify`'s
 arithmetic can be redone on the export alone: sha256(prev_hash + "\\n" + canonical JSON of the record without its
-own hash and the auditor's timing)); Parquet holds the indexed columns next to the same record text."""
+own hash and the auditor's timing), RFC 8785 JSON where `audit.hash_scheme` is sha256-jcs); Parquet holds the
+indexed columns next to the same record text. `switchyard export-checkpoints` hands over the signed heads."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The auditor: appends each answered request to its store's tamper-evident hash chain (services.auditor.record)
 and releases it on `audited`. Chains are per store (namespaced by the topic prefix, so isolated chains on one
 cluster never mix); seq counts from 1. The chain heads are recovered whenever partitions are assigned
-(services.auditor.chain), so a restart or a rebalance continues each chain where it ended."""
+(services.auditor.chain), so a restart or a rebalance continues each chain where it ended. Now and then a
+chain's head is signed and produced to `audit.checkpoints` beside the record (services.auditor.checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import logging
 import uuid
 from typing import ClassVar
 
+import rfc8785
+
 from services.auditor.chain import ChainHead, ChainHeadStore
-from services.auditor.record import chain_hash, chain_payload, tokenised
+from services.auditor.checkpoint import CHECKPOINT_TOPIC, CheckpointSchedule, CheckpointSigner
+from services.auditor.record import JCS_SCHEME, chain_hash, chain_payload, tokenised
 from services.runtime.codec import AvroCodec
-from services.runtime.faults import TransientError
+from services.runtime.faults import RejectedRecord, TransientError
 from services.runtime.models import Answered, AuditInfo
 from services.runtime.schema_registry import SchemaRegistry
-from services.runtime.stage import Stage, now_us
+from services.runtime.signing_keys import secrets_dir
+from services.runtime.stage import SideRecord, Stage, now_us
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("switchyard.auditor")
@@ -34,13 +39,24 @@ class Auditor(Stage[Answered, AuditInfo]):
     work_category: ClassVar[str] = "audit"
 
     def __init__(
-        self, settings: Settings | None = None, heads: ChainHeadStore | None = None, recovery_attempts: int = 5
+        self,
+        settings: Settings | None = None,
+        heads: ChainHeadStore | None = None,
+        recovery_attempts: int = 5,
+        signer: CheckpointSigner | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.chain_heads: dict[str, ChainHead] = {}
         self.head_store = heads
         self.recovery_attempts = recovery_attempts
         self.recovery_error: Exception | None = None
+        self.signer = signer
+        self.checkpoints = CheckpointSchedule(self.settings.audit_checkpoint_records, self.settings.audit_checkpoint_s)
+
+    async def start(self) -> None:
+        # the key is read (or made) before the first record, so a bad key file stops the auditor at once
+        if self.signer is None:
+            self.signer = CheckpointSigner(secrets_dir(self.settings))
 
     def chain_key(self, store_id: str) -> str:
         return f"{self.settings.topic_prefix}{store_id}"
@@ -52,6 +68,7 @@ class Auditor(Stage[Answered, AuditInfo]):
         if self.head_store is None:
             self.head_store = ChainHeadStore(self.settings, AvroCodec(SchemaRegistry.load(self.settings.schemas_dir)))
         self.chain_heads, self.recovery_error = {}, None
+        self.checkpoints.reset()
         for attempt in range(self.recovery_attempts):
             try:
                 recovery = await self.head_store.recover(partitions)
@@ -95,9 +112,23 @@ class Auditor(Stage[Answered, AuditInfo]):
             "prev_hash": prev_hash,
             "recorded_at": now_us(),
             "seq": seq,
+            "hash_scheme": JCS_SCHEME,
         }
         audit_record = tokenised(record.model_dump(mode="json"))
         audit_record["audit"] = audit
-        digest = chain_hash(prev_hash, chain_payload(audit_record))
+        try:
+            digest = chain_hash(prev_hash, chain_payload(audit_record))
+        except rfc8785.CanonicalizationError as error:
+            reason = f"not auditable as RFC 8785 JSON: {error}"
+            raise RejectedRecord(reason, request_id=record.request.request_id) from error
         self.chain_heads[chain_key] = ChainHead(seq, digest)
         return AuditInfo(hash=digest, **audit)
+
+    def side_records(self, record: Answered, section: AuditInfo) -> list[SideRecord]:
+        """The chain's signed head, when one is due (called right after decide, in the record's transaction)."""
+        if not self.checkpoints.due(section.chain_key, section.seq):
+            return []
+        if self.signer is None:  # start() was not run (a bench, a test): sign with the deployment's key
+            self.signer = CheckpointSigner(secrets_dir(self.settings))
+        checkpoint = self.signer.sign(section.chain_key, section.seq, section.hash, now_us())
+        return [SideRecord(CHECKPOINT_TOPIC, "AuditCheckpoint", section.chain_key, checkpoint.model_dump())]

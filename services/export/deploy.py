@@ -59,10 +59,11 @@ SINGLETONS: Final = {"learning"}
 MODEL_STATE: Final = ("router", "answerer", "learning")
 MODELS_CLAIM: Final = "switchyard-models"
 MODELS_PATH: Final = "/app/var/models"
-# the keys each process reads (services/governor/vault.py, services/approvals/signing.py): the PII vault key for
-# who seals and opens vault entries, the approvals signing key for the approvals process alone, and its public
-# key for who verifies approvals. Compose shares one volume (the first process to start creates them); on
-# Kubernetes the operator creates the Secret (`python -m services.approvals.signing DIR` writes the three files,
+# the keys each process reads (services/governor/vault.py, services/approvals/signing.py,
+# services/auditor/checkpoint.py): the PII vault key for who seals and opens vault entries, the approvals signing
+# key for the approvals process alone, and its public key for who verifies approvals, the audit checkpoint key for
+# the auditor alone. Compose shares one volume (the first process to start creates them); on
+# Kubernetes the operator creates the Secret (`python -m services.approvals.signing DIR` writes the five files,
 # then `kubectl -n switchyard create secret generic switchyard-keys --from-file=DIR`) and each pod mounts only its
 # own keys, read-only.
 KEYS_SECRET: Final = "switchyard-keys"
@@ -72,6 +73,7 @@ KEY_FILES: Final[dict[str, tuple[str, ...]]] = {
     "stitcher": ("approvals_ed25519.pub.pem",),
     "answerer": ("pii_vault.key",),
     "approvals": ("pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem"),
+    "auditor": ("auditor_ed25519.pem", "auditor_ed25519.pub.pem"),
 }
 
 

@@ -30,6 +30,7 @@ from services.runtime.cache import BoundedCache
 from services.runtime.models import ApiKey, FeedbackKind
 from services.runtime.observability import LATENCY_BUCKETS
 from services.runtime.registry_client import codec_from_settings
+from services.runtime.request_key import STORE_PARTITIONER
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("switchyard.gateway")
@@ -122,6 +123,7 @@ class Gateway:
                 "acks": "all",
                 "linger.ms": 1,
                 "client.id": f"gateway-{replica}",
+                **STORE_PARTITIONER,
             }
         )
         self.consumer = Consumer(
@@ -133,6 +135,7 @@ class Gateway:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
                 "client.id": f"gateway-{replica}",
+                **STORE_PARTITIONER,
             }
         )
         self.assigned = threading.Event()

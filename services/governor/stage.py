@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.answerer.stage import fallback_prompt
-from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
+from services.approvals.signing import ApprovalVerifier
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
 from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
@@ -32,6 +32,7 @@ from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.cache import BoundedCache
 from services.runtime.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
+from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import SideRecord, Stage, WorkLedger
 from services.settings import Settings
 
@@ -384,7 +385,7 @@ class Governor(Stage[Stitched, Governance]):
         self.settings = settings
         self.policy = PolicyWatcher(settings.policies)
         self.cipher = VaultCipher.from_settings(settings)
-        self.approvals = ApprovalVerifier(approval_secrets_dir(settings))
+        self.approvals = ApprovalVerifier(secrets_dir(settings))
         self.analyzer = analyzer
         self._pii: MicroBatcher[AnalysisInput, tuple[list[PiiSpan], list[list[PiiSpan]]]] | None = None
         self._classifiers: MicroBatcher[AnalysisInput, tuple[float, float, list[float]]] | None = None

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
+from services.runtime.request_key import STORE_PARTITIONER
 
 PRODUCTS = [
     ("waxed field jacket", ["S", "M", "L", "XL"]),
@@ -81,7 +82,13 @@ class PosPublisher:
     def __init__(self, bootstrap: str, topic: str, codec: AvroCodec) -> None:
         self.topic, self.codec = topic, codec
         self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1}
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+                **STORE_PARTITIONER,
+            }
         )
 
     def publish(self, requests: Iterator[Request], count: int, rate_per_s: float) -> list[Request]:

@@ -360,6 +360,27 @@ class Approval(BaseModel):
     )
 
 
+class AuditCheckpoint(BaseModel):
+    """A signed head of one audit hash chain, on the compacted topic audit.checkpoints keyed by chain_key: the auditor alone holds the key, so a chain rewritten in ClickHouse no longer matches it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chain_key: str = Field(description="The chain, as AuditInfo.chain_key.")
+    seq: AvroLong = Field(description="Position of the chain's head record when it was checkpointed, from 1.")
+    hash: str = Field(
+        description="AuditInfo.hash of the record at seq, hex: it covers every record of the chain up to seq.",
+    )
+    checkpointed_at: TimestampMicros = Field(
+        description="When the auditor signed the checkpoint: microseconds since the Unix epoch, UTC.",
+    )
+    key_id: str = Field(
+        description="The signing key: the first 16 hex digits of sha256 over its public key's SubjectPublicKeyInfo (DER).",
+    )
+    signature: str = Field(
+        description="Ed25519 signature, base64, over the RFC 8785 canonical JSON of the other fields and context 'switchyard.audit.checkpoint.v1'.",
+    )
+
+
 class AuditInfo(BaseModel):
     """Where a record sits in the tamper-evident audit hash chain."""
 
@@ -373,6 +394,10 @@ class AuditInfo(BaseModel):
         description="When the auditor recorded the entry: microseconds since the Unix epoch, UTC.",
     )
     seq: AvroLong = Field(default=0, description="Position of the record in its chain, from 1.")
+    hash_scheme: str = Field(
+        default="",
+        description="How hash was computed: 'sha256-jcs' is sha256 over prev_hash, a newline and the RFC 8785 canonical JSON (JCS) of the record without its own hash and the auditor's timing; '' (records from before it) the same over JSON with keys sorted as Python sorts them, and without this field.",
+    )
 
 
 class Audited(BaseModel):
@@ -720,6 +745,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.Answered": Answered,
     "switchyard.ApiKey": ApiKey,
     "switchyard.Approval": Approval,
+    "switchyard.AuditCheckpoint": AuditCheckpoint,
     "switchyard.AuditInfo": AuditInfo,
     "switchyard.Audited": Audited,
     "switchyard.Context": Context,

@@ -48,6 +48,7 @@ from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.registry_client import codec_from_settings
+from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.spans import Hop, StageSpans, close_hop, from_environment, open_hop
 from services.runtime.stage import Stage, compose, now_us, request_id_of, stage_timing
 from services.runtime.tracing import Header, Headers, parent_of
@@ -279,7 +280,7 @@ class StageWorker:
             "linger.ms": 0,
             # the partition of a key as Java clients (and aiokafka) choose it, so a store's records land where
             # they did before and where other clients put them
-            "partitioner": "murmur2_random",
+            **STORE_PARTITIONER,
             "message.max.bytes": self.config.max_record_bytes * 12,
             # A transaction begun while the coordinator still writes the last one's markers is refused with
             # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that

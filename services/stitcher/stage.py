@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
-from services.approvals.signing import ApprovalVerifier, approval_secrets_dir
+from services.approvals.signing import ApprovalVerifier
 from services.policy.engine import PolicyWatcher
 from services.router.route_table import RouteTableWatcher
 from services.runtime.codec import AvroCodec
@@ -27,6 +27,7 @@ from services.runtime.models import (
     Store,
 )
 from services.runtime.reference import ReferenceTable, TopicTable
+from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import Settings
 from services.stitcher import budget, prep
@@ -268,7 +269,7 @@ class Stitcher(Stage[Routed, Context]):
         # request to its route's fallback from the router's own table
         self.policy = PolicyWatcher(settings.policies)
         self.route_tables = RouteTableWatcher(settings.route_table)
-        self.approvals = ApprovalVerifier(approval_secrets_dir(settings))
+        self.approvals = ApprovalVerifier(secrets_dir(settings))
         self._rerouted: dict[str, RouteDecision] = {}
 
     @property

@@ -27,6 +27,7 @@ from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
+from services.runtime.request_key import STORE_PARTITIONER
 from services.settings import REPO_ROOT, Settings
 from services.stages import CHAIN
 from services.stitcher.seed import publish_staff, publish_stores, staff_rows, stores
@@ -142,7 +143,10 @@ class Chain:
         ]
 
     def publish(self, requests: list[Request], rate_per_s: float | None = None) -> None:
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
+        # keyed and partitioned as every producer of requests (services/runtime/request_key.py)
+        producer = Producer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True, **STORE_PARTITIONER}
+        )
         started = time.monotonic()
         for index, request in enumerate(requests):
             if rate_per_s:

@@ -6,6 +6,7 @@ regulator as JSON lines or Parquet."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from services.auditor.record import expected_hash
 from services.auditor.verify import AuditRow, check_chain, verify
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
@@ -49,9 +51,14 @@ def audit_rows(settings: Settings, prefix: str, expected: int, timeout_s: float 
         time.sleep(0.5)
 
 
-def switchyard(*args: str) -> subprocess.CompletedProcess[str]:
+def switchyard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -96,11 +103,41 @@ def test_verify_names_the_chain_seq_and_request_of_a_tampered_record(chain: Chai
     record["answer"]["text"] = "Yes, take 50% off."
     tampered["record"] = json.dumps(record)
     client.insert("audit_records", [list(tampered.values())], column_names=columns)  # a newer version of the row
-    done = switchyard("verify", "--chain", victim)
+    # the chain's environment: verify reads the signed checkpoints from its prefixed audit.checkpoints topic
+    done = switchyard("verify", "--chain", victim, env=chain.env())
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"chain {victim} breaks at seq 2 (request {tampered['request_id']}): hash mismatch" in done.stdout
-    others = switchyard("verify", "--chain", chain.prefix + STORES[4])
+    others = switchyard("verify", "--chain", chain.prefix + STORES[4], env=chain.env())
     assert others.returncode == 0 and "every link intact" in others.stdout
+
+
+def test_an_insider_who_rewrites_and_rehashes_a_chain_in_clickhouse_is_caught_by_the_signed_checkpoints(
+    chain: Chain, settings: Settings
+) -> None:
+    """Someone who can write ClickHouse changes an answer and recomputes every hash after it: the links all hold,
+    but the auditor's signed checkpoints on `audit.checkpoints` (out of that person's reach) name the rewrite."""
+    victim = chain.prefix + STORES[5]
+    audit_rows(settings, chain.prefix, 2 * len(STORES))
+    client = get_client(settings)
+    columns = [c for c in client.query("SELECT * FROM audit_records LIMIT 0").column_names]
+    stored = client.query(
+        "SELECT * FROM audit_records FINAL WHERE chain_key = {c:String} ORDER BY seq", parameters={"c": victim}
+    ).result_rows
+    rewritten, prev_hash = [], ""
+    for index, values in enumerate(stored):
+        row = dict(zip(columns, values, strict=True))
+        record = json.loads(row["record"])
+        if index == 0:
+            record["answer"]["text"] = "Yes, take 50% off."
+        record["audit"]["prev_hash"] = prev_hash
+        record["audit"]["hash"] = prev_hash = expected_hash(record)
+        row.update(record=json.dumps(record), prev_hash=record["audit"]["prev_hash"], hash=prev_hash)
+        rewritten.append(list(row.values()))
+    client.insert("audit_records", rewritten, column_names=columns)  # newer versions of every row
+    assert [r.broken for r in verify(get_client(settings), chain=victim)] == [None]  # the links alone pass
+    done = switchyard("verify", "--chain", victim, env=chain.env())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"chain {victim} checkpoint at seq 1: rewritten" in done.stdout, done.stdout
 
 
 def test_replay_reproduces_the_routing_and_context_decisions_of_a_recorded_request(

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
+from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.tracing import TRACEPARENT, Header, TraceParent, parent_of
 from services.settings import Settings
 from services.stitcher.seed import publish_stores, stores
@@ -46,7 +47,9 @@ def a_trace() -> tuple[str, str, bytes]:
 
 
 def produce(chain: Chain, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-    producer = Producer({"bootstrap.servers": chain.settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": chain.settings.kafka_bootstrap, "enable.idempotence": True, **STORE_PARTITIONER}
+    )
     producer.produce(chain.topic(topic), value=value, key=key, headers=headers)
     assert producer.flush(30) == 0
 

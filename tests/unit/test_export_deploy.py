@@ -75,8 +75,9 @@ def test_the_learning_process_runs_once_and_shares_the_model_volume_with_router_
 
 
 def test_each_pod_mounts_only_its_own_keys_read_only() -> None:
-    """The approvals signing key only in the approvals pod; the PII vault key where entries are sealed or opened;
-    the approvals public key where approvals are verified; no key where none is read."""
+    """The approvals signing key only in the approvals pod, the audit checkpoint key only in the auditor's; the PII
+    vault key where entries are sealed or opened; the approvals public key where approvals are verified; no key
+    where none is read."""
     deployments = by_kind("Deployment")
 
     def keys_of(name: str) -> set[str]:
@@ -93,7 +94,8 @@ def test_each_pod_mounts_only_its_own_keys_read_only() -> None:
     assert keys_of("governor") == {"pii_vault.key", "approvals_ed25519.pub.pem"}
     assert keys_of("stitcher") == {"approvals_ed25519.pub.pem"}
     assert keys_of("answerer") == {"pii_vault.key"}
-    assert all(not keys_of(name) for name in ("router", "auditor", "telemetry", "dashboard", "learning", "health"))
+    assert keys_of("auditor") == {"auditor_ed25519.pem", "auditor_ed25519.pub.pem"}  # the checkpoint signing key
+    assert all(not keys_of(name) for name in ("router", "telemetry", "dashboard", "learning", "health"))
 
 
 def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:
