@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "dashboard": ("services.dashboard.app", "serve the live monitoring dashboard (ClickHouse over HTTP)"),
         "keys": ("services.gateway.keys", "the HTTP gateway's API keys: create (bound to a store), revoke, list"),
         "vault": ("services.governor.vault", "the PII vault's key ring: status (key ids), rotate"),
+        "dead-letters": (
+            "services.telemetry.dead_letters",
+            "dead letters in ClickHouse (--open: in clear)",
+        ),
         "staff": ("services.approvals.staff", "who may approve or reject, for which stores: add, deactivate, list"),
     }
     for name, (_, text) in audit_commands.items():

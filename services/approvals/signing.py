@@ -89,11 +89,13 @@ def _read_or_create(directory: Path) -> Ed25519PrivateKey:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m services.approvals.signing DIR`: the keys a deployment mounts (services/export/deploy.py), made
-    once by the operator: the approvals key pair, the PII vault key and the auditor's checkpoint key pair, in DIR."""
+    once by the operator: the approvals key pair, the PII vault key, the auditor's checkpoint key pair and the
+    dead-letter key pair, in DIR. The dead letters' private key is the operator's: no pod mounts it."""
     import sys
 
     from services.auditor import checkpoint
     from services.governor.vault import _read_or_create as vault_key
+    from services.runtime import sealing
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -103,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     _read_or_create(directory)
     vault_key(directory / "pii_vault.key")
     read_or_create_private_key(directory, checkpoint.PRIVATE_KEY_FILE, checkpoint.PUBLIC_KEY_FILE)
+    sealing.ensure_key_pair(directory)
     auditor_keys = f"{checkpoint.PRIVATE_KEY_FILE}, {checkpoint.PUBLIC_KEY_FILE}"
-    print(f"keys in {directory}: {PRIVATE_KEY_FILE}, {PUBLIC_KEY_FILE}, pii_vault.key, {auditor_keys}")
+    dead_letter_keys = f"{sealing.PRIVATE_KEY_FILE} (keep it: no pod mounts it), {sealing.PUBLIC_KEY_FILE}"
+    print(
+        f"keys in {directory}: {PRIVATE_KEY_FILE}, {PUBLIC_KEY_FILE}, pii_vault.key, {auditor_keys}, {dead_letter_keys}"
+    )
     return 0
 
 

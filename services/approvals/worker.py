@@ -55,6 +55,7 @@ from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.reference import ReferenceTable
 from services.runtime.request_key import store_request_key
 from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.sealing import Sealer, dead_letter_sealer
 from services.runtime.signing_keys import secrets_dir
 from services.settings import Settings, get_settings
 
@@ -123,6 +124,8 @@ class ApprovalsWorker:
     vault: VaultTable | None = None
     # signs each released request: the policy trusts only an approval whose signature verifies
     signer: ApprovalSigner | None = None
+    # seals dead letters' original bytes (a manager's note, a request) to the operator's key; None: kept in clear
+    sealer: Sealer | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: StageMetrics = field(default_factory=lambda: StageMetrics(NAME))
     _consumer: AIOKafkaConsumer | None = None
@@ -255,7 +258,9 @@ class ApprovalsWorker:
         reason = str(error) or type(error).__name__
         self.metrics.dead_letter(type(error).__name__)
         log.warning("dead-lettered", extra={"stage": NAME, "request_id": request_id, "reason": reason})
-        record = dead_letter_for(message, stage=NAME, reason=reason, error=error, request_id=request_id)
+        record = dead_letter_for(
+            message, stage=NAME, reason=reason, error=error, request_id=request_id, sealer=self.sealer
+        )
         return self.settings.topic(f"dlq.{NAME}"), request_id or "", self.codec.encode("DeadLetter", record)
 
     async def run(self) -> None:
@@ -318,7 +323,9 @@ async def run_approvals(config: ApprovalsConfig, settings: Settings | None = Non
         cipher=VaultCipher.from_settings(settings),
     )
     signer = ApprovalSigner(secrets_dir(settings))
-    worker = ApprovalsWorker(settings, config, AuditLookup(settings), codec, vault=vault, signer=signer)
+    worker = ApprovalsWorker(
+        settings, config, AuditLookup(settings), codec, vault=vault, signer=signer, sealer=dead_letter_sealer(settings)
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):

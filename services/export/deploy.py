@@ -68,12 +68,17 @@ MODELS_PATH: Final = "/app/var/models"
 # own keys, read-only.
 KEYS_SECRET: Final = "switchyard-keys"
 KEYS_PATH: Final = "/app/var/secrets"
+# Every process that writes dead letters seals their original bytes to the operator's public dead-letter key; the
+# private half is never mounted: the operator opens dead letters with it (`switchyard dead-letters show --open`).
+DEAD_LETTER_KEY: Final = "dead_letters_x25519.pub.pem"
 KEY_FILES: Final[dict[str, tuple[str, ...]]] = {
-    "governor": ("pii_vault.key", "approvals_ed25519.pub.pem"),
-    "stitcher": ("approvals_ed25519.pub.pem",),
-    "answerer": ("pii_vault.key",),
-    "approvals": ("pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem"),
-    "auditor": ("auditor_ed25519.pem", "auditor_ed25519.pub.pem"),
+    "router": (DEAD_LETTER_KEY,),
+    "governor": ("pii_vault.key", "approvals_ed25519.pub.pem", DEAD_LETTER_KEY),
+    "stitcher": ("approvals_ed25519.pub.pem", DEAD_LETTER_KEY),
+    "answerer": ("pii_vault.key", DEAD_LETTER_KEY),
+    "approvals": ("pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem", DEAD_LETTER_KEY),
+    "auditor": ("auditor_ed25519.pem", "auditor_ed25519.pub.pem", DEAD_LETTER_KEY),
+    "telemetry": (DEAD_LETTER_KEY,),
 }
 
 

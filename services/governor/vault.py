@@ -40,6 +40,7 @@ from services.runtime.codec import AvroCodec
 from services.runtime.models import PiiVaultEntry
 from services.runtime.reference import TopicTable
 from services.runtime.request_key import store_request_key
+from services.runtime.signing_keys import publish
 from services.settings import Settings
 
 log = logging.getLogger("switchyard.pii_vault")
@@ -162,30 +163,10 @@ def _read_or_create(path: Path) -> KeyRing:
         return KeyRing.parse(path.read_bytes(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     ring = KeyRing.of(AESGCM.generate_key(bit_length=KEY_BYTES * 8))
-    try:
-        _write_new(path, ring.serialise(), replace=False)
-    except FileExistsError:  # another process made it first: read theirs, so both hold the same ring
+    if not publish(path, ring.serialise(), 0o600):  # another process made it first: read theirs, so both hold one
         return KeyRing.parse(path.read_bytes(), str(path))
     log.info("PII vault key ring created", extra={"path": str(path), "key_id": ring.primary.key_id})
     return ring
-
-
-def _write_new(path: Path, data: bytes, *, replace: bool) -> None:
-    """Writes `data` to a temporary file (0600) beside `path` and moves it there in one step, so no reader sees a
-    partial file: with `replace`, over the old one; without, only where none is (FileExistsError otherwise)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if replace:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class VaultCipher:
@@ -343,7 +324,7 @@ def rotate(
     """Adds a new primary key to the ring in `path` (made when missing) and writes it back in one step."""
     ring = _read_or_create(path)
     rotated, dropped = ring.rotated(keep=keep, ttl_s=ttl_s, now=time.time() if now is None else now, force=force)
-    _write_new(path, rotated.serialise(), replace=True)
+    publish(path, rotated.serialise(), 0o600, replace=True)
     return rotated, dropped
 
 

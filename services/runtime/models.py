@@ -440,7 +440,13 @@ class DeadLetter(BaseModel):
     stage: str = Field(description="Stage that gave up on the record.")
     reason: str = Field(description="Why the stage gave up, in words that say what to fix.")
     error_type: str = Field(description="Exception type name that caused it.")
-    original: bytes = Field(description="The consumed record value, byte for byte.")
+    original: bytes = Field(
+        description="The consumed record value: byte for byte where original_sealed_with is empty, else sealed to the operator's dead-letter key (services/runtime/sealing.py; `switchyard dead-letters show --open`).",
+    )
+    original_sealed_with: str = Field(
+        default="",
+        description="Key id of the X25519 public key that sealed `original` (its associated data is dead_letter_id); '' where `original` is the bytes as consumed (dead letters from before sealing).",
+    )
     key: bytes | None = Field(
         default=None,
         description="The consumed record key; null when the record had none.",

@@ -34,11 +34,11 @@ def read_or_create_private_key(directory: Path, private_file: str, public_file: 
         private = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        if _publish(path, private, 0o600):
+        if publish(path, private, 0o600):
             public = key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            _publish(directory / public_file, public, 0o644, replace=True)
+            publish(directory / public_file, public, 0o644, replace=True)
             log.info("signing key created", extra={"path": str(path)})
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
@@ -46,7 +46,7 @@ def read_or_create_private_key(directory: Path, private_file: str, public_file: 
     return loaded
 
 
-def _publish(path: Path, content: bytes, mode: int, replace: bool = False) -> bool:
+def publish(path: Path, content: bytes, mode: int, replace: bool = False) -> bool:
     """Writes `path` whole or not at all: a reader never sees half a key. False when another process published
     it first (unless `replace`)."""
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, a name of its own

@@ -49,6 +49,7 @@ from services.runtime.faults import TransientError
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.registry_client import codec_from_settings
 from services.runtime.request_key import STORE_PARTITIONER
+from services.runtime.sealing import dead_letter_sealer
 from services.runtime.spans import Hop, StageSpans, close_hop, from_environment, open_hop
 from services.runtime.stage import Stage, compose, now_us, request_id_of, stage_timing
 from services.runtime.tracing import Header, Headers, parent_of
@@ -191,6 +192,7 @@ class StageWorker:
         self.settings = settings or get_settings()
         self.config = config or WorkerConfig()
         self.codec = codec or codec_from_settings(self.settings)
+        self.sealer = dead_letter_sealer(self.settings)  # dead letters hold requests as sent: sealed to the operator
         self.links = [self._link(s) for s in (stage, *downstream)]
         for upstream, next_stage in zip((stage, *downstream), downstream, strict=False):
             if (upstream.output_topic, upstream.output_record) != (next_stage.input_topic, next_stage.input_record):
@@ -784,7 +786,9 @@ class StageWorker:
                 "offset": message.offset,
             },
         )
-        record = dead_letter_for(message, stage=link.stage.name, reason=reason, error=error, request_id=request_id)
+        record = dead_letter_for(
+            message, stage=link.stage.name, reason=reason, error=error, request_id=request_id, sealer=self.sealer
+        )
         return Outgoing(
             link.dead_letter_topic,
             message.key,

@@ -37,6 +37,7 @@ MODEL_CALL_COLUMNS = [
 ]  # fmt: skip
 DEAD_LETTER_COLUMNS = [
     "stage", "topic", "partition", "offset", "request_id", "error_type", "reason", "original", "failed_at",
+    "original_sealed_with",
 ]  # fmt: skip
 
 
@@ -203,6 +204,7 @@ def dead_letter_rows(dead: dict[str, Any], trace_id: str = "") -> tuple[list[Any
         dead["reason"],
         dead["original"],
         micros(dead["failed_at"]),
+        dead.get("original_sealed_with") or "",
     ]
     if dead["request_id"] is None:
         return row, None

@@ -31,6 +31,7 @@ from services.runtime.deadletter import dead_letter_for
 from services.runtime.faults import StageError
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.sealing import dead_letter_sealer
 from services.runtime.spans import open_hop
 from services.runtime.tracing import parent_of, trace_id_of
 from services.settings import Settings, get_settings
@@ -122,6 +123,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 class TelemetryWriter:
     def __init__(self, settings: Settings | None = None, config: WriterConfig | None = None) -> None:
         self.settings = settings or get_settings()
+        self.sealer = dead_letter_sealer(self.settings)  # a refused row's record, sealed to the operator's key
         self.config = config or WriterConfig()
         self.codec = AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
         self.metrics = StageMetrics("telemetry")
@@ -303,7 +305,9 @@ class TelemetryWriter:
             message, first = buffer.messages[source], errors[0]
             reason = "; ".join(dict.fromkeys(str(error) for error in errors))
             request_id = first.request_id if isinstance(first, StageError) else None
-            record = dead_letter_for(message, stage="telemetry", reason=reason, error=first, request_id=request_id)
+            record = dead_letter_for(
+                message, stage="telemetry", reason=reason, error=first, request_id=request_id, sealer=self.sealer
+            )
             # the dead letter stays in the record's trace, as the stages' do
             headers = open_hop(None, "telemetry", message.headers, parent_of(message.headers)).headers
             value = self.codec.encode("DeadLetter", record)

@@ -4,6 +4,8 @@ records, and a second replica joining and leaving."""
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import subprocess
 import sys
@@ -19,7 +21,9 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
+from services.runtime.deadletter import opened_original
 from services.runtime.models import Feedback, FeedbackKind
+from services.runtime.sealing import dead_letter_opener
 from services.settings import Settings
 from services.stitcher.seed import publish_stores, stores
 from tests.integration.chain_harness import CHAIN, Chain, duplicates, free_port
@@ -182,6 +186,26 @@ def test_poison_records_go_to_the_dead_letter_topic_with_a_reason_and_the_rest_a
         letter["reason"] and letter["original"] and letter["topic"] == chain.topic("requests") for letter in letters
     )
     assert any(len(letter["original"]) > 5 << 20 for letter in letters)
+    # every original is sealed to the operator's key and opens to the bytes that were consumed
+    opener = dead_letter_opener(chain.settings)
+    assert all(letter["original_sealed_with"] == opener.key_id for letter in letters)
+    assert b"\x00\x01 not avro at all" in [opened_original(letter, opener) for letter in letters]
+    # ClickHouse holds the sealed bytes too; `switchyard dead-letters show --open` reads them in clear
+    [poison] = [letter for letter in letters if letter["error_type"] == "BadMarkerError"]
+    client, deadline = get_client(settings), time.monotonic() + 60
+    sql = "SELECT original FROM dead_letters WHERE topic = {t:String} AND offset = {o:UInt64}"
+    where = {"t": poison["topic"], "o": poison["offset"]}
+    while not (rows := client.query(sql, parameters=where, column_formats={"original": "bytes"}).result_rows):
+        assert time.monotonic() < deadline, "the dead letter never reached ClickHouse"
+        time.sleep(0.5)
+    assert b"not avro at all" not in rows[0][0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "services.cli", "dead-letters", "show", "--stage", "router", "--limit", "200", "--open"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    opened = [json.loads(line) for line in shown.stdout.splitlines()]
+    [entry] = [e for e in opened if e["topic"] == poison["topic"] and e["offset"] == poison["offset"]]
+    assert base64.b64decode(entry["original"]["base64"]) == b"\x00\x01 not avro at all"
 
 
 def test_a_record_that_makes_a_stage_raise_is_dead_lettered_by_that_stage(chain: Chain, codec: AvroCodec) -> None:

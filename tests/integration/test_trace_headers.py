@@ -16,7 +16,9 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
+from services.runtime.deadletter import opened_original
 from services.runtime.request_key import STORE_PARTITIONER
+from services.runtime.sealing import dead_letter_opener
 from services.runtime.tracing import TRACEPARENT, Header, TraceParent, parent_of
 from services.settings import Settings
 from services.stitcher.seed import publish_stores, stores
@@ -144,8 +146,9 @@ def test_a_record_dead_lettered_at_the_head_keeps_its_trace_id_and_headers(chain
     trace_id, span_id, traceparent = a_trace()
     poison = b"\x00\x01 not avro " + uuid.uuid4().bytes
     produce(chain, "requests", b"0001", poison, [(TRACEPARENT, traceparent), (REPLY_TO, b"gateway-1")])
-    letter, headers = read_one(chain, "dlq.router", lambda r: r["original"] == poison)
-    assert letter["stage"] == "router"
+    opener = dead_letter_opener(chain.settings)  # dead letters hold their record sealed to the operator's key
+    letter, headers = read_one(chain, "dlq.router", lambda r: opened_original(r, opener) == poison)
+    assert letter["stage"] == "router" and poison not in letter["original"] and letter["original_sealed_with"]
     continued(headers, trace_id, span_id)
     assert [value for name, value in headers if name == REPLY_TO] == [b"gateway-1"]
 

@@ -90,12 +90,15 @@ def test_each_pod_mounts_only_its_own_keys_read_only() -> None:
         assert volumes[0]["secret"]["secretName"] == "switchyard-keys" and volumes[0]["secret"]["defaultMode"] == 0o400
         return {item["key"] for item in volumes[0]["secret"]["items"]}
 
-    assert keys_of("approvals") == {"pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem"}
-    assert keys_of("governor") == {"pii_vault.key", "approvals_ed25519.pub.pem"}
-    assert keys_of("stitcher") == {"approvals_ed25519.pub.pem"}
-    assert keys_of("answerer") == {"pii_vault.key"}
-    assert keys_of("auditor") == {"auditor_ed25519.pem", "auditor_ed25519.pub.pem"}  # the checkpoint signing key
-    assert all(not keys_of(name) for name in ("router", "telemetry", "dashboard", "learning", "health"))
+    sealing = "dead_letters_x25519.pub.pem"  # every writer of dead letters seals them; the private key is nobody's
+    assert keys_of("approvals") == {"pii_vault.key", "approvals_ed25519.pem", "approvals_ed25519.pub.pem", sealing}
+    assert keys_of("governor") == {"pii_vault.key", "approvals_ed25519.pub.pem", sealing}
+    assert keys_of("stitcher") == {"approvals_ed25519.pub.pem", sealing}
+    assert keys_of("answerer") == {"pii_vault.key", sealing}
+    assert keys_of("auditor") == {"auditor_ed25519.pem", "auditor_ed25519.pub.pem", sealing}  # checkpoint signing
+    assert keys_of("router") == keys_of("telemetry") == {sealing}
+    assert all(not keys_of(name) for name in ("dashboard", "learning", "health"))
+    assert all("dead_letters_x25519.pem" not in keys_of(name) for name in deployments)
 
 
 def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:

@@ -22,10 +22,11 @@ from services.pos.answers import Received
 from services.pos.report import percentile, work_split
 from services.runtime import worker as worker_module
 from services.runtime.codec import AvroCodec
-from services.runtime.deadletter import dead_letter
+from services.runtime.deadletter import dead_letter, opened_original
 from services.runtime.faults import TransientError
 from services.runtime.models import DeadLetter, Request, Routed, RouteDecision
 from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.runtime.sealing import dead_letter_opener
 from services.runtime.spans import StageSpans
 from services.runtime.stage import SideRecord, Stage
 from services.runtime.tracing import TRACEPARENT, Header, Headers, TraceParent, parent_of, trace_id_of
@@ -370,7 +371,8 @@ async def test_a_record_over_the_size_limit_is_dead_lettered_under_its_request_i
     out = await worker._handle(Consumed("hop1", 0, 7, b"k", value))
     letter = CODEC.decode(out.value)[1]
     assert out.topic == "dlq.relay1" and letter["error_type"] == "RecordTooLarge"
-    assert letter["request_id"] == "r-big" and letter["original"] == value
+    assert letter["request_id"] == "r-big" and value not in letter["original"]  # sealed to the operator's key
+    assert opened_original(letter, dead_letter_opener(Settings())) == value
     garbage = await worker._handle(Consumed("hop1", 0, 8, b"k", b"\xc3\x01" + b"\x00" * 100))
     assert CODEC.decode(garbage.value)[1]["request_id"] is None, "undecodable as well as too large: no id"
 

@@ -22,8 +22,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 import services.telemetry.writer as telemetry_writer
 from services.infra.clickhouse import DDL_DIR, load_migrations
 from services.runtime.codec import AvroCodec
+from services.runtime.deadletter import opened_original
 from services.runtime.models import Audited, AuditInfo, Feedback, FeedbackKind, StageTiming
 from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.runtime.sealing import dead_letter_opener
 from services.settings import Settings
 from services.telemetry.isolation import is_transient
 from services.telemetry.window import EVENT_TIMES, EventTime
@@ -152,10 +154,11 @@ async def test_refused_rows_are_dead_lettered_and_every_other_row_is_written_onc
     assert [(d["offset"], d["request_id"], d["topic"]) for d in letters] == [
         (3, "r-3", "feedback"), (4, "r-4", "feedback"), (11, "r-11", "feedback"),
     ]  # fmt: skip
+    opener = dead_letter_opener(writer.settings)  # the records are sealed to the operator's key
     for letter in letters:
         assert letter["reason"].startswith("ClickHouse refused the feedback row: ")
         assert "VIOLATED_CONSTRAINT" in letter["reason"] and letter["error_type"] == "RowRefused"
-        assert letter["original"] == batch[letter["offset"]].value and letter["stage"] == "telemetry"
+        assert opened_original(letter, opener) == batch[letter["offset"]].value and letter["stage"] == "telemetry"
     assert {event[1] for event in clickhouse.events if event[0] == "dead letter"} == {"dlq.telemetry"}
     after_inserts = kinds(clickhouse.events)[-4:]
     assert after_inserts == ["dead letter", "dead letter", "dead letter", "commit"], "acknowledged, then committed"
