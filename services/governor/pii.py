@@ -4,6 +4,8 @@ retail identifiers, replacing each value with a stable typed token (<PERSON_1>, 
 
 `PiiDetector` is loaded once and is used from one worker thread at a time (the governor batches through
 services.runtime.batcher.MicroBatcher with concurrency 1: spaCy pipelines are not documented as thread-safe).
+`segments` cuts a text where no pattern can match across, so a rendered prompt is scanned piece by piece and each
+piece seen before (the same passage, the same template text) is not scanned again.
 `Tokeniser` holds one request's value → token mapping, so the same value gets the same token in the request
 text and every prompt message; `restore` puts the values back.
 """
@@ -37,6 +39,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 from spacy.tokens import Doc
+from spacy.vocab import Vocab
 
 # Presidio logs every analyze call at INFO ("Fetching all recognizers"): thousands of lines a minute
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -77,6 +80,17 @@ UNUSED_PIPES: Final = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmat
 # of a longer word (the same length: every offset stays); the pattern recognizers read the text as written.
 LONGEST_WORD: Final = 64
 _LONG_WORD: Final = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
+# No pattern recognizer can match "<" or ">", nor read them in a lookaround, nor anchor on a line's or the text's edge
+# (a word boundary sees them as it sees an edge); tests/unit/test_pii_segments.py parses every registered regex to
+# check it. So no match spans one, and each run of text between them has exactly the matches it has in the whole
+# text. In a rendered prompt they are the template's tags only (the stitcher writes them in data as single angle
+# quotation marks): the runs are its passages, rows and request.
+_SEGMENT: Final = re.compile(r"[^<>]+")
+# Without NER nothing reads spaCy's tokens: Presidio's context step reads lemmas, and neither pipeline has a
+# lemmatizer (every lemma is empty, so no context word is ever found). The pattern recognizers get no tokens.
+_NO_TOKENS: Final = NlpArtifacts(
+    entities=[], tokens=Doc(Vocab(), words=[]), tokens_indices=[], lemmas=[], nlp_engine=None, language="en"
+)
 
 # RFC 5322 dot-atom local parts (dots tolerated anywhere: a malformed address is still personal) at a dotted
 # domain; Presidio's own e-mail recognizer validates domains with tldextract, which fetches the public-suffix list
@@ -195,8 +209,10 @@ class _CardRecognizer(_GroupRecognizer):
     inside longer digit runs too ("ref 1000 4111 1111 1111 1111"), where Presidio's regex stops at the first
     candidate."""
 
+    GROUP: Final = r"(?<![\w.])\d+(?![\w.]\d)"  # one group of digits, as people split a card number
+
     def __init__(self) -> None:
-        super().__init__("CREDIT_CARD", "switchyard_card", r"\d+", 0.95)
+        super().__init__("CREDIT_CARD", "switchyard_card", self.GROUP, 0.95)
 
     def analyze(
         self,
@@ -205,7 +221,7 @@ class _CardRecognizer(_GroupRecognizer):
         nlp_artifacts: NlpArtifacts | None = None,
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
-        groups = list(re.finditer(r"(?<![\w.])\d+(?![\w.]\d)", text))
+        groups = list(self._compiled.finditer(text))
         # where each group's digits start in all the groups' digits, and whether a single space or dash joins it to
         # the next: worked out once, as every group starts up to 19 candidates (50,000 one-digit groups took 1.1 s)
         bounds = list(itertools.accumulate((group.end() - group.start() for group in groups), initial=0))
@@ -264,6 +280,12 @@ def pattern_recognizers() -> list[PatternRecognizer]:
     return [CreditCardRecognizer(), UsSsnRecognizer(), UkNinoRecognizer(), *switchyard_recognizers()]
 
 
+def segments(text: str) -> list[tuple[int, str]]:
+    """(offset, piece) for each run of the text between the characters no pattern can match ("<", ">"): the spans
+    of the whole text are those of its pieces, each shifted by its offset."""
+    return [(match.start(), match.group(0)) for match in _SEGMENT.finditer(text)]
+
+
 class PiiModelUnavailable(RuntimeError):
     """The spaCy model package is missing; the message says how to install it or run without NER."""
 
@@ -303,11 +325,15 @@ class PiiDetector:
         return self.detect_many([text])[0]
 
     def detect_many(self, texts: Sequence[str]) -> list[list[PiiSpan]]:
-        """Spans per text, non-overlapping and in order; spaCy runs once over the batch (nlp.pipe)."""
+        """Spans per text, non-overlapping and in order; spaCy runs once over the batch (nlp.pipe), and only for
+        the NER."""
         if not texts:
             return []
-        words_cut = [_LONG_WORD.sub(lambda word: " " * len(word.group(0)), text) for text in texts]
-        artifacts = [item[1] for item in self._nlp.process_batch(words_cut, "en", batch_size=self.batch_size)]
+        if self.use_ner:
+            words_cut = [_LONG_WORD.sub(lambda word: " " * len(word.group(0)), text) for text in texts]
+            artifacts = [item[1] for item in self._nlp.process_batch(words_cut, "en", batch_size=self.batch_size)]
+        else:
+            artifacts = [_NO_TOKENS] * len(texts)
         return [
             _resolve(
                 self._analyzer.analyze(
@@ -321,8 +347,9 @@ class PiiDetector:
 
 class _ContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's context enhancer, finding the token a result starts in by bisection (Presidio's own walks the
-    tokens from the first for every result, quadratic in a text's length: 5,000 card numbers took 7 s), and copying
-    only the results it may change (copying them all was half the time of a text dense with card numbers)."""
+    tokens from the first for every result, quadratic in a text's length: 5,000 card numbers took 7 s), copying
+    only the results it may change (copying them all was half the time of a text dense with card numbers), and
+    nothing at all where no lemma can be a context word (the pipelines here have no lemmatizer)."""
 
     def enhance_using_context(
         self,
@@ -332,6 +359,8 @@ class _ContextEnhancer(LemmaContextAwareEnhancer):
         recognizers: list[EntityRecognizer],
         context: list[str] | None = None,
     ) -> list[RecognizerResult]:
+        if not context and not any(nlp_artifacts.lemmas):
+            return raw_results  # no word to find a context word in (no tokens, or no lemmatizer): no score changes
         # Presidio's own leaves alone a result whose recognizer has no context words
         with_context = {recognizer.id for recognizer in recognizers if recognizer.context}
 

@@ -9,6 +9,7 @@ instruction-like passages are dropped from the prompt; the policy rules run on t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,7 +25,7 @@ from services.answerer.stage import fallback_prompt
 from services.approvals.signing import ApprovalVerifier
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
-from services.governor.pii import PiiDetector, PiiSpan, Tokeniser
+from services.governor.pii import PiiDetector, PiiSpan, Tokeniser, segments
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_sourced_facts
@@ -89,10 +90,12 @@ class Analyzer:
         # Texts repeat across requests: the same policy page answers many questions, the same system prompt opens
         # every prompt, and tills send the same few questions all day. What the models found in a text is
         # remembered (the most recently used, bounded), so a text is embedded or scanned once, not once per request.
+        # A prompt is new with every request (it holds the request), but is made of pieces seen before: it is
+        # remembered piece by piece (pii.segments), so only its new pieces are scanned.
         # Each memory is used by one thread at a time: the governor's batchers run one batch of each kind at once.
         self._scores: BoundedCache[str, tuple[float, float]] = text_memory()  # text -> (toxicity, injection)
         self._request_spans: BoundedCache[str, list[PiiSpan]] = text_memory()
-        self._prompt_spans: BoundedCache[str, list[PiiSpan]] = text_memory()
+        self._prompt_spans: BoundedCache[str, list[PiiSpan]] = text_memory()  # prompt piece -> its spans
         self.reused_embeddings = 0  # request texts scored from the router's embedding
 
     @classmethod
@@ -116,13 +119,22 @@ class Analyzer:
 
     def find_pii(self, inputs: Sequence[AnalysisInput]) -> list[tuple[list[PiiSpan], list[list[PiiSpan]]]]:
         """Blocking: PII spans of each request text (NER and patterns, one spaCy pass over the batch) and of its
-        prompt texts (patterns); texts scanned before are not scanned again."""
+        prompt texts (patterns, piece by piece); texts and pieces scanned before are not scanned again."""
         requests = iter(
             _remembered(self.detector.detect_many, [item.request_text for item in inputs], self._request_spans)
         )
-        prompt_texts = [text for item in inputs for text in item.prompt_texts]
-        prompts = iter(_remembered(self.prompt_detector.detect_many, prompt_texts, self._prompt_spans))
-        return [(list(next(requests)), [list(next(prompts)) for _ in item.prompt_texts]) for item in inputs]
+        prompts = iter(self._prompt_pii([text for item in inputs for text in item.prompt_texts]))
+        return [(list(next(requests)), [next(prompts) for _ in item.prompt_texts]) for item in inputs]
+
+    def _prompt_pii(self, texts: Sequence[str]) -> list[list[PiiSpan]]:
+        """Each text's spans, found piece by piece; with NER (whose view spans the pieces) the texts whole."""
+        if self.prompt_detector.use_ner:
+            return [list(spans) for spans in _remembered(self.prompt_detector.detect_many, texts, self._prompt_spans)]
+        pieces = [segments(text) for text in texts]
+        found = iter(
+            _remembered(self.prompt_detector.detect_many, [p for each in pieces for _, p in each], self._prompt_spans)
+        )
+        return [[_shifted(span, offset) for offset, _ in each for span in next(found)] for each in pieces]
 
     def classify(self, inputs: Sequence[AnalysisInput]) -> list[tuple[float, float, list[float]]]:
         """Blocking: (toxicity, request injection, passage injections) per input, one embedding pass serving both
@@ -152,6 +164,10 @@ class Analyzer:
 
 
 Found = TypeVar("Found")
+
+
+def _shifted(span: PiiSpan, offset: int) -> PiiSpan:
+    return dataclasses.replace(span, start=span.start + offset, end=span.end + offset)
 
 
 def text_memory() -> BoundedCache[str, Found]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from services.answerer.stage import prompt_for
-from services.governor.pii import restore
+from services.governor.pii import restore, segments
 from services.governor.stage import Analyzer, Governor, _remembered, analysis_input, govern, prompt_of
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key_ring, vault_key_for
 from services.policy.engine import PolicyEngine
@@ -255,7 +255,7 @@ def test_a_text_seen_before_is_neither_scanned_nor_embedded_again(
     assert analysed[0] == analysed[1] == expected
     assert sorted(calls) == sorted(
         [f"ner:{first.request.text}", f"embed:{first.request.text}", f"embed:{shared}"]
-        + [f"patterns:{message.content}" for message in prompt_of(first)]
+        + [f"patterns:{piece}" for piece in dict.fromkeys(p for m in prompt_of(first) for _, p in segments(m.content))]
     )
     calls.clear()
     assert fresh.analyse([analysis_input(first)]) == analysed[:1]
