@@ -225,3 +225,25 @@ def test_real_traffic_measures_every_orchestration_category_and_the_split_view_a
     measured = dict(view)
     assert all(measured.get(category, 0) > 0 for category in [*WORK_CATEGORIES, "monitoring"]), measured
     assert view == raw
+
+
+def test_two_stores_rows_for_one_request_id_are_both_kept(settings: Settings, clickhouse: str) -> None:
+    """Clients choose request ids: store B's request with store A's id must not replace A's stage and verdict rows
+    when ClickHouse merges (the tables deduplicate on the store and the request id)."""
+    client = get_client(settings)
+    request_id, minute_us = f"shared-{uuid.uuid4().hex[:8]}", (int(time.time()) // 60 - 3 * 24 * 60) * 60_000_000
+    stores = [f"mv-a-{uuid.uuid4().hex[:6]}", f"mv-b-{uuid.uuid4().hex[:6]}"]
+    for store in stores:
+        record = audited(1, store, minute_us)
+        record["request"]["request_id"] = request_id
+        client.insert("stage_events", stage_event_rows(record), column_names=STAGE_EVENT_COLUMNS)
+        client.insert("rule_verdicts", rule_verdict_rows(record), column_names=RULE_VERDICT_COLUMNS)
+    client.command("OPTIMIZE TABLE switchyard.stage_events FINAL")
+    client.command("OPTIMIZE TABLE switchyard.rule_verdicts FINAL")
+    for table in ("stage_events", "rule_verdicts"):
+        kept = client.query(
+            f"SELECT DISTINCT store_id FROM switchyard.{table} FINAL WHERE request_id = {{id:String}}"
+            " ORDER BY store_id",
+            parameters={"id": request_id},
+        ).result_rows
+        assert [store for (store,) in kept] == sorted(stores), table
