@@ -125,6 +125,28 @@ class TopicTable(ABC):
                 log.info("table ready", extra={"topic": self.topic, "rows": len(self)})
                 self.ready.set()
 
+    async def caught_up(self, timeout_s: float = 30.0) -> None:
+        """Until the table holds every record committed to its topic now (the end offsets read at the call): a
+        process that takes over work from another, as at a rebalance, first sees all that the other committed.
+        Raises TimeoutError when the table does not get there within `timeout_s`."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError(f"the table of {self.topic} was not started")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not consumer.assignment():
+            if loop.time() > deadline:
+                raise TimeoutError(f"no partitions of {self.topic} assigned within {timeout_s} s")
+            await asyncio.sleep(0.02)
+        assigned = list(consumer.assignment())
+        targets = await consumer.end_offsets(assigned)
+        # the position passes a record only when getmany hands it out, and _follow applies what it is handed
+        # before it awaits again: a position at the target means every record before it is in the table
+        while not all([await consumer.position(tp) >= end for tp, end in targets.items()]):
+            if loop.time() > deadline:
+                raise TimeoutError(f"the table of {self.topic} did not reach the end of its topic in {timeout_s} s")
+            await asyncio.sleep(0.02)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "topic": self.topic,

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.infra.probe import PROBE_GROUP, PROBE_TOPIC, kafka_commits_transaction
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, Request
+from services.runtime.reference import TopicTable
 
 STORES = ["0001", "0417", "1600"]
 
@@ -135,3 +136,39 @@ def test_the_readiness_probe_commits_a_transaction_with_a_groups_offsets(kafka: 
         assert committed.error is None and committed.offset == 0
     finally:
         reader.close()
+
+
+class Counted(TopicTable):
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap=bootstrap, topic=topic)
+        self.values: list[bytes] = []
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+async def test_a_table_caught_up_holds_every_record_committed_before_the_call(
+    kafka: str, new_topic: Callable[[int], str]
+) -> None:
+    """What a process taking over partitions (the approvals process at a rebalance) relies on: after
+    `caught_up()`, everything committed to the table's topic before the call is in the table."""
+    topic = new_topic(3)
+    table = Counted(kafka, topic)
+    await table.start()
+    try:
+        await table.caught_up()
+        producer = Producer({"bootstrap.servers": kafka, "transactional.id": f"caught-up-{uuid.uuid4().hex[:8]}"})
+        producer.init_transactions(30)
+        for round_ in range(3):
+            producer.begin_transaction()
+            for n in range(200):
+                producer.produce(topic, key=f"k{n % 7}".encode(), value=f"{round_}-{n}".encode())
+            producer.commit_transaction(30)
+            await table.caught_up()
+            assert len(table) == 200 * (round_ + 1)
+    finally:
+        await table.stop()
