@@ -58,15 +58,18 @@ class TopicTable(ABC):
             isolation_level="read_committed",
             metadata_max_age_ms=5000,
         )
-        await consumer.start()
-        self._consumer = consumer
-        topics = await consumer.topics()
-        if self.topic not in topics:
+        try:
+            await consumer.start()
+            topics = await consumer.topics()
+            if self.topic not in topics:
+                raise RuntimeError(f"topic {self.topic} does not exist; run `make topics`")
+            consumer.subscribe([self.topic])
+            if self.since_ms is not None:
+                await self._seek_to_time(consumer, self.since_ms)
+        except BaseException:  # a start that fails leaves no consumer (and its connections) behind
             await consumer.stop()
-            raise RuntimeError(f"topic {self.topic} does not exist; run `make topics`")
-        consumer.subscribe([self.topic])
-        if self.since_ms is not None:
-            await self._seek_to_time(consumer, self.since_ms)
+            raise
+        self._consumer = consumer
         self._task = asyncio.create_task(self._follow(consumer), name=f"table:{self.topic}")
         self._task.add_done_callback(self._stopped)
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -172,3 +173,11 @@ async def test_a_table_caught_up_holds_every_record_committed_before_the_call(
             assert len(table) == 200 * (round_ + 1)
     finally:
         await table.stop()
+
+
+async def test_a_table_of_a_missing_topic_says_so_and_keeps_no_consumer(kafka: str) -> None:
+    table = Counted(kafka, f"it.missing-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(RuntimeError, match="does not exist; run `make topics`"):
+        await table.start()
+    assert table._consumer is None  # stopped, not left open with its connections
+    await table.stop()  # and stopping it after is harmless
