@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     approval_ttl_s: int = Field(
         86_400,
         gt=0,
+        le=14 * 86_400,  # approvals.state keeps decided states 30 days: any later decision is past the TTL anyway
         description="how long an escalated request waits for a manager: a decision that arrives later is refused "
-        "as expired, and the request stays held",
+        "as expired, and the request stays held (at most 14 days)",
     )
     pii_ner: bool = Field(True, description="spaCy NER for names beside the pattern recognizers (False: patterns only)")
     output_toxicity: bool = Field(

@@ -24,6 +24,7 @@ from services.approvals.staff import main as staff_cli
 from services.approvals.state import Decision, decide_approval, escalated_at
 from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
 from services.governor.vault import VaultCipher, VaultTable, vault_key_for
+from services.infra.topic_specs import load_topics
 from services.learning.feedback import FeedbackError
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_facts, extract_sourced_facts
@@ -677,3 +678,15 @@ def test_switchyard_staff_add_refuses_the_every_store_wildcard_for_anyone_but_a_
     with pytest.raises(SystemExit) as refused:
         staff_cli(["add", "mgr-x", "--name", "X", "--role", "manager", "--store", "*"])
     assert refused.value.code == 2 and "is for a regional_manager only" in capsys.readouterr().err
+
+
+def test_decided_states_are_kept_longer_than_any_approval_can_wait() -> None:
+    """approvals.state drops states after its retention; a decision on a request whose state is gone must still be
+    refused, which holds while every such request is past its TTL: retention over the longest TTL allowed."""
+    specs = {spec.name: spec for spec in load_topics(REPO_ROOT / "topics")}
+    state = specs["approvals.state"]
+    longest_ttl_s = Settings.model_fields["approval_ttl_s"].metadata
+    bound = next(m.le for m in longest_ttl_s if getattr(m, "le", None) is not None)
+    assert state.cleanup_policy == "compact,delete" and state.retention_ms >= 2 * bound * 1000
+    with pytest.raises(ValueError, match="less than or equal"):
+        Settings(approval_ttl_s=bound + 1)
