@@ -4,6 +4,7 @@ and feedback rows as the audit and feedback writers insert them. Used by `make d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -332,29 +333,14 @@ class SimulatedReviewer:
         rng = random.Random(f"{self.seed}:{request_id}")
         if rng.random() >= self.share:
             return None
+        given = functools.partial(make_feedback, request_id, store_id=store_id, author=self.author, created_at_ms=at_ms)
         if routed and intent and routed != intent:
-            return make_feedback(
-                request_id,
-                FeedbackKind.ROUTE_CORRECTION,
-                store_id=store_id,
-                author=self.author,
-                corrected_intent=intent,
-                created_at_ms=at_ms,
-            )
+            return given(FeedbackKind.ROUTE_CORRECTION, corrected_intent=intent)
         if truth is None:
             return None
         if is_correct(answer, truth):
-            return make_feedback(
-                request_id, FeedbackKind.RATING, store_id=store_id, author=self.author, rating=5, created_at_ms=at_ms
-            )
-        return make_feedback(
-            request_id,
-            FeedbackKind.CORRECTION,
-            store_id=store_id,
-            author=self.author,
-            corrected_text=truth,
-            created_at_ms=at_ms,
-        )
+            return given(FeedbackKind.RATING, rating=5)
+        return given(FeedbackKind.CORRECTION, corrected_text=truth)
 
 
 def insert_audited(records: Sequence[Audited], settings: Any = None) -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.runtime.signing_keys import publish, secrets_dir
+from services.runtime.signing_keys import publish_key_pair, secrets_dir
 from services.settings import Settings
 
 PRIVATE_KEY_FILE: Final = "dead_letters_x25519.pem"
@@ -92,18 +92,8 @@ class Opener:
 
 def ensure_key_pair(directory: Path) -> None:
     """Makes the key pair in `directory` when neither half is there (replicas starting at once end with one)."""
-    if (directory / PUBLIC_KEY_FILE).is_file() or (directory / PRIVATE_KEY_FILE).is_file():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    key = X25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    if publish(directory / PRIVATE_KEY_FILE, private, 0o600):
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        publish(directory / PUBLIC_KEY_FILE, public, 0o644, replace=True)
+    if not (directory / PUBLIC_KEY_FILE).is_file() and not (directory / PRIVATE_KEY_FILE).is_file():
+        publish_key_pair(X25519PrivateKey.generate(), directory, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE)
 
 
 def sealer_in(directory: Path) -> Sealer:

@@ -1,6 +1,6 @@
-"""Ed25519 key files of the processes that sign (the approvals service, the auditor): a private key that only
-its process reads (PEM, PKCS#8, 0600, created on that process's first start) and the public key beside it, which
-is all a verifier reads."""
+"""Key files of the processes that sign (Ed25519: the approvals service, the auditor) or seal (X25519: dead
+letters): a private key that only its owner reads (PEM, PKCS#8, 0600, created on first start) and the public key
+beside it, which is all a verifier or a sealer reads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.settings import Settings
 
@@ -29,21 +30,25 @@ def read_or_create_private_key(directory: Path, private_file: str, public_file: 
     when there is none. Replicas that start at once on a shared volume all end with the one key that won."""
     path = directory / private_file
     if not path.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        if publish(path, private, 0o600):
-            public = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            publish(directory / public_file, public, 0o644, replace=True)
-            log.info("signing key created", extra={"path": str(path)})
+        publish_key_pair(Ed25519PrivateKey.generate(), directory, private_file, public_file)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key: replace it")
     return loaded
+
+
+def publish_key_pair(
+    key: Ed25519PrivateKey | X25519PrivateKey, directory: Path, private_file: str, public_file: str
+) -> None:
+    """Writes a new key pair (private PKCS#8 PEM 0600, public SubjectPublicKeyInfo PEM) unless another process
+    published its private key first: then theirs stands, and so does its public key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    private = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    if publish(directory / private_file, private, 0o600):
+        public = key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+        publish(directory / public_file, public, 0o644, replace=True)
+        log.info("key created", extra={"path": str(directory / private_file)})
 
 
 def publish(path: Path, content: bytes, mode: int, replace: bool = False) -> bool:
