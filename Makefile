@@ -1,5 +1,5 @@
 # Switchyard: every operation a human or CI runs is a target here. `make help` lists them.
-# Paths and ports come from the environment (see README, "Configuration"); defaults suit one dev box.
+# Paths and ports come from the environment (see docs/configuration.md); defaults suit one dev box.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -8,6 +8,8 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# every operation goes through the one CLI (services/cli.py); `switchyard --help` lists its commands
+SWITCHYARD := $(VENV)/bin/switchyard
 export PYTHON := $(abspath $(PY))
 export SWITCHYARD_VAR ?= $(CURDIR)/var
 export SWITCHYARD_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/switchyard
@@ -45,7 +47,7 @@ up: $(INSTALLED) ## start Kafka, ClickHouse (chDB) and Weaviate on loopback, mig
 	bash infra/kafka/kafka.sh start; \
 	bash infra/clickhouse/clickhouse.sh start; \
 	bash infra/weaviate/weaviate.sh start; \
-	$(PY) -m services.infra.topics apply | tail -1; \
+	$(SWITCHYARD) topics apply | tail -1; \
 	echo "[up] all components ready in $$(( ($$(date +%s%N) - start) / 1000000 )) ms"
 
 .PHONY: down
@@ -56,139 +58,150 @@ down: ## stop every component cleanly (state under var/ is kept)
 status: ## show which components run, where
 	@for c in $(COMPONENTS); do bash infra/$$c/$$c.sh status; done
 
+.PHONY: config-check
+config-check: $(INSTALLED) ## validate routes/, policies/, providers/ and topics/ together, references across files included
+	@$(SWITCHYARD) config check
+
 .PHONY: topics
 topics: $(INSTALLED) ## reconcile the broker with topics/ (prints the diff, then applies it)
-	@$(PY) -m services.infra.topics apply
+	@$(SWITCHYARD) topics apply
 
 .PHONY: topics-plan
 topics-plan: $(INSTALLED) ## print what `make topics` would change, change nothing
-	@$(PY) -m services.infra.topics plan
+	@$(SWITCHYARD) topics plan
+
+.PHONY: acls
+acls: $(INSTALLED) ## create the SCRAM users and least-privilege ACLs of services/infra/acls.py that are missing (as admin)
+	@$(PY) -m services.infra.acls apply
+
+.PHONY: acls-plan
+acls-plan: $(INSTALLED) ## print the SCRAM users and ACLs `make acls` would add, and grants beyond them; change nothing
+	@$(PY) -m services.infra.acls plan
 
 .PHONY: migrate
 migrate: $(INSTALLED) ## apply infra/clickhouse/*.sql to ClickHouse (idempotent)
-	@$(PY) -m services.infra.clickhouse migrate
+	@$(SWITCHYARD) migrate
 
 .PHONY: query
 query: $(INSTALLED) ## run SQL against ClickHouse: make query SQL='SELECT count() FROM switchyard.requests'
 	@test -n "$${SQL:-}" || { echo "usage: make query SQL='SELECT ...'" >&2; exit 2; }
-	@$(PY) -m services.infra.clickhouse query "$$SQL"
+	@$(SWITCHYARD) query "$$SQL"
 
 .PHONY: verify
 verify: $(INSTALLED) ## walk the audit hash chains in ClickHouse, report the first broken link and any signed checkpoint they fail (VERIFY_ARGS='--chain 0417')
-	@$(PY) -m services.cli verify $(VERIFY_ARGS)
+	@$(SWITCHYARD) verify $(VERIFY_ARGS)
 
 .PHONY: replay
 replay: $(INSTALLED) ## re-run a request's routing, context and policy decisions: make replay REQUEST_ID=...
 	@test -n "$${REQUEST_ID:-}" || { echo "usage: make replay REQUEST_ID=<request id>" >&2; exit 2; }
-	@$(PY) -m services.cli replay "$$REQUEST_ID"
+	@$(SWITCHYARD) replay "$$REQUEST_ID"
 
 .PHONY: export-audit
 export-audit: $(INSTALLED) ## audit records for a regulator: make export-audit SINCE=2026-11-01 [UNTIL=...] [FORMAT=parquet OUT=f]
 	@test -n "$${SINCE:-}" || { echo "usage: make export-audit SINCE=<ISO date> [UNTIL=..] [FORMAT=jsonl|parquet] [OUT=file]" >&2; exit 2; }
-	@$(PY) -m services.cli export-audit --since "$$SINCE" $${UNTIL:+--until "$$UNTIL"} --format $${FORMAT:-jsonl} $${OUT:+--output "$$OUT"}
+	@$(SWITCHYARD) export-audit --since "$$SINCE" $${UNTIL:+--until "$$UNTIL"} --format $${FORMAT:-jsonl} $${OUT:+--output "$$OUT"}
 
 .PHONY: work-split
 work-split: $(INSTALLED) ## the measured orchestration-work split next to the reference (SPLIT_ARGS='--minutes 60')
-	@$(PY) -m services.cli work-split $(SPLIT_ARGS)
+	@$(SWITCHYARD) work-split $(SPLIT_ARGS)
 
 .PHONY: dashboard
 dashboard: $(INSTALLED) ## serve the live dashboard on http://127.0.0.1:9110/ (SWITCHYARD_DASHBOARD_PORT; sign in with var/secrets/dashboard.token)
-	@$(PY) -m services.dashboard
+	@$(SWITCHYARD) dashboard
 
 .PHONY: bench-audit
 bench-audit: $(INSTALLED) ## audit write throughput (decide, row build, ClickHouse insert) as JSON
-	@$(PY) -m services.cli bench-audit $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-audit $(BENCH_ARGS)
 
 .PHONY: schemas-check
 schemas-check: $(INSTALLED) ## check every schema against its history, both directions, and that models are generated
-	@$(PY) -m services.runtime.compatibility
-	@$(PY) -m services.runtime.gen_models --check
-	@$(PY) -m services.infra.asyncapi --check
+	@$(SWITCHYARD) schemas check
 
 .PHONY: asyncapi
 asyncapi: $(INSTALLED) ## regenerate schemas/asyncapi.yaml, the AsyncAPI 3.0 document of topics/ and schemas/
-	@$(PY) -m services.infra.asyncapi
+	@$(SWITCHYARD) schemas asyncapi
 
 .PHONY: schemas-register
 schemas-register: $(INSTALLED) ## register the current schemas with SWITCHYARD_SCHEMA_REGISTRY_URL (<topic>-value subjects), print the ids
-	@$(PY) -m services.runtime.registry_client register
+	@$(SWITCHYARD) schemas register
 
 .PHONY: schema-release
 schema-release: $(INSTALLED) ## keep schemas in history before changing them: make schema-release NAMES='Request Routed'
 	@test -n "$${NAMES:-}" || { echo "usage: make schema-release NAMES='Request ...'" >&2; exit 2; }
-	@$(PY) -m services.runtime.schema_registry release $$NAMES
+	@$(SWITCHYARD) schemas release $$NAMES
 
 .PHONY: demo
 demo: seed ## set up everything and run the main job: the six-stage chain answering a mix of POS requests (stock, stores, customers and the knowledge base seeded first)
-	@$(PY) -m services.demo $(DEMO_ARGS)
+	@$(SWITCHYARD) demo $(DEMO_ARGS)
 
 .PHONY: demo-learning
 demo-learning: up ## the learning loop: traffic, simulated reviews, export, train, shadow, promote; before/after table
-	@$(PY) -m services.learning.demo $(DEMO_ARGS)
+	@$(SWITCHYARD) demo-learning $(DEMO_ARGS)
 
 .PHONY: bench
 bench: up ## full-chain throughput and latency as JSON (BENCH_ARGS='--rate 100 --duration 30')
-	@$(PY) -m services.bench $(BENCH_ARGS)
+	@$(SWITCHYARD) bench $(BENCH_ARGS)
 
 .PHONY: bench-gateway
 bench-gateway: up ## the HTTP gateway + fused chain, open loop, beside the stub asked directly: overhead p50/p99 per rate as JSON (BENCH_ARGS='--rates 25 50 100 --unique-texts')
-	@$(PY) -m services.gateway.bench $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-gateway $(BENCH_ARGS)
 
 .PHONY: bench-runtime
 bench-runtime: up ## the stream runtime alone: five relay stages, transactions on, per-hop and 5-hop latency, highest rate (BENCH_ARGS='--rates 100 1000')
-	@$(PY) -m services.bench_runtime $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-runtime $(BENCH_ARGS)
 
 .PHONY: chaos
 chaos: up ## each fault (broker, ClickHouse, Weaviate, provider, stage kill/stop, hostile records) under steady load: one table (CHAOS_ARGS='--rate 50 --scale 1')
-	@$(PY) -m services.chaos $(CHAOS_ARGS)
+	@$(SWITCHYARD) chaos $(CHAOS_ARGS)
 
 .PHONY: soak
 soak: up ## steady load for DURATION seconds (default 1800), RSS and open files of every process each minute; flat is the pass
-	@$(PY) -m services.soak --duration $(or $(DURATION),1800) $(SOAK_ARGS)
+	@$(SWITCHYARD) soak --duration $(or $(DURATION),1800) $(SOAK_ARGS)
 
 .PHONY: seed
 seed: up ## publish stores, staff, stock (3,312 SKUs) and customers to ref.*, ingest the knowledge base into Weaviate
-	@$(PY) -m services.stitcher.seed --stores 1600
-	@$(PY) -m services.stitcher.knowledge ingest
+	@$(SWITCHYARD) seed-stores --stores 1600
+	@$(SWITCHYARD) knowledge ingest
 
 .PHONY: bench-stitcher
 bench-stitcher: up ## (after `make seed`) stitcher records/s and stitch time p50/p99 with the real tables and Weaviate, as JSON
-	@$(PY) -m services.stitcher.bench $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-stitcher $(BENCH_ARGS)
 
 .PHONY: eval-retrieval
 eval-retrieval: up ## knowledge-base retrieval on the labelled questions: recall@5, MRR, latency, embeddings/s
-	@$(PY) -m services.stitcher.eval $(EVAL_ARGS)
+	@$(SWITCHYARD) eval-retrieval $(EVAL_ARGS)
 
 .PHONY: eval-answers
 eval-answers: up ## right answers on the labelled POS set: share correct and junk released, per intent and per route
-	@$(PY) -m services.answerer.eval $(EVAL_ARGS)
+	@$(SWITCHYARD) eval-answers $(EVAL_ARGS)
 
 .PHONY: export
 export: $(INSTALLED) ## write the system as one hash-signed bundle (dir + .tar.gz) under dist/ (EXPORT_ARGS='--with-data')
-	@$(PY) -m services.cli export $(EXPORT_ARGS)
+	@$(SWITCHYARD) export $(EXPORT_ARGS)
 
 .PHONY: import
 import: $(INSTALLED) ## check a bundle, lay it out: make import BUNDLE=dist/x.tar.gz INTO=DIR (IMPORT_ARGS=...)
 	@test -n "$${BUNDLE:-}" && test -n "$${INTO:-}" || { echo "usage: make import BUNDLE=... INTO=DIR" >&2; exit 2; }
-	@$(PY) -m services.cli import "$$BUNDLE" --into "$$INTO" $(IMPORT_ARGS)
+	@$(SWITCHYARD) import "$$BUNDLE" --into "$$INTO" $(IMPORT_ARGS)
 
 .PHONY: validate-manifests
-validate-manifests: $(INSTALLED) ## infra/deploy vs the process list, kubeconform on offline schemas, compose checks
-	@$(PY) -m services.export.deploy check
+validate-manifests: $(INSTALLED) ## infra/deploy and prometheus.yml vs the process registry, kubeconform on offline schemas, compose checks
+	@$(SWITCHYARD) deploy-manifests check
+	@$(SWITCHYARD) scrape-config check
 	@bash infra/deploy/kubeconform.sh validate
-	@$(PY) -m services.export.validate compose
+	@$(SWITCHYARD) validate-manifests compose
 
 .PHONY: eval-governance
 eval-governance: $(INSTALLED) ## governance on the labelled set: PII P/R per type, toxicity, injection, promises, rules
-	@$(PY) -m services.governor.eval $(EVAL_ARGS)
+	@$(SWITCHYARD) eval-governance $(EVAL_ARGS)
 
 .PHONY: bench-governor
 bench-governor: $(INSTALLED) ## governor records/s and p50/p95/p99 added latency in process, as JSON
-	@$(PY) -m services.governor.bench $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-governor $(BENCH_ARGS)
 
 .PHONY: bench-answerer
 bench-answerer: $(INSTALLED) ## answerer output-guard answers/s, CPU per answer and p50/p95/p99 added latency in process, as JSON
-	@$(PY) -m services.answerer.bench $(BENCH_ARGS)
+	@$(SWITCHYARD) bench-answerer $(BENCH_ARGS)
 
 .PHONY: lint
 lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict

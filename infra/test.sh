@@ -19,16 +19,18 @@ for c in kafka clickhouse weaviate; do
   if ! bash "infra/$c/$c.sh" status | grep -q ' up '; then started+=("$c"); fi
   bash "infra/$c/$c.sh" start
 done
-"$PYTHON" -m services.infra.topics apply | tail -1
+.venv/bin/switchyard topics apply | tail -1
 
 log "lint: ruff and mypy --strict"
 .venv/bin/ruff check services tests
 .venv/bin/ruff format --check services tests
 .venv/bin/mypy
 
-log "schema evolution: every schema against its history, both directions"
-"$PYTHON" -m services.runtime.compatibility
-"$PYTHON" -m services.runtime.gen_models --check
+log "schema evolution: every schema against its history, both directions; generated models and AsyncAPI"
+.venv/bin/switchyard schemas check
+
+log "configuration: routes, policies, providers and topics, references across files included"
+.venv/bin/switchyard config check
 
 # the dashboard test drives Debian's headless Chromium; install it (quietly) where it is missing
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -38,6 +40,8 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-log "tests: unit and integration, against the real components"
+# the ACL tests (tests/integration/test_kafka_acls.py) log in on the broker's SASL_SSL listener, as each principal
+export SWITCHYARD_KAFKA_SASL_PORT=${SWITCHYARD_KAFKA_SASL_PORT:-9094}
+log "tests: unit and integration, against the real components (ACL tests on SASL_SSL :$SWITCHYARD_KAFKA_SASL_PORT)"
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit is.
 .venv/bin/pytest tests "$@"

@@ -37,6 +37,7 @@ from services.pos.answers import AnswerReader
 from services.pos.report import model_ms, stage_stats, summary, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, get_settings
@@ -76,7 +77,7 @@ def stub_chain_env(prefix: str, model_url: str) -> dict[str, str]:
 
 def delete_prefixed_topics(bootstrap: str, prefix: str) -> None:
     """Every topic a benchmark made, deleted when it ends."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(confluent_config({"bootstrap.servers": bootstrap}))
     doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     for future in admin.delete_topics(doomed, operation_timeout=30).values():
         future.result(30)
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second offered")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of offered load")
     parser.add_argument("--model-latency-ms", type=float, default=50.0, help="the stub model's fixed latency")
-    parser.add_argument("--stores", type=int, default=1600)
+    parser.add_argument("--stores", type=int, default=1600, help="stores the requests come from")
     parser.add_argument(
         "--unique-texts", action="store_true", help="make every request text new, so no stage can reuse its work"
     )

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from services.pos.answers import AnswerReader
 from services.pos.report import summary
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Routed, RouteDecision
 from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import Stage, now_us
@@ -151,7 +152,7 @@ def bench(
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
     prefix = f"bench-rt-{uuid.uuid4().hex[:6]}."
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(confluent_config(settings=settings))
     topics = make_topics(admin, prefix)
     logs = Path(tempfile.mkdtemp(prefix="switchyard-bench-runtime-"))
     env = {**os.environ, "SWITCHYARD_TOPIC_PREFIX": prefix, "SWITCHYARD_LOG_LEVEL": "WARNING"}
@@ -169,7 +170,7 @@ def bench(
     # one reader for every run, started before the warm-up: a reader that joins with the load would add its own
     # start (offset look-ups, the first fetch) to the first records' latency
     reader = AnswerReader(settings.kafka_bootstrap, f"{prefix}hop{HOPS}", codec, record="Routed")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 1})
+    producer = Producer(confluent_config({"enable.idempotence": True, "linger.ms": 1}, settings))
     reader.start()
     try:
         reader.assigned.wait(30)
@@ -207,10 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         relay_main([int(hop) for hop in args[1].split(",")], float(args[2]), int(args[3]))
         return 0
     parser = argparse.ArgumentParser(prog="switchyard bench-runtime", description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0, 3000.0])
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[100.0, 1000.0, 3000.0], help="offered records/s, one run each"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
-    parser.add_argument("--linger-ms", type=float, default=WorkerConfig.commit_linger_ms)
-    parser.add_argument("--max-records", type=int, default=WorkerConfig.commit_max_records)
+    parser.add_argument(
+        "--linger-ms", type=float, default=WorkerConfig.commit_linger_ms, help="commit a group after this long"
+    )
+    parser.add_argument(
+        "--max-records", type=int, default=WorkerConfig.commit_max_records, help="commit a group at this many records"
+    )
     parser.add_argument("--fused", action="store_true", help="the five relays in one process, one transaction")
     parsed = parser.parse_args(args)
     result = bench(parsed.rates, parsed.duration, parsed.linger_ms, parsed.max_records, parsed.fused)

@@ -42,7 +42,9 @@ from services.launcher import Launcher
 from services.pos.answers import AnswerReader, Received
 from services.pos.report import summary
 from services.pos.simulator import request_mix
+from services.registry import REGISTRY
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Channel, Request
 from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.schema_registry import SchemaRegistry
@@ -51,12 +53,12 @@ from services.stages import CHAIN
 from services.stitcher.seed import stores
 
 STORES = 200
-DEAD_LETTER_TOPICS = [f"dlq.{name}" for name in [*CHAIN, "approvals", "telemetry"]]
+DEAD_LETTER_TOPICS = [process.dead_letter for process in REGISTRY if process.dead_letter]
 
 
 def component_pid(name: str) -> int | None:
     """The pid of a component `make up` started (Kafka, ClickHouse, Weaviate), from its pid file."""
-    var = Path(os.environ.get("SWITCHYARD_VAR", REPO_ROOT / "var"))
+    var = get_settings().var_dir
     try:
         pid = int((var / name / f"{name}.pid").read_text().strip())
         os.kill(pid, 0)
@@ -103,14 +105,16 @@ class Load:
     def __post_init__(self) -> None:
         # librdkafka keeps what it cannot deliver while the broker is away and sends it when it is back
         self.producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "log_level": 3,
-                **STORE_PARTITIONER,
-            }
+            confluent_config(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 1,
+                    "log_level": 3,
+                    **STORE_PARTITIONER,
+                }
+            )
         )
         self.requests = request_mix([store.store_id for store in stores(STORES)])
         self.thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
@@ -275,9 +279,7 @@ class Chaos:
         os.kill(self.launcher.processes[f"{stage}/0"].pid, sig)
 
     def publish_hostile(self) -> None:
-        producer = Producer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 2 << 20, **STORE_PARTITIONER}
-        )
+        producer = Producer(confluent_config({"message.max.bytes": 2 << 20, **STORE_PARTITIONER}, self.settings))
         placed: list[tuple[tuple[int, int] | None, str | None]] = []  # (partition, offset) and request id, if any
 
         def delivered_as(request_id: str | None) -> Callable[[Any, Any], None]:
@@ -344,12 +346,14 @@ class Chaos:
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter the run wrote, read from the start of each dead-letter topic."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"chaos-dlq-{uuid.uuid4().hex[:8]}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
+            confluent_config(
+                {
+                    "group.id": f"chaos-dlq-{uuid.uuid4().hex[:8]}",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                },
+                self.settings,
+            )
         )
         letters: list[dict[str, Any]] = []
         try:
@@ -464,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="steady requests per second, the POS mix")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every fault's duration (0.1: quick)")
     names = ["broker", "clickhouse", "weaviate", "provider-500", "provider-slow", "stage-kill", "stage-stop", "hostile"]
-    parser.add_argument("--faults", nargs="+", choices=names, default=names)
+    parser.add_argument("--faults", nargs="+", choices=names, default=names, help="the faults to inject (default: all)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     rows = Chaos(get_settings(), args.rate, args.scale).run(args.faults)

@@ -11,21 +11,21 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 
 from services.dashboard.queries import measured_split
+from services.gateway.restore import AnswerRestorer
 from services.infra.topics import reconcile
 from services.launcher import Launcher
 from services.pos.answers import AnswerReader, Received
 from services.pos.report import model_ms, stage_stats, summary, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Request
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, get_settings
@@ -50,7 +50,7 @@ def print_answer(received: Received) -> None:
 def dead_letter_count(bootstrap: str, prefix: str) -> int:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "switchyard-demo-offsets"})
+    consumer = Consumer(confluent_config({"bootstrap.servers": bootstrap, "group.id": "switchyard-demo-offsets"}))
     total = 0
     try:
         for stage in CHAIN:
@@ -80,7 +80,7 @@ def run(count: int, rate: float, model: str | None) -> int:
     print(f"  topics reconciled; {seeded} stores and {staff} staff published to ref.stores, ref.staff", flush=True)
 
     env = {"SWITCHYARD_MODEL_PROVIDER": model} if model else {}
-    log_dir = Path(os.environ.get("SWITCHYARD_VAR", settings.var_dir)) / "demo"
+    log_dir = settings.var_dir / "demo"
     launcher = Launcher(log_dir, env=env)
     mix = request_mix([s.store_id for s in stores(STORE_COUNT)])
     planned = [next(mix) for _ in range(count)]
@@ -91,7 +91,9 @@ def run(count: int, rate: float, model: str | None) -> int:
         if received.record["request"]["request_id"] in wanted:  # not leftovers of an earlier run
             print_answer(received)
 
-    reader = AnswerReader(settings.kafka_bootstrap, settings.topic("audited"), codec, on_answer=show)
+    # the demo reads answers as a till would: restored at the edge for what the store may see
+    restorer = AnswerRestorer.from_settings(settings)
+    reader = AnswerReader(settings.kafka_bootstrap, settings.topic("audited"), codec, on_answer=show, restorer=restorer)
     dead_before = dead_letter_count(settings.kafka_bootstrap, settings.topic_prefix)
     started = time.monotonic()
     run_started = datetime.now(UTC)
@@ -148,7 +150,7 @@ def print_split(since: datetime, answers: list[Received]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard demo", description=__doc__.splitlines()[0])
     # The local model answers one request at a time on one core (about 0.5-1 s each): a gentle default load.
-    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=30, help="requests to send (default %(default)s)")
     parser.add_argument("--rate", type=float, default=1.5, help="requests per second")
     parser.add_argument("--model", choices=["local_gguf", "openai"], help="default: SWITCHYARD_MODEL_PROVIDER")
     args = parser.parse_args(argv)

@@ -156,7 +156,7 @@ async def bench(count: int, in_flight: Sequence[int]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.answerer.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchyard bench-answerer", description=__doc__)
     parser.add_argument("--answers", type=int, default=300, help="answers per run")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 16, 64], help="answers in flight per run")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import CallRecord
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import aiokafka_config
 from services.settings import Settings
 
 log = logging.getLogger("switchyard.answerer")
@@ -29,7 +30,7 @@ class ModelCallPublisher:
 
     async def open(self) -> None:
         """Connect the producer (inside the running event loop, as aiokafka requires)."""
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=20)
+        self._producer = AIOKafkaProducer(**aiokafka_config(bootstrap_servers=self.bootstrap, acks=1, linger_ms=20))
         await self._producer.start()
 
     async def start(self, registry: ProviderRegistry) -> None:

@@ -249,7 +249,7 @@ def run_eval(questions: Sequence[LabelledQuestion] | None = None) -> dict[str, A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make eval-answers", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="switchyard eval-answers", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the whole result, each answer included, as JSON")
     args = parser.parse_args(argv)
     result = run_eval()

@@ -5,8 +5,11 @@
   (services.policy.facts); a breach replaces the answer with the rule's compliant reply or escalates it.
 - Toxicity of the answer (the governor's toxicity classifier, when loaded).
 - PII leakage: a model only ever saw tokens, so a raw e-mail, phone, card or id in its answer was invented or
-  leaked and is withheld; an invented token is dropped; real tokens are restored only for the types the store may
-  see (policies/privacy.yaml `store`).
+  leaked and is withheld; a value it echoed of what it was shown goes back to its token; an invented token, and
+  a token of a type the store may not see (policies/privacy.yaml `store`), become neutral words. The tokens the
+  store may see stay tokens in the answer: they are restored only where the answer leaves Switchyard to the store
+  that asked (`restore_for_store`, at the edge: services.gateway.restore), so no record, table or audit chain
+  downstream holds the values.
 
 Replies for requests the governor held (BLOCK, ESCALATE) live here too, so the customer always gets a calm,
 fixed answer that says what happens next.
@@ -19,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.governor.pii import TOKEN
+from services.governor.pii import TOKEN, retokenise
 from services.policy.engine import FINDING_ACTION, PolicyEngine
 from services.policy.facts import extract_answer_facts
 from services.runtime.models import Finding, Governance, Governed, Verdict
@@ -131,14 +134,15 @@ def screen_answer(
     toxicity_threshold: float = 0.5,
 ) -> GuardResult:
     """The second half of check_answer, for an answer check_commitments released with `findings`: its toxicity
-    score (None: not scored), then leaked PII withheld and tokens restored for what the store may see."""
+    score (None: not scored), then leaked PII withheld and the answer tokenised for the store
+    (`tokenised_for_store`)."""
     kept = list(findings)
     if toxicity is not None and toxicity >= toxicity_threshold:
         kept.append(_finding("toxicity.answer", "toxicity", "block", f"the answer reads as abusive ({toxicity:.2f})"))
         return GuardResult(TOXIC_ANSWER_REPLY, kept, replaced=True)
     text, leaks = _withhold_leaks(answer)
-    text, restore_findings = _restore_for_store(text, tokens, engine.visible_types("store"))
-    return GuardResult(text, kept + leaks + restore_findings, replaced=False)
+    text, token_findings = tokenised_for_store(text, tokens, engine.visible_types("store"))
+    return GuardResult(text, kept + leaks + token_findings, replaced=False)
 
 
 def _withhold_leaks(answer: str) -> tuple[str, list[Finding]]:
@@ -171,7 +175,9 @@ def _withhold(pattern: re.Pattern[str], text: str) -> tuple[str, int]:
     return pattern.sub(replace, text), withheld
 
 
-def _restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[str]) -> tuple[str, list[Finding]]:
+def tokenised_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[str]) -> tuple[str, list[Finding]]:
+    """The answer as it travels on and is audited: values the model echoed back as their tokens again, the tokens
+    of the types the store may see kept (the edge restores them), any other token in neutral words."""
     invented: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -179,9 +185,9 @@ def _restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[
         if token not in tokens:
             invented.append(token)
             return NEUTRAL[kind]
-        return tokens[token] if kind in visible else NEUTRAL[kind]
+        return token if kind in visible else NEUTRAL[kind]
 
-    restored = TOKEN.sub(replace, text)
+    kept = TOKEN.sub(replace, retokenise(text, tokens))
     findings = []
     if invented:
         findings.append(
@@ -192,7 +198,19 @@ def _restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[
                 f"the answer used {len(invented)} token(s) the request never had: {', '.join(sorted(set(invented)))}",
             )
         )
-    return restored, findings
+    return kept, findings
+
+
+def restore_for_store(text: str, tokens: Mapping[str, str], visible: frozenset[str]) -> str:
+    """Where an answer leaves Switchyard to the store that asked: the tokens of the types the store may see back
+    to their values; a token the mapping does not hold (the vault entry expired or erased) or of another type in
+    neutral words, so the store never reads a bare token."""
+
+    def replace(match: re.Match[str]) -> str:
+        token, kind = match.group(0), match.group(1)
+        return tokens[token] if token in tokens and kind in visible else NEUTRAL[kind]
+
+    return TOKEN.sub(replace, text)
 
 
 def visible_for_chain(engine: PolicyEngine, providers: Sequence[str]) -> frozenset[str]:

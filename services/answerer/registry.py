@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,23 @@ class ProviderRegistry:
             await provider.aclose()
 
 
-def load_providers(path: Path, environ: Mapping[str, str] = os.environ) -> ProviderRegistry:
-    """Read, validate and build a providers.yaml; every error names the file, the key and the fix."""
+@dataclass(frozen=True)
+class ProvidersFile:
+    """A providers.yaml, validated but not built: the model providers' configs, the learning loop's answer memory
+    entries (services/answerer/memory.py), and the default provider's name."""
+
+    source: str
+    configs: dict[str, AnyProviderConfig]
+    memories: dict[str, dict[str, Any]]
+    default: str
+
+    @property
+    def names(self) -> set[str]:
+        return {*self.configs, *self.memories}
+
+
+def read_providers(path: Path) -> ProvidersFile:
+    """Read and validate a providers.yaml, building nothing; every error names the file, the key and the fix."""
     source = str(path)
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -73,21 +89,29 @@ def load_providers(path: Path, environ: Mapping[str, str] = os.environ) -> Provi
         raise ProviderConfigError(source, [f"cannot be read ({exc.strerror}): check {PROVIDERS_FILE_ENV}"]) from None
     except yaml.YAMLError as exc:
         raise ProviderConfigError(source, [f"is not valid YAML: {exc}"]) from None
-    document, memories = memory_entries(document)  # the learning loop's answer memory (services/answerer/memory.py)
+    document, memories = memory_entries(document)
     configs, default = _validated(document, source)
-    providers = {name: GuardedProvider.from_config(c, source=source, environ=environ) for name, c in configs.items()}
-    fallbacks = {name: config.fallback for name, config in configs.items()}
-    for name, entry in memories.items():
+    return ProvidersFile(source, configs, memories, default)
+
+
+def load_providers(path: Path, environ: Mapping[str, str] = os.environ) -> ProviderRegistry:
+    """Read, validate and build a providers.yaml; every error names the file, the key and the fix."""
+    found = read_providers(path)
+    source = found.source
+    providers = {
+        name: GuardedProvider.from_config(c, source=source, environ=environ) for name, c in found.configs.items()
+    }
+    fallbacks = {name: config.fallback for name, config in found.configs.items()}
+    for name, entry in found.memories.items():
         providers[name], fallbacks[name] = guarded_memory_provider(name, entry, source)
-    return with_shadow(ProviderRegistry(providers, fallbacks=fallbacks, default=default, source=source))
+    return with_shadow(ProviderRegistry(providers, fallbacks=fallbacks, default=found.default, source=source))
 
 
 def answerer_registry(settings: Settings, environ: Mapping[str, str] = os.environ) -> ProviderRegistry:
-    """The providers.yaml that SWITCHYARD_PROVIDERS_FILE names, else the one provider of the model settings,
-    registered as "default" (the provider name the router's routes use)."""
-    path = environ.get(PROVIDERS_FILE_ENV)
-    if path:
-        return load_providers(Path(path), environ)
+    """The providers.yaml that settings.providers_file (SWITCHYARD_PROVIDERS_FILE) names, else the one provider
+    of the model settings, registered as "default" (the provider name the router's routes use)."""
+    if settings.providers_file:
+        return load_providers(settings.providers_file, environ)
     source = "answerer model settings (SWITCHYARD_MODEL_*)"
     config = parse_provider_config(settings.model_provider_config(), source=source)
     provider = GuardedProvider.from_config(config, source=source, environ=environ)

@@ -1,7 +1,9 @@
 """The answerer (governed → answered): a workflow route is answered deterministically from the stitched data; a
 model route goes to the route's provider with the governor's redacted prompt and, when it fails, to the next of
 its fallbacks (registry.py). The output guard (guard.py) checks what the model wrote before the store sees it;
-a request the governor held gets its fixed reply without any model call.
+a request the governor held gets its fixed reply without any model call. The answer stays PII-tokenised, as the
+request text is: the sealed vault entry rides on in the answered record, and the store's tokens are restored only
+where the answer leaves Switchyard (services.gateway.restore).
 """
 
 from __future__ import annotations
@@ -425,7 +427,7 @@ class Answerer(Stage[Governed, Answer]):
         }
 
     def work(self, record: Governed, section: Answer, decide_ms: float) -> dict[str, float]:
-        """The output guard and the PII restore around the model call (governance); the model call itself is
+        """The output guard and the PII restore into the prompt around the model call (governance); the call itself is
         execution, not orchestration work, and held or workflow answers do none of it."""
         return self._work.pop(record.request.request_id)
 

@@ -72,10 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = commands.add_parser("add", help="add or replace a member of staff (active)")
     add.add_argument("staff_id", help="the id they decide with (`switchyard approve --manager ID`)")
     add.add_argument("--name", required=True, help="their full name")
-    add.add_argument("--role", required=True, choices=[role.value.lower() for role in StaffRole])
+    add.add_argument(
+        "--role", required=True, choices=[role.value.lower() for role in StaffRole], help="what they may decide"
+    )
     add.add_argument("--store", action="append", default=[], help=f"a store they work for (repeat; {WILDCARD!r}: all)")
     deactivate = commands.add_parser("deactivate", help="refuse their decisions from now on (kept, inactive)")
-    deactivate.add_argument("staff_id")
+    deactivate.add_argument("staff_id", help="whom to deactivate")
     listing = commands.add_parser("list", help="every member of staff as JSON lines")
     listing.add_argument("--store", help="only who may work for this store")
     args = parser.parse_args(argv)

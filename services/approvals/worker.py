@@ -50,6 +50,7 @@ from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultT
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
+from services.runtime.kafka_clients import aiokafka_config
 from services.runtime.models import Approval, Feedback, FeedbackKind, Request, Staff
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.reference import ReferenceTable
@@ -265,17 +266,21 @@ class ApprovalsWorker:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            **aiokafka_config(
+                self.settings,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            )
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            transactional_id=f"{self.group_id}-{self.config.replica}",
-            enable_idempotence=True,
-            acks="all",
+            **aiokafka_config(
+                self.settings,
+                transactional_id=f"{self.group_id}-{self.config.replica}",
+                enable_idempotence=True,
+                acks="all",
+            )
         )
         await self._load_tables()
         if self.vault is not None:

@@ -157,7 +157,7 @@ def _decide(auditor: Auditor, record: Answered) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard bench-audit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--records", type=int, default=20_000, help="audit records to write")
     parser.add_argument("--batch", type=int, default=5_000, help="rows per insert (the telemetry writer's max_rows)")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.records, args.batch, get_settings()), indent=2))

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.infra.clickhouse import get_client
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import aiokafka_config
 from services.settings import Settings
 
 log = logging.getLogger("switchyard.auditor")
@@ -88,10 +89,9 @@ class ChainHeadStore:
 
     async def _read_tail(self, partitions: list[int], checkpoints: dict[int, int], heads: dict[str, ChainHead]) -> int:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=50,
+            **aiokafka_config(
+                self.settings, enable_auto_commit=False, isolation_level="read_committed", fetch_max_wait_ms=50
+            )
         )
         await consumer.start()
         read = 0

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard export-audit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--since", type=parse_time, required=True, help="from (inclusive), ISO 8601; naive is UTC")
     parser.add_argument("--until", type=parse_time, default=datetime.now(tz=UTC), help="to (exclusive); default now")
-    parser.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    parser.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="default %(default)s")
     parser.add_argument("--chain", help="only this chain (chain_key)")
     parser.add_argument("--output", "-o", type=Path, help="file to write; default stdout (jsonl only)")
     args = parser.parse_args(argv)

@@ -1,9 +1,11 @@
 """The audit record and its hash chain, shared by the auditor (which writes it), the telemetry writer (which
 stores it) and `switchyard verify` (which checks it).
 
-The audit record is the Audited record with its PII tokenised: the request text is replaced by the governor's
-redacted text (its original length kept as `request.text_chars`) and the rendered prompt by the redacted prompt,
-the most any model was allowed to see. Each
+The audit record is the Audited record with its PII tokenised: the request text is the governor's redacted text
+(its original length kept as `request.text_chars`), the rendered prompt the redacted prompt, the most any model
+was allowed to see, and the answer the answerer's tokenised one; the sealed vault entry the record carries for the
+edge is left out. So the chain never covers a raw value or anything that opens one, and erasing a customer's
+vault entries (services.governor.erase) leaves every hash as it was. Each
 record's hash covers the previous record's hash and the canonical JSON of the whole record (the audit entry
 included, its own hash and the auditor's own timing excepted, which do not exist yet when the hash is taken).
 
@@ -43,12 +45,13 @@ def jcs(value: Any) -> bytes:
 
 def tokenised(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of a chain record (Answered or Audited, in Avro's dict form) with the request text and the
-    rendered prompt replaced by the governor's PII-tokenised versions."""
-    view = dict(record)  # only the two replaced fields' parents are copied: the input is left as it was
+    rendered prompt replaced by the governor's PII-tokenised versions, and without the sealed vault entry."""
+    view = {k: v for k, v in record.items() if k != "pii_vault"}  # the replaced fields' parents are copied
     governance = view.get("governance") or {}
     request = view["request"] = dict(view["request"])
-    # the original length stays: route conditions (min_chars, max_chars) were decided on it, and replay needs it
-    request["text_chars"] = len(request["text"])
+    # the original length stays: route conditions (min_chars, max_chars) were decided on it, and replay needs it;
+    # the governor records it since request.text reaches here tokenised (0: a record from before, text raw)
+    request["text_chars"] = governance.get("request_text_chars") or len(request["text"])
     request["text"] = governance.get("redacted_text", "")
     if "context" in view:
         view["context"] = {**view["context"], "prompt": governance.get("redacted_prompt", [])}

@@ -114,7 +114,7 @@ class Auditor(Stage[Answered, AuditInfo]):
             "seq": seq,
             "hash_scheme": JCS_SCHEME,
         }
-        audit_record = tokenised(record.model_dump(mode="json"))
+        audit_record = tokenised(record.model_dump(mode="json", exclude={"pii_vault"}))
         audit_record["audit"] = audit
         try:
             digest = chain_hash(prev_hash, chain_payload(audit_record))

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,6 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.host, help="address to listen on (default: the loopback)")
     parser.add_argument("--port", type=int, default=settings.dashboard_port, help=f"default {DEFAULT_PORT}")
     args = parser.parse_args(argv)
-    configure_logging(os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+    configure_logging(settings.log_level)
     asyncio.run(serve(args.host, args.port))
     return 0

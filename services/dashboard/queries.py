@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=60, help="the window: the last N minutes (default 60)")
     parser.add_argument("--since", type=datetime.fromisoformat, help="window start, ISO 8601 UTC")
     parser.add_argument("--until", type=datetime.fromisoformat, help="window end, ISO 8601 UTC (default now)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the split as JSON")
     args = parser.parse_args(argv)
     since, until = window(_utc(args.since), _utc(args.until), args.minutes)
     return asyncio.run(_print_split(since, until, args.json))

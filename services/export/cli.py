@@ -94,12 +94,12 @@ def import_main(argv: Sequence[str] | None = None) -> int:
 
 def equivalence_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.export.cli equivalence",
+        prog="switchyard equivalence",
         description="replay fixed requests through two trees; same routes, policy verdicts and workflow answers?",
     )
-    parser.add_argument("--original", type=Path, default=REPO_ROOT)
-    parser.add_argument("--imported", type=Path, required=True)
-    parser.add_argument("--requests", type=Path, default=DEFAULT_REQUESTS)
+    parser.add_argument("--original", type=Path, default=REPO_ROOT, help="the tree exported (default: this one)")
+    parser.add_argument("--imported", type=Path, required=True, help="the tree an import laid out")
+    parser.add_argument("--requests", type=Path, default=DEFAULT_REQUESTS, help="the fixed requests (JSON lines)")
     args = parser.parse_args(argv)
     try:
         result = compare(args.original, args.imported, args.requests)

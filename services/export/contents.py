@@ -96,7 +96,7 @@ SECTIONS: Final[tuple[Section, ...]] = (
     ),
     Section(
         "runtime",
-        ("pyproject.toml", "Makefile", "README.md", ".gitignore", "services/**/*", "infra/**/*"),
+        ("pyproject.toml", "Makefile", "README.md", "docs/*.md", ".gitignore", "services/**/*", "infra/**/*"),
         "the Switchyard code and the scripts `make up` runs: the bundle runs without the original checkout",
     ),
     Section(

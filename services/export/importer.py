@@ -35,6 +35,7 @@ from services.export.describe import (
     schema_versions,
 )
 from services.runtime.compatibility import check_candidate
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.schema_registry import SchemaRegistry
 
 
@@ -367,12 +368,14 @@ def running_record_problems(registry: SchemaRegistry, bootstrap: str, topics: li
     from services.runtime.codec import AvroCodec
 
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"switchyard-import-check-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+        confluent_config(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"switchyard-import-check-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
     )
     try:
         metadata = consumer.list_topics(timeout=10).topics

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import yaml
 
-from services.settings import REPO_ROOT
+from services.settings import REPO_ROOT, get_settings
 
 KUBERNETES_VERSION: Final = "1.37.0"
 KEDA_MODULE: Final = "github.com/kedacore/keda/v2"
@@ -38,8 +38,7 @@ class ValidationSetupError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "switchyard"
-    return Path(os.environ.get("SWITCHYARD_CACHE", default))
+    return get_settings().cache_dir
 
 
 def kubernetes_schema_dir() -> Path:
@@ -240,10 +239,10 @@ def _check_build(name: str, build: Any, project_dir: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.export.validate", description=__doc__)
-    parser.add_argument("what", choices=["kubernetes", "compose"])
+    parser = argparse.ArgumentParser(prog="switchyard validate-manifests", description=__doc__)
+    parser.add_argument("what", choices=["kubernetes", "compose"], help="which manifests to validate")
     parser.add_argument("--kubeconform", type=Path, help="the kubeconform binary (infra/deploy/kubeconform.sh path)")
-    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("files", nargs="*", type=Path, help="the files to validate (default: those under infra/deploy)")
     args = parser.parse_args(argv)
     if args.what == "compose":
         path = args.files[0] if args.files else DEPLOY_DIR / "docker-compose.yaml"

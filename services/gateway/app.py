@@ -1,7 +1,10 @@
 """The HTTP entry of the chain (`switchyard run gateway`): OpenAI-compatible `POST /v1/chat/completions`, async
 `POST /v1/requests` + `GET /v1/requests/{id}`, and `POST /v1/feedback`. A request is produced to `requests`
 (acknowledged by Kafka before the gateway waits), its `Audited` record is read back from `audited`
-(read_committed), and the released answer is returned with the route, verdict and audit hash in headers.
+(read_committed), and the released answer is returned with the route, verdict and audit hash in headers. The
+answer travels PII-tokenised through the chain; here, where it leaves Switchyard to the store that asked, the
+tokens of the types the store may see are restored from the sealed vault entry the record carries
+(services.gateway.restore); an answer read back from ClickHouse is restored from `pii.vault` while its entry lives.
 
 Each replica reads replies with its own consumer and tags its requests with a `switchyard-reply-to` header, which
 the runtime carries to `audited`: a replica decodes only its own replies and skips the rest by header."""
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import threading
 import time
@@ -23,10 +25,13 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from services.gateway import keys, quotas, shapes
+from services.gateway.restore import AnswerRestorer
 from services.gateway.shapes import GatewayError
+from services.governor.vault import VAULT_TOPIC, VaultError, VaultTable, vault_key_for
 from services.learning.feedback import FeedbackError, make_feedback
 from services.runtime import tracing
 from services.runtime.cache import BoundedCache
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import ApiKey, FeedbackKind
 from services.runtime.observability import LATENCY_BUCKETS
 from services.runtime.registry_client import codec_from_settings
@@ -106,6 +111,14 @@ class Gateway:
         self.codec = codec_from_settings(settings)
         self.metrics = GatewayMetrics()
         self.keys = keys.key_table(settings, self.codec)
+        self.restorer = AnswerRestorer.from_settings(settings)
+        # the vault entries of answers read back from ClickHouse (another replica's, or from before a restart)
+        self.vault = VaultTable(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.topic(VAULT_TOPIC),
+            codec=self.codec,
+            cipher=self.restorer.cipher,
+        )
         self.quotas = quotas.StoreQuotas(
             quotas.Defaults(
                 settings.gateway_requests_per_minute, settings.gateway_tokens_per_day, settings.gateway_cost_per_day_usd
@@ -117,26 +130,30 @@ class Gateway:
             settings.gateway_answers_kept, settings.gateway_answers_kept_bytes
         )
         self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "client.id": f"gateway-{replica}",
-                **STORE_PARTITIONER,
-            }
+            confluent_config(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 1,
+                    "client.id": f"gateway-{replica}",
+                    **STORE_PARTITIONER,
+                },
+                settings,
+            )
         )
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.topic('gateway')}-{self.reply_to.decode().rsplit('/', 1)[1]}",
-                "auto.offset.reset": "latest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-                "client.id": f"gateway-{replica}",
-                **STORE_PARTITIONER,
-            }
+            confluent_config(
+                {
+                    "group.id": f"{settings.topic('gateway')}-{self.reply_to.decode().rsplit('/', 1)[1]}",
+                    "auto.offset.reset": "latest",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 5,
+                    "client.id": f"gateway-{replica}",
+                    **STORE_PARTITIONER,
+                },
+                settings,
+            )
         )
         self.assigned = threading.Event()
         self.stopping = threading.Event()
@@ -149,6 +166,7 @@ class Gateway:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.keys.start()
+        await self.vault.start()
         self.consumer.subscribe([self.settings.topic("audited")], on_assign=lambda *_: self.assigned.set())
         for target, name in ((self._read_replies, "gateway-replies"), (self._poll_producer, "gateway-producer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -170,6 +188,7 @@ class Gateway:
             await asyncio.to_thread(thread.join, 10)
         self.producer.flush(10)
         await self.keys.stop()
+        await self.vault.stop()
 
     async def health(self) -> tuple[bool, str]:
         if not self.keys.ready.is_set():
@@ -248,7 +267,8 @@ class Gateway:
             log.warning("undecodable audited record", extra={"error": str(error)})
             return None
         request = record["request"]
-        return Answered(request["store_id"], request["attributes"].get("api_key", ""), record, chain_ms(record))
+        restored = self.restorer.restored(record)  # the edge: from here the answer goes to the store that asked
+        return Answered(request["store_id"], request["attributes"].get("api_key", ""), restored, chain_ms(record))
 
     def _resolve(self, batch: list[Answered]) -> None:
         for answered in batch:
@@ -354,7 +374,11 @@ class Gateway:
         if not rows:
             return None
         rid, store, intent, route, verdict, provider, model, text, tokens_in, tokens_out, created, audit_hash = rows[0]
-        return {
+        try:
+            tokens = await self.vault.mapping(vault_key_for(store, rid), wait_s=0)
+        except VaultError:  # nothing tokenised, expired or erased: the store's tokens read as neutral words
+            tokens = {}
+        stored = {
             "request": {"request_id": rid, "store_id": store, "created_at": created},
             "route": {"route_id": route, "intent": intent},
             "governance": {"verdict": verdict},
@@ -367,6 +391,7 @@ class Gateway:
             },
             "audit": {"hash": audit_hash},
         }
+        return self.restorer.restored(stored, tokens)
 
 
 # -- HTTP ------------------------------------------------------------------------------------------------------
@@ -598,6 +623,4 @@ async def serve(settings: Settings, host: str, port: int, replica: str) -> None:
 def run(*, port: int, replica: str | None = None) -> None:
     """`switchyard run gateway`: serves until SIGTERM, then answers what is in flight before it exits."""
     settings = get_settings()
-    asyncio.run(
-        serve(settings, settings.host, port, replica or os.environ.get("SWITCHYARD_REPLICA", socket.gethostname()))
-    )
+    asyncio.run(serve(settings, settings.host, port, replica or settings.replica or socket.gethostname()))

@@ -263,10 +263,12 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench-gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100, 200, 400])
+    parser = argparse.ArgumentParser(prog="switchyard bench-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[25, 50, 100, 200, 400], help="offered requests/s, one run each"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
-    parser.add_argument("--model-latency-ms", type=float, default=50.0)
+    parser.add_argument("--model-latency-ms", type=float, default=50.0, help="the stub model's fixed latency")
     parser.add_argument("--unique-texts", action="store_true", help="a ticket number makes every text new")
     parser.add_argument("--flood", type=int, help="instead: this many POSTs at once (e.g. 10000), then count them")
     parser.add_argument("--max-pending", type=int, default=500, help="the gateway's pending cap during --flood")

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 
 from services.gateway.shapes import GatewayError
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import ApiKey
 from services.runtime.reference import ReferenceTable, read_rows
 from services.runtime.schema_registry import SchemaRegistry
@@ -122,7 +123,7 @@ class KeyPublisher:
 
     def __init__(self, settings: Settings, codec: AvroCodec) -> None:
         self.topic, self.codec = settings.topic("gateway.keys"), codec
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+        self.producer = Producer(confluent_config({"enable.idempotence": True}, settings))
 
     def publish(self, record: ApiKey) -> None:
         self.producer.produce(

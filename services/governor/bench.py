@@ -247,7 +247,7 @@ async def bench(count: int, in_flight: Sequence[int], use_ner: bool, stitched: b
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.governor.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchyard bench-governor", description=__doc__)
     parser.add_argument("--records", type=int, default=600, help="records per run")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 16, 64], help="records in flight per run")
     parser.add_argument("--no-ner", action="store_true", help="Presidio pattern recognizers only, no spaCy NER")

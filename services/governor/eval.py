@@ -268,7 +268,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.governor.eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchyard eval-governance", description=__doc__)
     parser.add_argument("--cases", type=Path, default=CASES, help="labelled governance cases (JSONL)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ services.runtime.batcher.MicroBatcher with concurrency 1: spaCy pipelines are no
 `segments` cuts a text where no pattern can match across, so a rendered prompt is scanned piece by piece and each
 piece seen before (the same passage, the same template text) is not scanned again.
 `Tokeniser` holds one request's value → token mapping, so the same value gets the same token in the request
-text and every prompt message; `restore` puts the values back.
+text and every prompt message; `restore` puts the values back, `retokenise` takes them out again.
 """
 
 from __future__ import annotations
@@ -505,10 +505,16 @@ class Tokeniser:
 
     def replace_known(self, text: str) -> str:
         """Every value already tokenised, wherever else it appears verbatim in `text`, by its token."""
-        for token, value in sorted(self.tokens.items(), key=lambda item: -len(item[1])):
-            if len(value) >= 3 and value in text:
-                text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", token, text)
-        return text
+        return retokenise(text, self.tokens)
+
+
+def retokenise(text: str, tokens: Mapping[str, str]) -> str:
+    """Each value of `tokens` (token -> value) that appears verbatim in `text` replaced by its token, the longest
+    first: what a model echoed back of what it was shown goes back to its token."""
+    for token, value in sorted(tokens.items(), key=lambda item: -len(item[1])):
+        if len(value) >= 3 and value in text:
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", token, text)
+    return text
 
 
 def restore(text: str, tokens: Mapping[str, str], visible: Iterable[str] | None = None) -> str:

@@ -1,9 +1,11 @@
 """The governor (stitched → governed): keeps PII, abuse, prompt injection and policy breaches away from every model.
 
-Per request: PII in the request text and the stitched prompt becomes typed tokens (the mapping goes, encrypted,
-to the `pii.vault` topic in the same transaction); an abusive request or one carrying an injection is blocked;
-instruction-like passages are dropped from the prompt; the policy rules run on the extracted facts. The CPU work
-(spaCy, embeddings) runs in one worker thread, batched across requests (`MicroBatcher`); `govern` is pure.
+Per request: PII in the request text and the stitched prompt becomes typed tokens (the mapping goes, encrypted, to
+the `pii.vault` topic in the same transaction, and rides sealed in the governed record); from here on every record
+carries the request text tokenised, never raw (the raw text stays in requests, routed and stitched); an abusive
+request or one carrying an injection is blocked; instruction-like passages are dropped from the prompt; the policy
+rules run on the extracted facts. The CPU work (spaCy, embeddings) runs in one worker thread, batched across
+requests (`MicroBatcher`); `govern` is pure.
 """
 
 from __future__ import annotations
@@ -294,6 +296,7 @@ def govern(
             verdict=verdict,
             findings=findings,
             redacted_text=redacted_text,
+            request_text_chars=len(request.text),
             redacted_prompt=prompt,
             vault_key=vault_key_for(request.store_id, request.request_id) if tokeniser.tokens else "",
             facts=facts,
@@ -453,9 +456,15 @@ class Governor(Stage[Stitched, Governance]):
         return self._work.pop(record.request.request_id)
 
     def passed_on(self, record: Stitched, section: Governance) -> dict[str, Any]:
-        """The sealed vault entry travels in the governed record, so the answerer opens it without reading
-        `pii.vault` (and without waiting for it); side_records still writes it there for the approvals process."""
-        return {"pii_vault": self._vault.get(section.vault_key) if section.vault_key else None}
+        """The request text and the stitched prompt (which quotes it) tokenised, as every record from here on
+        carries them; and the sealed vault entry, so the answerer and the edge open it without reading `pii.vault`
+        (and without waiting for it); side_records still writes it there for the approvals process."""
+        prompt = [message.model_dump() for message in section.redacted_prompt]
+        return {
+            "request": {**record.request.model_dump(), "text": section.redacted_text},
+            "context": {**record.context.model_dump(), "prompt": prompt},
+            "pii_vault": self._vault.get(section.vault_key) if section.vault_key else None,
+        }
 
     def side_records(self, record: Stitched, section: Governance) -> list[SideRecord]:
         value = self._vault.pop(section.vault_key, None) if section.vault_key else None

@@ -284,7 +284,9 @@ class VaultTable(TopicTable):
         return len(self.entries)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:
+        if value is None:  # a tombstone (`switchyard erase`): the entry is gone for every reader of the topic
+            if key is not None:
+                self.entries.pop(key.decode(errors="replace"), None)
             return
         try:
             _, decoded = self.codec.decode(value, reader=VAULT_RECORD)

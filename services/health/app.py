@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +22,7 @@ import faust
 
 from services.health.state import HealthPolicy, ProviderHealthState, WindowFigures, figures
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import faust_credentials
 from services.runtime.models import ModelCall, ProviderHealth, ProviderState
 from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import now_us
@@ -32,18 +32,14 @@ log = logging.getLogger("switchyard.health")
 Prober = Callable[[str], Awaitable[None]]
 
 
-def env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
 settings = get_settings()
 codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))
-WINDOW_S = env_float("SWITCHYARD_HEALTH_WINDOW_S", 30.0)
-STEP_S = env_float("SWITCHYARD_HEALTH_STEP_S", 5.0)
+WINDOW_S = settings.health_window_s
+STEP_S = settings.health_step_s
 POLICY = HealthPolicy(
-    latency_p95_limit_ms=env_float("SWITCHYARD_HEALTH_P95_LIMIT_MS", 1500.0),
-    error_rate_limit=env_float("SWITCHYARD_HEALTH_ERROR_RATE_LIMIT", 0.5),
-    min_calls=int(env_float("SWITCHYARD_HEALTH_MIN_CALLS", 5)),
+    latency_p95_limit_ms=settings.health_p95_limit_ms,
+    error_rate_limit=settings.health_error_rate_limit,
+    min_calls=settings.health_min_calls,
 )
 
 DATA_DIR = settings.var_dir / "health" / settings.topic("switchyard-health")
@@ -52,6 +48,7 @@ DATA_DIR.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the las
 app = faust.App(
     settings.topic("switchyard-health"),
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_credentials=faust_credentials(settings),
     store="memory://",
     topic_partitions=3,  # co-partitioned with model.calls (topics/side.yaml)
     topic_replication_factor=1,

@@ -191,7 +191,9 @@ _Dumper.add_representer(str, _text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="asyncapi", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="switchyard schemas asyncapi", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write it (default %(default)s)")
     parser.add_argument("--check", action="store_true", help="exit 1 when --out is not what would be generated")
     args = parser.parse_args(argv)

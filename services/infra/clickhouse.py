@@ -1,9 +1,9 @@
 """Switchyard's ClickHouse access: the HTTP client every process uses (against a real server or the
 embedded chDB owner alike), the DDL migrations in infra/clickhouse/, and a small CLI.
 
-    python -m services.infra.clickhouse migrate [--ddl-dir DIR]
-    python -m services.infra.clickhouse query "SQL" [--format PrettyCompact]
-    python -m services.infra.clickhouse ping
+    switchyard migrate [--ddl-dir DIR]
+    switchyard query "SQL" [--format PrettyCompact | --json]
+    switchyard ping
 """
 
 from __future__ import annotations
@@ -159,13 +159,17 @@ def _query(client: Client, sql: str, fmt: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.infra.clickhouse", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     migrate_cmd = commands.add_parser("migrate", help="apply infra/clickhouse/NNN_*.sql not applied yet")
-    migrate_cmd.add_argument("--ddl-dir", type=Path, default=DDL_DIR)
+    migrate_cmd.add_argument(
+        "--ddl-dir", type=Path, default=DDL_DIR, help="the NNN_*.sql files (default infra/clickhouse)"
+    )
     query_cmd = commands.add_parser("query", help="run one SQL statement and print its result")
-    query_cmd.add_argument("sql")
-    query_cmd.add_argument("--format", help="a ClickHouse output format, passed through (e.g. PrettyCompact)")
+    query_cmd.add_argument("sql", help="one SQL statement, e.g. 'SELECT count() FROM switchyard.requests'")
+    formats = query_cmd.add_mutually_exclusive_group()
+    formats.add_argument("--format", help="a ClickHouse output format, passed through (e.g. PrettyCompact)")
+    formats.add_argument("--json", action="store_true", help="one JSON object a row (ClickHouse's JSONEachRow)")
     commands.add_parser("ping", help="exit 0 when ClickHouse answers /ping")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             applied = migrate(get_client(settings, database=""), args.ddl_dir)
             print(f"applied {', '.join(applied)}" if applied else "schema up to date")
             return 0
-        print(_query(get_client(settings), args.sql, args.format))
+        print(_query(get_client(settings), args.sql, "JSONEachRow" if args.json else args.format))
         return 0
     except (MigrationError, ClickHouseError) as ex:
         print(f"error: {ex}", file=sys.stderr)

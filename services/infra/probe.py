@@ -17,6 +17,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from services.runtime.kafka_clients import confluent_config
+
 PROBE_TOPIC = "_switchyard.probe"
 PROBE_GROUP = "_switchyard.probe"
 PROBE_TRANSACTIONAL_ID = "_switchyard.probe"
@@ -24,7 +26,7 @@ PROBE_TRANSACTIONAL_ID = "_switchyard.probe"
 
 def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """Create the probe topic if needed and produce one record with acks=all."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient(confluent_config({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}))
     try:
         topics = admin.list_topics(timeout=timeout_s).topics
     except KafkaException:
@@ -37,7 +39,9 @@ def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 return False
     delivered: list[Any] = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)})
+    producer = Producer(
+        confluent_config({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)})
+    )
     producer.produce(PROBE_TOPIC, b"ping", on_delivery=lambda err, _msg: delivered.append(err))
     producer.flush(timeout_s)
     return delivered == [None] and kafka_commits_transaction(bootstrap, timeout_s)
@@ -46,14 +50,18 @@ def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
 def kafka_commits_transaction(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """One transaction with a record and a consumer group's offsets in it, committed."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "transactional.id": PROBE_TRANSACTIONAL_ID,
-            "transaction.timeout.ms": 10_000,
-            "socket.timeout.ms": int(timeout_s * 1000),
-        }
+        confluent_config(
+            {
+                "bootstrap.servers": bootstrap,
+                "transactional.id": PROBE_TRANSACTIONAL_ID,
+                "transaction.timeout.ms": 10_000,
+                "socket.timeout.ms": int(timeout_s * 1000),
+            }
+        )
     )
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": PROBE_GROUP, "enable.auto.commit": False})
+    consumer = Consumer(
+        confluent_config({"bootstrap.servers": bootstrap, "group.id": PROBE_GROUP, "enable.auto.commit": False})
+    )
     try:
         producer.init_transactions(timeout_s)
         producer.begin_transaction()

@@ -26,6 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from services.infra.topic_specs import TopicSpec, TopicSpecError, load_topics
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
 
@@ -94,7 +95,7 @@ class ReconcileRefused(RuntimeError):
 
 
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+    return AdminClient(confluent_config({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000}))
 
 
 def _current_configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
@@ -225,7 +226,13 @@ def reconcile(
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="switchyard topics", description=__doc__.splitlines()[0])
-    parser.add_argument("action", nargs="?", choices=["plan", "apply"], default="apply")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["plan", "apply"],
+        default="apply",
+        help="plan: print the diff only; apply: print it, then make it (default)",
+    )
     parser.add_argument("--dir", type=Path, default=settings.topics_dir, help="topic definitions directory")
     parser.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap servers")
     parser.add_argument("--prefix", default=settings.topic_prefix, help="prepend to every topic name")

@@ -37,12 +37,12 @@ def shadow_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="switchyard shadow", description="a candidate in shadow on live traffic")
     actions = parser.add_subparsers(dest="action", required=True)
     start = actions.add_parser("start", help="shadow the incumbent with a registered candidate (answers or router)")
-    start.add_argument("model_id")
+    start.add_argument("model_id", help="the registered candidate (switchyard models)")
     start.add_argument("--incumbents", default="", help="answer models: providers to shadow (default: the default)")
     stop = actions.add_parser("stop", help="stop shadowing (running processes see it within a second)")
     stop.add_argument("--kind", choices=SHADOW_KINDS, help="only this kind (default: every kind)")
     report = actions.add_parser("report", help="compare the candidate with the incumbent in ClickHouse")
-    report.add_argument("model_id")
+    report.add_argument("model_id", help="the candidate in shadow")
     report.add_argument("--intents", default=",".join(training.NARROW_INTENTS), help="answer models: intents")
     args = parser.parse_args(argv)
     registry = ModelRegistry()
@@ -80,9 +80,14 @@ def _shadow_comparison(registry: ModelRegistry, model_id: str, intents: Sequence
 
 def promote_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="switchyard promote", description="promote a candidate for intents")
-    parser.add_argument("model_id")
+    parser.add_argument("model_id", help="the candidate to promote (switchyard models)")
     parser.add_argument("--intents", help="comma separated (default: the intents the model was trained for)")
-    parser.add_argument("--margin", type=float, default=PromotionPolicy.margin)
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=PromotionPolicy.margin,
+        help="how much it must beat the incumbent by (default %(default)s)",
+    )
     parser.add_argument("--no-shadow", action="store_true", help="promote on the eval split alone")
     parser.add_argument("--route-table", type=Path, help="default: $SWITCHYARD_ROUTE_TABLE")
     args = parser.parse_args(argv)

@@ -344,15 +344,17 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.learning.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="switchyard demo-learning", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="requests before and after promotion, each")
-    parser.add_argument("--shadow-requests", type=int, default=300)
+    parser.add_argument("--shadow-requests", type=int, default=300, help="requests answered in shadow")
     parser.add_argument("--review-share", type=float, default=0.5, help="share of policy answers the reviewer sees")
     parser.add_argument("--model-latency-ms", type=float, default=250.0, help="the large model's latency (stub)")
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second the tills send")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
-    parser.add_argument("--margin", type=float, default=PromotionPolicy.margin)
-    parser.add_argument("--seed", type=int, default=417)
+    parser.add_argument(
+        "--margin", type=float, default=PromotionPolicy.margin, help="promotion margin over the incumbent"
+    )
+    parser.add_argument("--seed", type=int, default=417, help="random seed of the traffic and the reviewer")
     return asyncio.run(demo(parser.parse_args(argv)))
 
 

@@ -378,7 +378,9 @@ def _utc(text: str) -> datetime:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("router", "answers"), required=True)
+    parser.add_argument(
+        "--task", choices=("router", "answers"), required=True, help="the intent classifier's set, or the answers'"
+    )
     parser.add_argument("--since", type=_utc, required=True, help="ISO time, UTC unless it says otherwise")
     parser.add_argument("--until", type=_utc, required=True, help="end of the range (exclusive)")
     parser.add_argument("--feedback-until", type=_utc, help="count feedback given before this (default: --until)")

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaException, Producer
 
 from services.router.intents.dataset import INTENTS
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Feedback, FeedbackKind
 from services.runtime.request_key import FEEDBACK_STORE_ATTRIBUTE
 from services.runtime.schema_registry import SchemaRegistry
@@ -82,12 +83,14 @@ class FeedbackPublisher:
         self.topic = self.settings.topic("feedback")
         self.codec = codec or AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
         self.producer = Producer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
+            confluent_config(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                },
+                self.settings,
+            )
         )
 
     def publish(self, feedback: Feedback) -> None:
@@ -104,17 +107,17 @@ class FeedbackPublisher:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", required=True)
     rate = kinds.add_parser("rate", help="rate an answer 1 (bad) to 5 (good)")
-    rate.add_argument("request_id")
-    rate.add_argument("rating", type=int)
+    rate.add_argument("request_id", help="the request the feedback is about")
+    rate.add_argument("rating", type=int, help="1 (bad) to 5 (good)")
     correct = kinds.add_parser("correct", help="give the answer it should have been")
-    correct.add_argument("request_id")
-    correct.add_argument("text")
+    correct.add_argument("request_id", help="the request the feedback is about")
+    correct.add_argument("text", help="the answer it should have been")
     route = kinds.add_parser("route", help="give the intent it should have been routed as")
-    route.add_argument("request_id")
-    route.add_argument("intent", choices=INTENTS)
+    route.add_argument("request_id", help="the request the feedback is about")
+    route.add_argument("intent", choices=INTENTS, help="the intent it should have been routed as")
     escalation = kinds.add_parser("escalation", help="record how an escalated request ended")
-    escalation.add_argument("request_id")
-    escalation.add_argument("outcome", choices=ESCALATION_OUTCOMES)
+    escalation.add_argument("request_id", help="the request the feedback is about")
+    escalation.add_argument("outcome", choices=ESCALATION_OUTCOMES, help="how it ended")
     for sub in (rate, correct, route, escalation):
         sub.add_argument("--store", required=True, help="the store the request came from (ids are per store)")
         sub.add_argument("--author", default="cli", help="staff id, or 'customer' (default: cli)")

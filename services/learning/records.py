@@ -14,6 +14,7 @@ from typing import Any, get_args
 from fastavro import json_reader, json_writer
 from pydantic import BaseModel, ValidationError
 
+from services.auditor.record import tokenised
 from services.runtime.codec import wire_schema
 from services.runtime.models import Audited, Feedback
 from services.runtime.schema_registry import SchemaRegistry
@@ -103,11 +104,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def tokenised_json(audited: Audited) -> str:
     """The record as the audit writer stores it: canonical JSON with the request text and the rendered prompt
     replaced by the governor's tokenised versions, and the original text length kept as request.text_chars."""
-    view = audited.model_dump(mode="json")
-    view["request"]["text_chars"] = len(view["request"]["text"])
-    view["request"]["text"] = audited.governance.redacted_text
-    view["context"]["prompt"] = view["governance"]["redacted_prompt"]
-    return canonical_json(view)
+    return canonical_json(tokenised(audited.model_dump(mode="json", exclude={"pii_vault"})))
 
 
 def avro_json(audited: Audited) -> str:

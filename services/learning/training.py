@@ -318,10 +318,17 @@ def train_and_register(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("router", "answers"), required=True)
+    parser.add_argument(
+        "--task", choices=("router", "answers"), required=True, help="train an intent classifier or an answer memory"
+    )
     parser.add_argument("--data", type=Path, required=True, help="a directory `switchyard export-training` wrote")
     parser.add_argument("--intents", default=",".join(NARROW_INTENTS), help="answers: the intents to cover")
-    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=DEFAULT_TARGET_PRECISION,
+        help="the precision the model must reach (default %(default)s)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

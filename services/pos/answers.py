@@ -1,4 +1,5 @@
-"""Reads answers as a store receives them: from `audited` (read_committed), with the time each arrived."""
+"""Reads answers as a store receives them: from `audited` (read_committed), with the time each arrived; given the
+edge's restorer (services.gateway.restore), with the store's PII put back in the answer, as a till reads it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from services.gateway.restore import AnswerRestorer
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 
 
 @dataclass(frozen=True)
@@ -35,23 +38,27 @@ class AnswerReader(threading.Thread):
         codec: AvroCodec,
         on_answer: Callable[[Received], None] | None = None,
         record: str = "Audited",
+        restorer: AnswerRestorer | None = None,
     ) -> None:
         super().__init__(daemon=True, name="answer-reader")
         self.codec, self.on_answer, self.record = codec, on_answer, record
+        self.restorer = restorer
         self.wanted: set[str] | None = None
         self.received: dict[str, Received] = {}
         self.duplicates = 0
         self.repeated: list[str] = []  # the request id of each duplicate, in arrival order
         self.stop_event = threading.Event()
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"pos-answers-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "latest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
+            confluent_config(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "group.id": f"pos-answers-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "latest",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 5,
+                }
+            )
         )
         self.assigned = threading.Event()
         self.consumer.subscribe([topic], on_assign=lambda consumer, partitions: self.assigned.set())
@@ -67,7 +74,10 @@ class AnswerReader(threading.Thread):
                 for message in [first, *self.consumer.consume(1000, 0)]:
                     value = message.value()
                     if message.error() is None and value is not None:
-                        self._take(Received(self.codec.decode(value, reader=self.record)[1], arrived_ms))
+                        record = self.codec.decode(value, reader=self.record)[1]
+                        if self.restorer is not None:
+                            record = self.restorer.restored(record)
+                        self._take(Received(record, arrived_ms))
         finally:
             self.consumer.close()
 

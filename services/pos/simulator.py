@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from confluent_kafka import Producer
 
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import Channel, Request
 from services.runtime.request_key import STORE_PARTITIONER
 
@@ -82,13 +83,15 @@ class PosPublisher:
     def __init__(self, bootstrap: str, topic: str, codec: AvroCodec) -> None:
         self.topic, self.codec = topic, codec
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                **STORE_PARTITIONER,
-            }
+            confluent_config(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 1,
+                    **STORE_PARTITIONER,
+                }
+            )
         )
 
     def publish(self, requests: Iterator[Request], count: int, rate_per_s: float) -> list[Request]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,14 @@ from services.router.route_table import (
 )
 from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
 from services.runtime.cache import BoundedCache
-from services.runtime.models import ProviderHealth, ProviderState, Request, RouteDecision, TextEmbedding
+from services.runtime.models import (
+    ProviderHealth,
+    ProviderState,
+    Request,
+    RouteDecision,
+    RouteKind,
+    TextEmbedding,
+)
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage, WorkLedger
 from services.runtime.watched import WatchedConfig
@@ -54,6 +62,7 @@ class Classified:
     version: str
     shadow: tuple[str, IntentPrediction] | None = None  # (candidate model id, its prediction)
     embedding: TextEmbedding | None = None  # passed on to the stitcher and the governor; None for a cut text
+    decided_by: str = "minilm"  # "cheap" where the cascade's first model was sure (no embedding made then)
 
 
 def intent_model_dir(settings: Settings) -> Path:
@@ -104,6 +113,8 @@ class Router(Stage[Request, RouteDecision]):
         # and its output (dead-lettered) never collects its entry.
         self._embeddings: BoundedCache[str, TextEmbedding] = BoundedCache(PENDING_EMBEDDINGS, PENDING_EMBEDDING_BYTES)
         self._classify: MicroBatcher[str, Classified] | None = None
+        self._embed: MicroBatcher[str, TextEmbedding | None] | None = None
+        self.intent_deciders: Counter[str] = Counter()  # which model of the cascade decided, per request classified
         self._work = WorkLedger()
 
     async def start(self) -> None:
@@ -134,6 +145,12 @@ class Router(Stage[Request, RouteDecision]):
             max_batch=self.max_batch,
             concurrency=self.classify_concurrency,
         )
+        self._embed = MicroBatcher(
+            self._embed_batch,
+            window_s=self.batch_window_s,
+            max_batch=self.max_batch,
+            concurrency=self.classify_concurrency,
+        )
 
     async def stop(self) -> None:
         if self.provider_health is not None:
@@ -141,6 +158,9 @@ class Router(Stage[Request, RouteDecision]):
         if self._classify is not None:
             await self._classify.aclose()
             self._classify = None
+        if self._embed is not None:
+            await self._embed.aclose()
+            self._embed = None
         if self.shadow is not None:
             await self.shadow.aclose()
 
@@ -180,6 +200,15 @@ class Router(Stage[Request, RouteDecision]):
                 unhealthy_providers=self.current_unhealthy(),
                 classifier_version=classified.version,
             )
+        if classified.embedding is None and classified.decided_by == "cheap" and decision.kind != RouteKind.WORKFLOW:
+            # a model route: the stitcher searches the knowledge base with MiniLM's vector of the text and the
+            # governor scores it; made here once, passed on to both (a workflow needs neither)
+            assert self._embed is not None
+            embedding, embed_ms = await self._embed.submit_timed(record.text)
+            self._work.add(record.request_id, "routing", embed_ms)
+            if embedding is not None:
+                classified = replace(classified, embedding=embedding)
+                self._remember(record.text, classified)
         if classified.embedding is not None:
             self._embeddings.put(record.request_id, classified.embedding)
         return decision
@@ -204,16 +233,38 @@ class Router(Stage[Request, RouteDecision]):
         classifier, candidate = self.classifier, self._shadow_candidate
         assert classifier is not None
         embedder = classifier.embedder
+        if candidate is None:
+            # the cascade: the cheap model's sure answers stand; MiniLM embeds and classifies the rest
+            found: list[Classified | None] = [
+                None if p is None else Classified(p, classifier.version, decided_by="cheap")
+                for p in classifier.classify_cheaply(texts)
+            ]
+            unsure = [i for i, classified in enumerate(found) if classified is None]
+            if unsure:
+                embeddings, tokens = embedder.embed_whole([texts[i] for i in unsure])
+                predictions = classifier.classify_embeddings(embeddings)
+                for i, p, vector, count in zip(unsure, predictions, embeddings, tokens, strict=True):
+                    found[i] = Classified(p, classifier.version, None, embedder.passed_on(vector, count))
+            done = [classified for classified in found if classified is not None]
+            self.intent_deciders.update(classified.decided_by for classified in done)
+            return done
+        # a candidate in shadow is compared on every text, from the same embedding as the classifier in force
         embeddings, tokens = embedder.embed_whole(texts)
         passed = [embedder.passed_on(vector, count) for vector, count in zip(embeddings, tokens, strict=True)]
         predictions = classifier.classify_embeddings(embeddings)
-        if candidate is None:
-            return [Classified(p, classifier.version, None, e) for p, e in zip(predictions, passed, strict=True)]
+        self.intent_deciders["minilm"] += len(texts)
         shadowed = candidate[1].classify_embeddings(embeddings)
         return [
             Classified(p, classifier.version, (candidate[0], c), e)
             for p, c, e in zip(predictions, shadowed, passed, strict=True)
         ]
+
+    def _embed_batch(self, texts: Sequence[str]) -> list[TextEmbedding | None]:
+        """In a worker thread: MiniLM's vectors of texts the cheap model classified, for the later stages."""
+        assert self.classifier is not None
+        embedder = self.classifier.embedder
+        embeddings, tokens = embedder.embed_whole(texts)
+        return [embedder.passed_on(vector, count) for vector, count in zip(embeddings, tokens, strict=True)]
 
     def work(self, record: Request, section: RouteDecision, decide_ms: float) -> dict[str, float]:
         """Intent classification (this request's share of its batch) and the route-table decision."""

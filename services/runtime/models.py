@@ -43,7 +43,9 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="Answer text as returned to the client.")
+    text: str = Field(
+        description="Answer text, PII tokenised: tokens of the types the store may see are kept as tokens and restored only where the answer leaves Switchyard (the gateway's responses), other PII is in neutral words.",
+    )
     provider: str = Field(description="Provider that produced the answer.")
     model: str = Field(description="Model name at the provider.")
     model_version: str = Field(description="Model version or snapshot at the provider.")
@@ -94,7 +96,9 @@ class Request(BaseModel):
         description="Channel the request arrived on; readers that do not know a newer symbol read OTHER.",
     )
     locale: str = Field(default="en-US", description="BCP 47 language tag the answer should be written in.")
-    text: str = Field(description="The request as the user wrote or said it, unredacted.")
+    text: str = Field(
+        description="The request as the user wrote or said it, unredacted, on requests, routed and stitched; from the governor on (governed, answered, audited) the same text with PII replaced by the governor's tokens (as governance.redacted_text).",
+    )
     created_at: TimestampMillis = Field(
         description="When the client created the request: milliseconds since the Unix epoch, UTC.",
     )
@@ -195,7 +199,7 @@ class Context(BaseModel):
     token_budget: AvroInt = Field(description="Tokens the route allowed for context.")
     prompt: list[PromptMessage] = Field(
         default_factory=list,
-        description="The rendered prompt for a model route (before governance); empty for workflow routes.",
+        description="The rendered prompt for a model route, empty for workflow routes, on stitched; from the governor on (governed, answered, audited) the governor's PII-tokenised prompt (governance.redacted_prompt).",
     )
     template_id: str = Field(default="", description="Prompt template the prompt was rendered from.")
     template_version: str = Field(default="", description="Version of that template.")
@@ -226,7 +230,11 @@ class Governance(BaseModel):
     verdict: Verdict = Field(description="Overall outcome; the strictest action among the findings.")
     findings: list[Finding] = Field(description="Rules that matched the request text.")
     redacted_text: str = Field(
-        description="Request text with masked spans replaced; the only text later stages may send to a model.",
+        description="Request text with masked spans replaced; the only text later stages may send to a model. From the governor on, request.text carries this same text.",
+    )
+    request_text_chars: AvroInt = Field(
+        default=0,
+        description="Length in characters of the request text as the store sent it, before tokenising (route conditions were decided on it); 0 in records from governors before it.",
     )
     redacted_prompt: list[PromptMessage] = Field(
         default_factory=list,
@@ -245,6 +253,29 @@ class Governance(BaseModel):
         description="Where each fact came from: request (the request's envelope and what its text asks for), reference (Switchyard's reference data), approval (a manager's approval whose signature verified), claim (what the request text states, e.g. a purchase date) or attribute (a client-set attribute). Claims and attributes can only tighten a rule, never loosen it.",
     )
     policy_version: str = Field(default="", description="Version of the policy rule set that was evaluated.")
+
+
+class PiiVaultEntry(BaseModel):
+    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by vault_key; the topic's time retention expires it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vault_key: str = Field(
+        description="Name of the entry, as in Governance.vault_key: the store (percent-encoded), ':' and the request id, so stores that reuse each other's request ids never share an entry.",
+    )
+    key_id: str = Field(
+        description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
+    )
+    nonce: bytes = Field(description="The 12-byte AES-GCM nonce.")
+    ciphertext: bytes = Field(
+        description="AES-GCM encryption of the JSON token-to-value mapping, with the vault key as associated data.",
+    )
+    created_at: TimestampMillis = Field(
+        description="When the entry was written: milliseconds since the Unix epoch, UTC.",
+    )
+    expires_at: TimestampMillis = Field(
+        description="After this instant the entry is refused even if the topic still holds it.",
+    )
 
 
 class StageTiming(BaseModel):
@@ -273,11 +304,17 @@ class Answered(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request: Request = Field(description="The original request.")
+    request: Request = Field(description="The request, its text PII-tokenised by the governor.")
     route: RouteDecision = Field(description="The router's decision.")
     context: Context = Field(description="The stitched context.")
     governance: Governance = Field(description="The governor's verdict.")
-    answer: Answer = Field(description="The model's answer.")
+    answer: Answer = Field(
+        description="The answer, PII tokenised: restored only where it leaves Switchyard to the store.",
+    )
+    pii_vault: PiiVaultEntry | None = Field(
+        default=None,
+        description="The governor's sealed token mapping, carried from the governed record so the edge restores the answer for the store; null when nothing was tokenised.",
+    )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
@@ -405,12 +442,18 @@ class Audited(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request: Request = Field(description="The original request.")
+    request: Request = Field(description="The request, its text PII-tokenised by the governor.")
     route: RouteDecision = Field(description="The router's decision.")
     context: Context = Field(description="The stitched context.")
     governance: Governance = Field(description="The governor's verdict.")
-    answer: Answer = Field(description="The model's answer.")
+    answer: Answer = Field(
+        description="The answer, PII tokenised: restored only where it leaves Switchyard to the store.",
+    )
     audit: AuditInfo = Field(description="The audit chain entry.")
+    pii_vault: PiiVaultEntry | None = Field(
+        default=None,
+        description="The governor's sealed token mapping, carried from the answered record so the edge restores the answer for the store; null when nothing was tokenised. Not part of the audit record: the hash chain never covers it.",
+    )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 
 
@@ -503,41 +546,20 @@ class Feedback(BaseModel):
     )
 
 
-class PiiVaultEntry(BaseModel):
-    """One request's PII token mapping, encrypted (AES-256-GCM), on topic pii.vault keyed by vault_key; the topic's time retention expires it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vault_key: str = Field(
-        description="Name of the entry, as in Governance.vault_key: the store (percent-encoded), ':' and the request id, so stores that reuse each other's request ids never share an entry.",
-    )
-    key_id: str = Field(
-        description="Identifier of the encryption key (a hash prefix of it, never the key), so a rotated key is recognised.",
-    )
-    nonce: bytes = Field(description="The 12-byte AES-GCM nonce.")
-    ciphertext: bytes = Field(
-        description="AES-GCM encryption of the JSON token-to-value mapping, with the vault key as associated data.",
-    )
-    created_at: TimestampMillis = Field(
-        description="When the entry was written: milliseconds since the Unix epoch, UTC.",
-    )
-    expires_at: TimestampMillis = Field(
-        description="After this instant the entry is refused even if the topic still holds it.",
-    )
-
-
 class Governed(BaseModel):
     """Stage record on topic governed: a stitched request plus its governance verdict."""
 
     model_config = ConfigDict(extra="forbid")
 
-    request: Request = Field(description="The original request.")
+    request: Request = Field(
+        description="The request, its text PII-tokenised by the governor (the raw text stays in requests, routed and stitched).",
+    )
     route: RouteDecision = Field(description="The router's decision.")
     context: Context = Field(description="The stitched context.")
     governance: Governance = Field(description="The governor's verdict.")
     pii_vault: PiiVaultEntry | None = Field(
         default=None,
-        description="The governor's sealed token mapping of this request (AES-256-GCM under the vault key), so the answerer restores the tokens in the answer without reading pii.vault; null when nothing was tokenised. Not carried past the answerer.",
+        description="The governor's sealed token mapping of this request (AES-256-GCM under the vault key ring), so the answerer and the edge (the gateway's responses) restore tokens without reading pii.vault; null when nothing was tokenised. Carried on in answered and audited, never into the audit record's hash.",
     )
     timings: list[StageTiming] = Field(description="One entry per stage the record passed through, in order.")
 

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import aiokafka_config
 
 Row = TypeVar("Row")
 Model = TypeVar("Model", bound=BaseModel)
@@ -52,17 +53,22 @@ class TopicTable(ABC):
     async def start(self) -> None:
         # No consumer group: every partition is ours, read from the beginning (nothing is ever committed).
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            metadata_max_age_ms=5000,
+            **aiokafka_config(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                metadata_max_age_ms=5000,
+            )
         )
         try:
             await consumer.start()
             topics = await consumer.topics()
             if self.topic not in topics:
-                raise RuntimeError(f"topic {self.topic} does not exist; run `make topics`")
+                raise RuntimeError(
+                    f"topic {self.topic} does not exist; run `make topics` (on SASL_SSL, an ACL may hide it from "
+                    "this principal: `make acls-plan`)"
+                )
             consumer.subscribe([self.topic])
             if self.since_ms is not None:
                 await self._seek_to_time(consumer, self.since_ms)

@@ -46,6 +46,7 @@ from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import ConsumedRecord, dead_letter_for
 from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.registry_client import codec_from_settings
 from services.runtime.request_key import STORE_PARTITIONER
@@ -64,7 +65,7 @@ PartitionKey = tuple[str, int]
 class WorkerConfig:
     """Every knob of a stage process, with defaults for one 2-core box."""
 
-    replica: str = field(default_factory=lambda: os.environ.get("SWITCHYARD_REPLICA", socket.gethostname()))
+    replica: str = field(default_factory=lambda: get_settings().replica or socket.gethostname())
     max_batch: int = 500
     max_in_flight: int = 256
     max_record_bytes: int = 1 << 20
@@ -251,45 +252,49 @@ class StageWorker:
 
     def consumer_config(self) -> dict[str, Any]:
         client_id = f"{self.group_id}-{self.config.replica}"
-        return {
-            "bootstrap.servers": self.settings.kafka_bootstrap,
-            "group.id": self.group_id,
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": self.config.fetch_wait_ms,
-            "max.partition.fetch.bytes": self.config.max_record_bytes * 8,
-            "session.timeout.ms": self.config.session_timeout_ms,
-            "heartbeat.interval.ms": self.config.heartbeat_interval_ms,
-            "max.poll.interval.ms": self.config.max_poll_interval_ms,
-            # librdkafka prefetches up to 64 MiB a partition by default; a stage needs a few batches
-            "queued.max.messages.kbytes": 16 * 1024,
-            "error_cb": self._on_client_error,
-        }
+        return confluent_config(
+            {
+                "group.id": self.group_id,
+                "client.id": client_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": self.config.fetch_wait_ms,
+                "max.partition.fetch.bytes": self.config.max_record_bytes * 8,
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "heartbeat.interval.ms": self.config.heartbeat_interval_ms,
+                "max.poll.interval.ms": self.config.max_poll_interval_ms,
+                # librdkafka prefetches up to 64 MiB a partition by default; a stage needs a few batches
+                "queued.max.messages.kbytes": 16 * 1024,
+                "error_cb": self._on_client_error,
+            },
+            self.settings,
+        )
 
     def producer_config(self) -> dict[str, Any]:
         client_id = f"{self.group_id}-{self.config.replica}"
-        return {
-            "bootstrap.servers": self.settings.kafka_bootstrap,
-            "client.id": client_id,
-            "transactional.id": client_id,
-            "transaction.timeout.ms": self.config.transaction_timeout_ms,
-            "enable.idempotence": True,
-            "acks": "all",
-            # commit_transaction flushes at once; lingering would only delay the produce requests it waits for
-            "linger.ms": 0,
-            # the partition of a key as Java clients (and aiokafka) choose it, so a store's records land where
-            # they did before and where other clients put them
-            **STORE_PARTITIONER,
-            "message.max.bytes": self.config.max_record_bytes * 12,
-            # A transaction begun while the coordinator still writes the last one's markers is refused with
-            # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that
-            # much to every hop under steady traffic.
-            "retry.backoff.ms": self.config.retry_backoff_ms,
-            "error_cb": self._on_client_error,
-        }
+        return confluent_config(
+            {
+                "client.id": client_id,
+                "transactional.id": client_id,
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+                "enable.idempotence": True,
+                "acks": "all",
+                # commit_transaction flushes at once; lingering would only delay the produce requests it waits for
+                "linger.ms": 0,
+                # the partition of a key as Java clients (and aiokafka) choose it, so a store's records land where
+                # they did before and where other clients put them
+                **STORE_PARTITIONER,
+                "message.max.bytes": self.config.max_record_bytes * 12,
+                # A transaction begun while the coordinator still writes the last one's markers is refused with
+                # CONCURRENT_TRANSACTIONS and retried after this backoff; librdkafka's default 100 ms would add that
+                # much to every hop under steady traffic.
+                "retry.backoff.ms": self.config.retry_backoff_ms,
+                "error_cb": self._on_client_error,
+            },
+            self.settings,
+        )
 
     def _on_client_error(self, error: KafkaError) -> None:
         """librdkafka's client-wide errors (it retries them itself); an outage of every broker marks the

@@ -135,8 +135,8 @@ async def run(records: int, concurrency: int, unique_texts: bool) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.stitcher.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000)
+    parser = argparse.ArgumentParser(prog="switchyard bench-stitcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2000, help="records to stitch")
     parser.add_argument("--concurrency", type=int, default=32, help="records in flight in the second pass")
     parser.add_argument(
         "--unique-texts", action="store_true", help="make every request text new, so that each one is embedded"

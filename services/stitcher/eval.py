@@ -139,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from services.router.intents.embedder import SentenceEmbedder
     from services.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m services.stitcher.eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
-    parser.add_argument("--queries", type=Path, default=QUERIES_FILE)
+    parser = argparse.ArgumentParser(prog="switchyard eval-retrieval", description=__doc__.splitlines()[0])
+    parser.add_argument("--collection", default=DEFAULT_COLLECTION, help="Weaviate collection (default %(default)s)")
+    parser.add_argument("--queries", type=Path, default=QUERIES_FILE, help="the labelled questions")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
     settings = get_settings()

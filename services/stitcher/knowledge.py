@@ -442,15 +442,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.stitcher.knowledge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="switchyard knowledge", description=__doc__)
     parser.add_argument("--collection", default=DEFAULT_COLLECTION, help="Weaviate collection (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
     ingest_command = commands.add_parser("ingest", help="chunk, embed and upsert the markdown sources")
     ingest_command.add_argument("--sources", type=Path, default=DEFAULT_SOURCES_DIR, help="folder of *.md sources")
     search_command = commands.add_parser("search", help="hybrid search with optional filters")
-    search_command.add_argument("query")
+    search_command.add_argument("query", help="the question, as a till would ask it")
     search_command.add_argument("--region", help="e.g. us-east; passages for all regions always qualify")
-    search_command.add_argument("--category", choices=sorted(CATEGORIES))
+    search_command.add_argument("--category", choices=sorted(CATEGORIES), help="only passages of this category")
     search_command.add_argument("-k", type=int, default=5, help="passages to return (default %(default)s)")
     search_command.add_argument("--alpha", type=float, default=0.5, help="0 = BM25 only, 1 = vector only")
     return parser

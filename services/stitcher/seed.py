@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from services.approvals.staff import WILDCARD
 from services.runtime.codec import AvroCodec
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.models import HoursException, OpeningHours, Staff, StaffRole, Store
 from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
@@ -257,13 +258,15 @@ def publish(
 ) -> int:
     """(key, record dict) pairs to a topic, acknowledged; the number published."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 50,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 200_000,
-        }
+        confluent_config(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 50,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 200_000,
+            }
+        )
     )
     count = 0
     for key, value in rows:
@@ -299,7 +302,7 @@ def publish_staff(bootstrap: str, codec: AvroCodec, rows: Iterable[Staff], topic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard seed-stores", description=__doc__.splitlines()[0])
-    parser.add_argument("--stores", type=int, default=1600)
+    parser.add_argument("--stores", type=int, default=1600, help="stores 0001 … (default %(default)s)")
     parser.add_argument("--customers", type=int, default=20_000, help="loyalty customers C-0 … (default %(default)s)")
     parser.add_argument("--no-inventory", action="store_true", help="publish stores and customers only")
     args = parser.parse_args(argv)

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = actions.add_parser("show", help="dead letters, newest first, as JSON lines")
     show.add_argument("--stage", default="", help="only this stage's (router, governor, telemetry, ...)")
     show.add_argument("--request", default="", help="only this request id's")
-    show.add_argument("--limit", type=int, default=20)
+    show.add_argument("--limit", type=int, default=20, help="at most this many (default %(default)s)")
     show.add_argument("--open", action="store_true", help="open the sealed original bytes with the private key")
     args = parser.parse_args(argv)
     settings = get_settings()

@@ -10,22 +10,18 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from services.registry import REGISTRY, Registry
+from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings
 
 LAG_COLUMNS = ["sampled_at", "stage", "group_id", "topic", "partition", "committed", "end_offset", "lag"]
 NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group has committed nothing on that partition
 
 
-def stage_inputs(telemetry_topics: list[str]) -> dict[str, list[str]]:
-    """Each consumer group's input topics, by stage name (topic names before the prefix)."""
-    return {
-        "router": ["requests"],
-        "stitcher": ["routed"],
-        "governor": ["stitched"],
-        "answerer": ["governed"],
-        "auditor": ["answered"],
-        "telemetry": telemetry_topics,
-    }
+def stage_inputs(registry: Registry = REGISTRY) -> dict[str, list[str]]:
+    """The input topics of each stage's and sink's consumer group, by process name (topic names before the
+    prefix), from the process registry."""
+    return registry.lag_inputs()
 
 
 class LagSampler:
@@ -33,7 +29,7 @@ class LagSampler:
         self.settings = settings
         self.inputs = inputs
         self.timeout_s = timeout_s
-        self.admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        self.admin = AdminClient(confluent_config(settings=settings))
 
     def sample(self) -> list[list[Any]]:
         """One row per (stage, partition) of every input topic that exists; blocking, run it in a thread."""

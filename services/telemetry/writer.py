@@ -26,9 +26,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 
 from services.infra.clickhouse import get_client
+from services.registry import REGISTRY, Registry
 from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
 from services.runtime.faults import StageError
+from services.runtime.kafka_clients import aiokafka_config
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.sealing import dead_letter_sealer
@@ -56,10 +58,15 @@ from services.telemetry.rows import (
 from services.telemetry.window import EventTimeOutOfWindow, EventWindow
 
 log = logging.getLogger("switchyard.telemetry")
-STAGES = ["router", "stitcher", "governor", "answerer", "auditor"]
-# every consumer that dead-letters: the chain's stages and the approvals process
-DEAD_LETTER_TOPICS = [*[f"dlq.{stage}" for stage in STAGES], "dlq.approvals"]
-TOPICS = ["audited", *DEAD_LETTER_TOPICS, "feedback", "model.calls"]
+NAME = "telemetry"
+
+
+def consumed_topics(registry: Registry = REGISTRY) -> list[str]:
+    """What the writer consumes, from the process registry: its inputs and every other process's dead-letter topic."""
+    return list(registry.inputs_of(NAME))
+
+
+TOPICS = consumed_topics()
 TABLES = {
     "stage_events": STAGE_EVENT_COLUMNS,
     "answers": ANSWER_COLUMNS,
@@ -70,7 +77,7 @@ TABLES = {
     "model_calls": MODEL_CALL_COLUMNS,
 }
 BATCH_COLUMNS = ["flushed_at", "records", "audited", "rows", "decode_ms", "insert_ms"]
-GROUP_ID = "switchyard-telemetry"
+GROUP_ID = str(REGISTRY[NAME].group)
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class TelemetryWriter:
         self.sealer = dead_letter_sealer(self.settings)  # a refused row's record, sealed to the operator's key
         self.config = config or WriterConfig()
         self.codec = AvroCodec(SchemaRegistry.load(self.settings.schemas_dir))
-        self.metrics = StageMetrics("telemetry")
+        self.metrics = StageMetrics(NAME)
         self.stopping = asyncio.Event()
         self.buffer = Buffer()
         self.window = EventWindow(max_future=timedelta(hours=self.settings.telemetry_max_future_hours))
@@ -134,7 +141,7 @@ class TelemetryWriter:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._client = get_client(self.settings)
-        self.lag_sampler = LagSampler(self.settings, stage_inputs(TOPICS))
+        self.lag_sampler = LagSampler(self.settings, stage_inputs())
         self._lag_client = get_client(self.settings)  # its own session: one client runs one query at a time
 
     def stop(self) -> None:
@@ -148,15 +155,17 @@ class TelemetryWriter:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.settings.topic(GROUP_ID),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            fetch_max_wait_ms=50,
+            **aiokafka_config(
+                self.settings,
+                group_id=self.settings.topic(GROUP_ID),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                fetch_max_wait_ms=50,
+            )
         )
         self._dlq = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True, max_request_size=16 << 20
+            **aiokafka_config(self.settings, enable_idempotence=True, max_request_size=16 << 20)
         )
         self._consumer = consumer
         await self._dlq.start()

@@ -214,3 +214,36 @@ def test_the_telemetry_writer_stores_feedback_findings_model_calls_and_consumer_
     assert findings > 0, "the e-mail and phone numbers in the traffic left no governor findings"
     assert calls > 0, "model calls of the chain's requests are missing"
     assert lagged_stages == 6, "consumer lag is not sampled for every stage"
+
+
+def test_erasing_a_customer_deletes_their_raw_text_and_vault_entries_and_their_chain_still_verifies(
+    chain: Chain, settings: Settings
+) -> None:
+    customer, store = f"ERASE-{uuid.uuid4().hex[:8]}", STORES[1]
+    text = "Email me at maria.lopez@example.com when my order ships"
+    sent = [
+        request.model_copy(update={"customer_id": customer, "store_id": store, "text": text})
+        for request in chain.requests(2, run="erase")
+    ]
+    chain.publish(sent)
+    audited = chain.read("audited", until=2, run="erase")
+    assert all("maria.lopez" not in r["request"]["text"] and r["pii_vault"] is not None for r in audited)
+    ids = [request.request_id for request in sent]
+    client = get_client(settings)
+    stored = "SELECT (SELECT count() FROM requests FINAL WHERE request_id IN {ids:Array(String)}), " \
+             "(SELECT count() FROM audit_records FINAL WHERE request_id IN {ids:Array(String)})"  # fmt: skip
+    deadline = time.monotonic() + 60
+    while tuple(client.query(stored, parameters={"ids": ids}).result_rows[0]) != (2, 2):
+        assert time.monotonic() < deadline, "the requests and their audit records never reached ClickHouse"
+        time.sleep(0.5)
+    done = switchyard("erase", "--customer", customer, env=chain.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    erased = json.loads(done.stdout)
+    assert erased["vault_tombstones"] == 2 and sorted(erased["requests"]) == sorted(f"{store}:{i}" for i in ids)
+    assert tuple(client.query(stored, parameters={"ids": ids}).result_rows[0]) == (0, 2), "raw text gone, audit kept"
+    records = client.query(
+        "SELECT record FROM audit_records FINAL WHERE request_id IN {ids:Array(String)}", parameters={"ids": ids}
+    ).result_rows
+    assert records and not any("maria.lopez" in record for (record,) in records)
+    verified = switchyard("verify", "--chain", chain.prefix + store, env=chain.env())
+    assert verified.returncode == 0 and "every link intact" in verified.stdout, verified.stdout + verified.stderr

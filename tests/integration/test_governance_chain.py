@@ -1,7 +1,8 @@
 """Governance end to end on the real chain (six processes, real Kafka, the stub model told what to answer): a 25%
 discount is escalated before any model and never reaches the store as an approved offer; a model answer that
-promises an unallowed refund is never released; a model sees PII only as tokens, and the mapping travels
-encrypted on `pii.vault`."""
+promises an unallowed refund is never released; a model sees PII only as tokens, the records and the answer keep
+them tokenised, the mapping travels encrypted on `pii.vault` and in the records, and the answer is restored only
+at the edge."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from services.gateway.restore import AnswerRestorer
 from services.governor.vault import VaultCipher, load_key_ring, vault_key_for
+from services.policy.engine import PolicyWatcher
 from services.runtime.codec import AvroCodec
 from services.runtime.models import Channel, PiiVaultEntry, Request
 from services.settings import Settings
@@ -83,7 +86,16 @@ def test_a_model_sees_pii_only_as_tokens_and_the_store_gets_back_what_it_may_see
     assert governance["verdict"] == "MASK"
     sent = json.dumps(governance["redacted_prompt"])  # the hosted provider of this chain may see no PII
     assert email not in sent and "Maria Lopez" not in sent and "<EMAIL_1>" in sent
-    assert answer["text"] == "Thanks Maria Lopez, the warranty details are on their way to the e-mail address on file."
+    # inside Switchyard the record holds tokens only: the request text, the prompt and the answer
+    inside = json.dumps({k: v for k, v in audited.items() if k != "pii_vault"})
+    assert email not in inside and "Maria Lopez" not in inside
+    assert audited["request"]["text"] == governance["redacted_text"]
+    assert answer["text"] == "Thanks <PERSON_1>, the warranty details are on their way to the e-mail address on file."
+    # restored only where it leaves to the store (the gateway's responses), from the sealed entry the record carries
+    restorer = AnswerRestorer(VaultCipher(load_key_ring(settings)), PolicyWatcher(settings.policies))
+    assert restorer.restored(audited)["answer"]["text"] == (
+        "Thanks Maria Lopez, the warranty details are on their way to the e-mail address on file."
+    )
     [entry] = [
         PiiVaultEntry.model_validate({k: v for k, v in record.items() if k != "_partition"})
         for record in chain.read("pii.vault", until=1, timeout_s=30)

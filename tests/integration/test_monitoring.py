@@ -179,7 +179,7 @@ def test_the_lag_sampler_reports_each_stage_behind_the_end_of_its_input(
         consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{prefix}switchyard-router"})
         consumer.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 1)], asynchronous=False)
         consumer.close()
-        sampler = LagSampler(settings.model_copy(update={"topic_prefix": prefix}), stage_inputs(["audited"]))
+        sampler = LagSampler(settings.model_copy(update={"topic_prefix": prefix}), stage_inputs())
         sample = {(row[1], row[4]): (row[5], row[6], row[7]) for row in sampler.sample()}
         assert sample == {("router", 0): (3, 4, 1), ("router", 1): (1, 3, 2)}  # (committed, end, lag)
     finally:

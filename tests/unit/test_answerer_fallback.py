@@ -198,3 +198,35 @@ async def test_the_answerer_never_opens_another_stores_entry_for_a_request_of_th
     record.pii_vault = stage.vault.seal(other, {"<PERSON_1>": "Someone Else"})
     tokens, [finding] = await stage._tokens(record)
     assert tokens == {} and finding.rule_id == "pii.vault_unavailable" and "0999:req-1" in finding.detail
+
+
+async def test_the_answer_stays_tokenised_even_where_the_model_saw_and_echoed_the_value(
+    stub: StubFactory, answerers: list[Answerer]
+) -> None:
+    behaviour, url = await stub(latency_ms=1)
+    behaviour.reply = (
+        "Hello Maria Lopez, the blue kettle is a fine choice; <PERSON_1> can collect it near 2 Elm Street."
+    )
+    # the shipped privacy policy lets `local` see PERSON
+    stage = answerer(answerers, {"local": url, "default": "http://127.0.0.1:9/v1"}, {})
+    stage.vault = VaultCipher(b"k" * 32)
+    own = vault_key_for("0412", "req-1")
+    tokenised = "I'm <PERSON_1>, is the blue kettle in stock at <ADDRESS_1>?"
+    record = governed("local").model_copy(
+        update={
+            "request": governed().request.model_copy(update={"text": tokenised}),
+            "governance": Governance(
+                verdict=Verdict.MASK, findings=[], redacted_text=tokenised, vault_key=own, request_text_chars=55
+            ),
+            "pii_vault": stage.vault.seal(own, {"<PERSON_1>": "Maria Lopez", "<ADDRESS_1>": "2 Elm Street"}),
+        }
+    )
+    answer = await stage.decide(record)
+    assert behaviour.requests == 1 and answer.provider == "local"
+    # the model was shown the name and echoed it: back to its token; the address it was never shown is a type the
+    # store may not see: neutral words; the store's types stay tokens for the edge to restore
+    assert (
+        answer.text
+        == "Hello <PERSON_1>, the blue kettle is a fine choice; <PERSON_1> can collect it near the address on file."
+    )
+    assert "Maria" not in answer.model_dump_json() and "Elm" not in answer.model_dump_json()

@@ -16,6 +16,7 @@ from services.governor.stage import Analyzer, Governor, _remembered, analysis_in
 from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key_ring, vault_key_for
 from services.policy.engine import PolicyEngine
 from services.runtime.cache import BoundedCache
+from services.runtime.codec import AvroCodec
 from services.runtime.models import (
     Channel,
     Context,
@@ -29,6 +30,8 @@ from services.runtime.models import (
     Stitched,
     Verdict,
 )
+from services.runtime.schema_registry import SchemaRegistry
+from services.runtime.stage import compose, stage_timing
 from services.settings import REPO_ROOT, Settings
 from tests.unit.test_pii import texts_with_pii
 
@@ -164,6 +167,26 @@ async def test_pii_is_tokenised_in_the_text_and_the_stitched_prompt_and_sealed_i
         "<CARD_1>": "4111 1111 1111 1111",
     }
     assert governor.side_records(record, governance) == []  # emitted once
+
+
+async def test_the_governed_record_on_the_wire_carries_no_raw_pii_only_the_governors_tokens(
+    governor: Governor,
+) -> None:
+    text = "I'm Maria Lopez (maria.lopez@example.com), can I return my kettle?"
+    record = stitched(text, prompt=[PromptMessage(role="user", content=f"Question: {text}")])
+    governance = await governor.decide(record)
+    incoming = record.model_dump(exclude={"request_embedding"})  # the runtime drops it: it ends at the governor
+    outgoing = compose(incoming, "governance", governance.model_dump(), stage_timing("governor", 1, 2, 3))
+    outgoing.update(governor.passed_on(record, governance))
+    codec = AvroCodec(SchemaRegistry.load(REPO_ROOT / "schemas"))
+    _, decoded = codec.decode(codec.encode("Governed", outgoing), reader="Governed")
+    governed = Governed.model_validate(decoded)
+    assert governed.request.text == governance.redacted_text == "I'm <PERSON_1> (<EMAIL_1>), can I return my kettle?"
+    assert governed.governance.request_text_chars == len(text)
+    assert [m.content for m in governed.context.prompt] == [m.content for m in governance.redacted_prompt]
+    wire = governed.model_copy(update={"pii_vault": None}).model_dump_json()
+    assert "Maria" not in wire and "maria.lopez" not in wire
+    assert governed.pii_vault is not None and b"Maria" not in governed.pii_vault.ciphertext
 
 
 async def test_two_stores_sending_the_same_request_id_each_get_their_own_vault_entry(

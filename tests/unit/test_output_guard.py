@@ -1,5 +1,6 @@
 """The answerer's output guard: unauthorized commitments and unsupported stock claims are replaced or escalated,
-leaked PII is withheld, tokens come back only for what the store may see, and held requests get fixed replies."""
+leaked PII is withheld, the answer keeps tokens (restored at the edge only for what the store may see), and held
+requests get fixed replies."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.answerer.guard import (
     INJECTION_REPLY,
     check_answer,
     held_reply,
+    restore_for_store,
     visible_for_chain,
 )
 from services.answerer.providers import parse_provider_config
@@ -133,16 +135,35 @@ def test_stock_is_only_stated_when_the_inventory_shows_it(engine: PolicyEngine) 
     assert check_answer(governed(), "Yes, it's in stock.", engine, tokens={}).replaced
 
 
-def test_leaked_pii_is_withheld_and_tokens_are_restored_only_for_what_the_store_may_see(
+def test_leaked_pii_is_withheld_and_the_answer_keeps_tokens_only_for_what_the_store_may_see(
     engine: PolicyEngine,
 ) -> None:
     tokens = {"<PERSON_1>": "Maria", "<EMAIL_1>": "maria@example.com"}
     answer = "Thanks <PERSON_1>, we e-mailed <EMAIL_1> and bob@example.org about <PHONE_3>."
     result = check_answer(governed(), answer, engine, tokens=tokens)
     assert result.text == (
-        "Thanks Maria, we e-mailed the e-mail address on file and [withheld] about the phone number on file."
+        "Thanks <PERSON_1>, we e-mailed the e-mail address on file and [withheld] about the phone number on file."
     )
     assert {f.rule_id for f in result.findings} == {"pii.output_email", "pii.invented_token"}
+    assert restore_for_store(result.text, tokens, engine.visible_types("store")) == (
+        "Thanks Maria, we e-mailed the e-mail address on file and [withheld] about the phone number on file."
+    )
+
+
+def test_a_value_the_model_echoes_from_its_prompt_goes_back_to_its_token(engine: PolicyEngine) -> None:
+    tokens = {"<PERSON_1>": "Maria Lopez", "<ACCOUNT_1>": "LOY-99812"}
+    result = check_answer(governed(), "Thanks Maria Lopez, account LOY-99812 has 200 points.", engine, tokens=tokens)
+    assert result.text == "Thanks <PERSON_1>, account <ACCOUNT_1> has 200 points."
+    assert "Maria" not in result.text and "99812" not in result.text
+
+
+def test_the_edge_puts_neutral_words_where_the_vault_entry_is_gone_or_the_type_is_not_the_stores(
+    engine: PolicyEngine,
+) -> None:
+    visible = engine.visible_types("store")
+    assert restore_for_store("Thanks <PERSON_1>.", {}, visible) == "Thanks the customer."
+    hidden = restore_for_store("We called <PHONE_1>.", {"<PHONE_1>": "555-123-4567"}, visible)
+    assert hidden == "We called the phone number on file."
 
 
 def test_an_abusive_answer_is_replaced(engine: PolicyEngine) -> None:

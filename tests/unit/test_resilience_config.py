@@ -127,7 +127,9 @@ def test_invalid_yaml_and_a_missing_file_name_the_file(tmp_path: Path) -> None:
 
 
 async def test_without_a_providers_file_the_model_settings_are_the_default_provider() -> None:
-    settings = Settings(model_provider="openai", model_base_url="http://127.0.0.1:9/v1", model_name="stub")
+    settings = Settings(
+        model_provider="openai", model_base_url="http://127.0.0.1:9/v1", model_name="stub", providers_file=None
+    )
     registry = answerer_registry(settings, environ={})
     try:
         chain, _ = registry.chain("default")
@@ -136,8 +138,9 @@ async def test_without_a_providers_file_the_model_settings_are_the_default_provi
         await registry.aclose()
 
 
-async def test_the_providers_file_env_var_selects_a_providers_file() -> None:
-    registry = answerer_registry(Settings(), environ={PROVIDERS_FILE_ENV: str(SHIPPED)})
+async def test_the_providers_file_env_var_selects_a_providers_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROVIDERS_FILE_ENV, str(SHIPPED))
+    registry = answerer_registry(Settings(), environ={})
     try:
         assert isinstance(registry, ProviderRegistry)
         assert registry.source == str(SHIPPED)

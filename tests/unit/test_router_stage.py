@@ -169,7 +169,10 @@ def biased_copy(source: Path, target: Path, intent: str) -> str:
     intercept[model.classes.index(intent)] += 50.0
     biased = LinearIntentModel(model.classes, model.coef, intercept)
     version = biased.fingerprint(card["embedder"])
-    artifact.save(target, biased, {**card, "version": version})
+    # like a retrained candidate (retrain_with_production), it carries no cheap model: MiniLM decides every text
+    artifact.save(
+        target, biased, {key: value for key, value in card.items() if key != "cascade"} | {"version": version}
+    )
     return version
 
 
@@ -229,9 +232,10 @@ async def test_a_router_candidate_in_shadow_is_recorded_beside_the_incumbent_and
 async def test_a_routed_request_passes_on_its_embedding_and_a_cut_one_passes_none(router: Router) -> None:
     assert router.classifier is not None
     embedder = router.classifier.embedder
-    text = "Do you have the red kettle in stock at this store?"
+    text = "Is the waxed field jacket waterproof enough for hiking in heavy rain?"
     record = request(text, request_id="r-embedding")
     decision = await router.decide(record)
+    assert decision.kind != RouteKind.WORKFLOW  # a model route: the stitcher and the governor read the vector
     passed = router.passed_on(record, decision)["request_embedding"]
     assert passed is not None and passed["model"] == embedder.model_version
     vector = np.frombuffer(passed["vector"], dtype="<f4")
@@ -239,3 +243,17 @@ async def test_a_routed_request_passes_on_its_embedding_and_a_cut_one_passes_non
     assert router.passed_on(record, decision) == {"request_embedding": None}  # handed over once
     essay = request("please check the stock of this item " * 40, request_id="r-essay")
     assert router.passed_on(essay, await router.decide(essay)) == {"request_embedding": None}
+
+
+async def test_the_cheap_model_decides_a_sure_workflow_request_without_an_embedding(router: Router) -> None:
+    assert router.classifier is not None and router.classifier.cheap is not None
+    candidates = ["what time do you close on saturday evening", "when does this store close tonight", "opening hours?"]
+    sure_texts = [t for t, p in zip(candidates, router.classifier.classify_cheaply(candidates), strict=True) if p]
+    assert sure_texts, "the cheap model is sure of at least one plain store-hours question"
+    text = sure_texts[0]  # asked nowhere else in this module: not from the router's repeat memory
+    before = router.intent_deciders["cheap"]
+    record = request(text, request_id="r-cheap")
+    decision = await router.decide(record)
+    assert decision.kind == RouteKind.WORKFLOW and decision.intent == "store_hours"
+    assert router.intent_deciders["cheap"] == before + 1
+    assert router.passed_on(record, decision) == {"request_embedding": None}  # no model reads a workflow's text

@@ -1,4 +1,5 @@
-"""The router's intent classifier at run time: sentence embedding, then the trained linear layer.
+"""The router's intent classifier at run time: a cascade of the cheap model (static embedding and n-grams, tens of
+microseconds; `cascade.py`) and, where it is unsure, MiniLM's sentence embedding and the trained linear layer.
 
 Thread-safe once loaded (nothing is mutated after `load`); `classify` blocks for a few milliseconds of CPU, so an
 async stage calls it through a thread pool.
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 from services.router.intents import artifact
 from services.router.intents.artifact import IntentArtifactError, LinearIntentModel, default_artifact_dir
+from services.router.intents.cascade import CheapIntentModel, decided
 from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256
 from services.router.intents.embedder import SentenceEmbedder
 
@@ -28,12 +30,25 @@ class IntentPrediction:
     runner_up_confidence: float
 
 
+def cascade_version(model: LinearIntentModel, embedder_version: str, cheap: CheapIntentModel | None) -> str:
+    """What decides a request's intent: the MiniLM layer, and the cheap model with its threshold where there is one."""
+    version = model.fingerprint(embedder_version)
+    return version if cheap is None else f"{version}+{cheap.version}"
+
+
 class IntentClassifier:
-    def __init__(self, model: LinearIntentModel, embedder: SentenceEmbedder, card: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: LinearIntentModel,
+        embedder: SentenceEmbedder,
+        card: dict[str, Any],
+        cheap: CheapIntentModel | None = None,
+    ) -> None:
         self._model = model
         self._embedder = embedder
         self.card = card
-        self.version = model.fingerprint(embedder.version)
+        self.cheap = cheap if cheap is not None and cheap.classes == model.classes else None
+        self.version = cascade_version(model, embedder.version, self.cheap)
 
     @classmethod
     def load(cls, path: Path | None = None, *, embedder: SentenceEmbedder | None = None) -> IntentClassifier:
@@ -50,7 +65,12 @@ class IntentClassifier:
             raise IntentArtifactError(
                 f"{path} was trained on embedder {card.get('embedder')!r}, this one is {embedder.version!r}: retrain"
             )
-        classifier = cls(model, embedder, card)
+        cheap = None
+        if "cascade" in card:
+            from services.router.intents.static import ensure_built
+
+            cheap = CheapIntentModel.load(path, ensure_built(embedder=embedder))
+        classifier = cls(model, embedder, card, cheap)
         if card.get("version") != classifier.version:
             raise IntentArtifactError(f"{path}: weights do not match their card's version: retrain into {path}")
         return classifier
@@ -72,7 +92,24 @@ class IntentClassifier:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        return self.classify_embeddings(self._embedder.embed(texts))
+        """The cascade: the cheap model where it is sure, MiniLM for the rest."""
+        found = self.classify_cheaply(texts)
+        unsure = [i for i, prediction in enumerate(found) if prediction is None]
+        if unsure:
+            for i, prediction in zip(
+                unsure, self.classify_embeddings(self._embedder.embed([texts[i] for i in unsure])), strict=True
+            ):
+                found[i] = prediction
+        return [prediction for prediction in found if prediction is not None]
+
+    def classify_cheaply(self, texts: Sequence[str]) -> list[IntentPrediction | None]:
+        """The cheap model's prediction where its confidence reaches the card's threshold, else None (MiniLM
+        decides those); all None for a classifier without a cascade."""
+        if self.cheap is None or not texts:
+            return [None] * len(texts)
+        probabilities = self.cheap.probabilities(texts)
+        sure = decided(probabilities, self.cheap.decide_at)
+        return [self._prediction(row) if ok else None for row, ok in zip(probabilities, sure, strict=True)]
 
     def classify_embeddings(self, embeddings: NDArray[np.float32]) -> list[IntentPrediction]:
         """For texts already embedded by this classifier's embedder (a shadow candidate reuses the incumbent's
@@ -107,6 +144,7 @@ def ensure_trained(
         card is None
         or card.get("data", {}).get("sha256") != data_sha256(data_path)
         or card.get("embedder") != embedder.version
+        or "cascade" not in card
     )
     if stale:
         # imported here so that loading a current model never imports scikit-learn: inference is numpy only

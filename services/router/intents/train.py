@@ -30,8 +30,11 @@ from sklearn.model_selection import train_test_split
 
 from services.router.intents import artifact
 from services.router.intents.artifact import LinearIntentModel, default_artifact_dir
+from services.router.intents.cascade import train_cascade
+from services.router.intents.classifier import cascade_version
 from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256, load_examples
 from services.router.intents.embedder import SentenceEmbedder
+from services.router.intents.static import ensure_built
 from services.settings import REPO_ROOT
 
 DEFAULT_SEED: Final = 20
@@ -123,9 +126,12 @@ def train(
     embeddings = embedder.embed(texts)
     evaluation = evaluate_held_out(texts, embeddings, intents, seed=seed, test_fraction=test_fraction)
     model = fit(embeddings, intents, seed)
+    cheap, cascade = train_cascade(
+        texts, intents, embeddings, ensure_built(embedder=embedder), lambda x, y: fit(x, y, seed)
+    )
     card: dict[str, Any] = {
         "format": artifact.FORMAT,
-        "version": model.fingerprint(embedder.version),
+        "version": cascade_version(model, embedder.version, cheap),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {
             "path": _display_path(data_path),
@@ -141,9 +147,12 @@ def train(
             "fitted_on": "the whole data set; `evaluation` is from the held-out run",
         },
         "evaluation": evaluation,
+        "cascade": cascade,
         "throughput": measure_throughput(embedder, model, texts),
     }
     card["training_seconds"] = round(time.perf_counter() - started, 2)
+    out.mkdir(parents=True, exist_ok=True)
+    cheap.save(out)  # before the card, whose replacement is what a running router reloads on
     artifact.save(out, model, card)
     return card
 
@@ -216,13 +225,18 @@ def _display_path(path: Path) -> str:
 
 
 def _report(card: dict[str, Any], out: Path) -> str:
-    evaluation = card["evaluation"]
+    evaluation, cascade = card["evaluation"], card["cascade"]
     lines = [
         f"intent classifier {card['version']} -> {out}",
         f"data: {card['data']['examples']} examples, sha256 {card['data']['sha256'][:12]}; embedder {card['embedder']}",
         f"held-out ({evaluation['test_examples']} of {card['data']['examples']}, seed {evaluation['seed']}): "
         f"accuracy {evaluation['accuracy']:.3f}, macro-F1 {evaluation['macro_f1']:.3f}",
         *(f"  {name:<18} F1 {score:.3f}" for name, score in evaluation["per_intent_f1"].items()),
+        f"cascade: the cheap model decides at confidence >= {cascade['decide_at']:.3f}; test families "
+        f"({cascade['test']['examples']} texts): MiniLM {cascade['test']['minilm_accuracy']:.3f}, cheap alone "
+        f"{cascade['test']['cheap_accuracy']:.3f}, cascade {cascade['test']['cascade_accuracy']:.3f} "
+        f"(macro-F1 {cascade['test']['minilm_macro_f1']:.3f} / {cascade['test']['cascade_macro_f1']:.3f}), "
+        f"{cascade['test']['escalated']:.1%} escalated to MiniLM",
         "classifications/s: "
         + ", ".join(f"{key} {value}" for key, value in card["throughput"].items() if key.endswith("_per_s")),
         f"trained in {card['training_seconds']} s (shipped weights refitted on all examples)",
