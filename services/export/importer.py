@@ -291,7 +291,13 @@ def _weights_match_cards(root: Path, models: dict[str, dict[str, Any]]) -> list[
         except (artifact.IntentArtifactError, OSError, ValueError, KeyError) as error:
             problems.append(f"missing model {model_id}: its weights cannot be read ({error})")
             continue
-        if weights.fingerprint(str(card.get("embedder"))) != card.get("version"):
+        expected = weights.fingerprint(str(card.get("embedder")))
+        if isinstance(card.get("cascade"), dict):  # the router's cheap first model is part of the version
+            from services.router.intents.cascade import saved_version
+
+            cheap = saved_version(directory, str(card["cascade"].get("static_embedder")))
+            expected = f"{expected}+{cheap}"
+        if expected != card.get("version"):
             problems.append(f"model {model_id}: weights do not match the card's version {card.get('version')}")
     return problems
 

@@ -32,13 +32,20 @@ ERASED_TABLES: Final[dict[str, str]] = {
     "requests": "the request text as the store sent it",
     "feedback": "corrections staff wrote about the answer",
 }
+# A request is found through the audit record every answered request has (its `request.customer_id`), and
+# through `requests` where a deployment writes that table
 CUSTOMER_REQUESTS_SQL: Final = (
-    "SELECT DISTINCT store_id, request_id FROM requests WHERE customer_id = {customer:String} "
-    "ORDER BY store_id, request_id"
+    "SELECT DISTINCT store_id, request_id FROM ("
+    "SELECT store_id, request_id FROM requests WHERE customer_id = {customer:String} UNION ALL "
+    "SELECT store_id, request_id FROM audit_records "
+    "WHERE JSONExtractString(record, 'request', 'customer_id') = {customer:String}"
+    ") ORDER BY store_id, request_id"
 )
 REQUEST_SQL: Final = (
-    "SELECT DISTINCT store_id, request_id FROM requests WHERE request_id = {request:String} "
-    "AND ({store:String} = '' OR store_id = {store:String}) ORDER BY store_id"
+    "SELECT DISTINCT store_id, request_id FROM ("
+    "SELECT store_id, request_id FROM requests WHERE request_id = {request:String} UNION ALL "
+    "SELECT store_id, request_id FROM audit_records WHERE request_id = {request:String}"
+    ") WHERE {store:String} = '' OR store_id = {store:String} ORDER BY store_id"
 )
 
 
@@ -67,7 +74,8 @@ def find(
     request: str | None = None,
     store: str = "",
 ) -> Erasure:
-    """The requests of `customer`, or `request` (in `store` when given), from ClickHouse's `requests`."""
+    """The requests of `customer`, or `request` (in `store` when given), from ClickHouse's audit records and
+    `requests`."""
     if (customer is None) == (request is None):
         raise ValueError("give a customer or a request, not both")
     if customer is not None:

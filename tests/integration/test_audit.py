@@ -233,8 +233,8 @@ def test_erasing_a_customer_deletes_their_raw_text_and_vault_entries_and_their_c
     stored = "SELECT (SELECT count() FROM requests FINAL WHERE request_id IN {ids:Array(String)}), " \
              "(SELECT count() FROM audit_records FINAL WHERE request_id IN {ids:Array(String)})"  # fmt: skip
     deadline = time.monotonic() + 60
-    while tuple(client.query(stored, parameters={"ids": ids}).result_rows[0]) != (2, 2):
-        assert time.monotonic() < deadline, "the requests and their audit records never reached ClickHouse"
+    while tuple(client.query(stored, parameters={"ids": ids}).result_rows[0])[1] != 2:
+        assert time.monotonic() < deadline, "the audit records never reached ClickHouse"
         time.sleep(0.5)
     done = switchyard("erase", "--customer", customer, env=chain.env())
     assert done.returncode == 0, done.stdout + done.stderr

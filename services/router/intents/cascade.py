@@ -47,13 +47,7 @@ class CheapIntentModel:
 
     @property
     def version(self) -> str:
-        digest = hashlib.sha256()
-        for part in (self.dense, self.sparse, self.intercept):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        digest.update(
-            "|".join([*self.classes, self.static.version, FEATURES, f"decide_at={self.decide_at:.4f}"]).encode()
-        )
-        return f"cheap-{digest.hexdigest()[:12]}"
+        return _version(self.classes, self.dense, self.sparse, self.intercept, self.decide_at, self.static.version)
 
     def probabilities(self, texts: Sequence[str]) -> NDArray[np.float64]:
         """One row per text, columns in `classes` order."""
@@ -92,6 +86,38 @@ class CheapIntentModel:
                 decide_at=float(data["decide_at"]),
                 static=static,
             )
+
+
+def _version(
+    classes: Sequence[str],
+    dense: NDArray[np.float32],
+    sparse: NDArray[np.float32],
+    intercept: NDArray[np.float64],
+    decide_at: float,
+    static_version: str,
+) -> str:
+    digest = hashlib.sha256()
+    for part in (dense, sparse, intercept):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    digest.update("|".join([*classes, static_version, FEATURES, f"decide_at={decide_at:.4f}"]).encode())
+    return f"cheap-{digest.hexdigest()[:12]}"
+
+
+def saved_version(directory: Path, static_version: str) -> str | None:
+    """The version of the cheap model saved in `directory` (as `CheapIntentModel.version` computes it, without
+    loading the static table), or None where there is none: what an import checks the card against."""
+    path = directory / CHEAP_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return _version(
+            tuple(str(name) for name in data["classes"]),
+            data["dense"],
+            data["sparse"],
+            data["intercept"],
+            float(data["decide_at"]),
+            static_version,
+        )
 
 
 def matrix(texts: Sequence[str], static: StaticEmbedder) -> Any:
