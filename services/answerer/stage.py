@@ -269,13 +269,21 @@ class Answerer(Stage[Governed, Answer]):
             return held_answer(record, engine)
         if record.route.kind == RouteKind.WORKFLOW:
             return workflow_answer(record)
+        grounded = None
         if self.grounded_first and record.route.intent not in UNGROUNDED_INTENTS:
             grounded = grounded_answer(record.governance.redacted_text, record.context.items)
-            if grounded is not None:
-                return grounded_reply(grounded)
+        # a custom model was promoted because it beat the grounded answers on its intents: it answers first, and
+        # where it declines the passages answer instead of its fallbacks
+        custom_first = grounded is not None and record.route.kind == RouteKind.CUSTOM_MODEL
+        if grounded is not None and not custom_first:
+            reply = grounded_reply(grounded)
+            self._observe_grounded(record, reply)
+            return reply
         request_id = record.request.request_id
         tokens, findings = await self._tokens(record)
         chain, skipped = self.providers.chain(record.route.provider)
+        if custom_first:
+            chain = chain[:1]
         with self._work.measure(request_id, "governance"):
             visible = visible_for_chain(engine, [provider.name for provider in chain])
             messages: list[ChatMessage] = [
@@ -284,6 +292,8 @@ class Answerer(Stage[Governed, Answer]):
         try:
             completion, failover, messages, cut = await self._complete(chain, messages, request_id, skipped)
         except (ProvidersExhausted, ProvidersRejected) as failed:
+            if grounded is not None:
+                return grounded_reply(grounded)
             degraded = self._degraded(request_id, chain, failed)
             if degraded is None:
                 raise  # retried by the runtime until the deadline
@@ -294,6 +304,26 @@ class Answerer(Stage[Governed, Answer]):
         answer = model_answer(completion, messages, failover)
         guarded = await self.guard(record, answer.text, engine, tokens, messages)
         return answer.model_copy(update={"text": guarded.text, "output_findings": findings + guarded.findings})
+
+    def _observe_grounded(self, record: Governed, reply: Answer) -> None:
+        """A grounded answer told to the shadow runner, if any, as the answer of the incumbent named "grounded": on
+        the local default the passages answer most policy questions, so a candidate must be compared with them."""
+        from services.learning.shadow import shadow_runner  # the learning loop imports the answerer, not the reverse
+
+        runner = shadow_runner(self.providers)
+        if runner is None:
+            return
+        completion = Completion(
+            text=reply.text,
+            provider=reply.provider,
+            model=reply.model,
+            model_version=reply.model_version,
+            tokens_in=0,
+            tokens_out=0,
+            latency_ms=0.0,
+            finish_reason="stop",
+        )
+        runner.observe(reply.provider, prompt_for(record), record.request.request_id, completion)
 
     async def _complete(
         self, chain: Sequence[GuardedProvider], messages: list[ChatMessage], request_id: str, skipped: list[str]

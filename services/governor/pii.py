@@ -88,6 +88,30 @@ _LONG_WORD: Final = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
 _SEGMENT: Final = re.compile(r"[^<>]+")
 # Without NER nothing reads spaCy's tokens: Presidio's context step reads lemmas, and neither pipeline has a
 # lemmatizer (every lemma is empty, so no context word is ever found). The pattern recognizers get no tokens.
+# spaCy's NER only finds PERSON here, and only where a name is written as one: a capitalised word. A text whose only
+# capitalised words are common sentence openers ("What time do you close today?") holds no name NER could find, so
+# it skips the spaCy pass (about 60% of the POS mix; the pattern recognizers, "my name is …" among them, still run on
+# it). Measured on the governance set: PERSON recall and precision unchanged (make eval-governance).
+_CAPITALISED: Final = re.compile(r"(?<![\w'\u2019-])[A-Z][a-z'\u2019]+")
+_SENTENCE_START: Final = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(]\s*)$")
+_OPENER_WORDS: Final = """
+    a about after all also an and any anyone are as at be because before but by can check could customer
+    did do does dont don't either every excuse find for from give good got had has have he hello her hey hi his
+    how i if in is it its it's just kindly let looking may maybe me might morning afternoon evening my need no not
+    now of ok okay on one or our please quick quickly she should show so some someone sorry summarise summarize
+    thank thanks that the their them then there these they this those to today tomorrow tonight um was we
+    were what whats what's when where which while who why will with would yes yesterday you your"""
+OPENERS: Final = frozenset(_OPENER_WORDS.split())
+
+
+def may_hold_a_name(text: str) -> bool:
+    """Whether NER could find a name in the text: a capitalised word other than a common word opening a sentence."""
+    for match in _CAPITALISED.finditer(text):
+        if match.group(0).lower() not in OPENERS or not _SENTENCE_START.search(text, 0, match.start()):
+            return True
+    return False
+
+
 _NO_TOKENS: Final = NlpArtifacts(
     entities=[], tokens=Doc(Vocab(), words=[]), tokens_indices=[], lemmas=[], nlp_engine=None, language="en"
 )
@@ -325,15 +349,17 @@ class PiiDetector:
         return self.detect_many([text])[0]
 
     def detect_many(self, texts: Sequence[str]) -> list[list[PiiSpan]]:
-        """Spans per text, non-overlapping and in order; spaCy runs once over the batch (nlp.pipe), and only for
-        the NER."""
+        """Spans per text, non-overlapping and in order; spaCy runs once over the batch (nlp.pipe), only for the
+        NER, and only over the texts that may hold a name (`may_hold_a_name`)."""
         if not texts:
             return []
-        if self.use_ner:
-            words_cut = [_LONG_WORD.sub(lambda word: " " * len(word.group(0)), text) for text in texts]
-            artifacts = [item[1] for item in self._nlp.process_batch(words_cut, "en", batch_size=self.batch_size)]
-        else:
-            artifacts = [_NO_TOKENS] * len(texts)
+        artifacts = [_NO_TOKENS] * len(texts)
+        named = [i for i, text in enumerate(texts) if may_hold_a_name(text)] if self.use_ner else []
+        if named:
+            words_cut = [_LONG_WORD.sub(lambda word: " " * len(word.group(0)), texts[i]) for i in named]
+            found = self._nlp.process_batch(words_cut, "en", batch_size=self.batch_size)
+            for i, item in zip(named, found, strict=True):
+                artifacts[i] = item[1]
         return [
             _resolve(
                 self._analyzer.analyze(

@@ -1,14 +1,20 @@
 """`make demo-learning`: the learning loop on this machine, measured before and after.
 
-1. Traffic runs on the large-model route: the trained router and route table decide, the answerer stage answers
-   through the providers (an OpenAI-compatible stub standing in for a hosted large model: fixed latency, a hosted
-   model's price), every answer is written to switchyard.audit_records as the audit writer would.
+1. Traffic runs on the chain as a fresh install answers it: the trained router and route table decide, the
+   knowledge-base passages are stitched (services/learning/incumbent.py), and the answerer stage answers as on the
+   default, local configuration: quoted from the passages where they answer (services/answerer/grounded.py), else
+   through the providers (an OpenAI-compatible stub stands in for the model there: fixed latency, a hosted model's
+   price). Every answer is written to switchyard.audit_records as the audit writer would. The unseen questions
+   (services/learning/unseen.py) are answered too, and not recorded, so no export can learn them.
 2. A simulated store-staff reviewer (a simulation: it knows the ground truth of the generated policy questions)
    corrects a share of the answers or rates them; the feedback goes to the `feedback` topic and ClickHouse.
 3. The training sets are exported from ClickHouse; the answer memory and the router are trained and registered.
-4. The candidate shadows the large model on new live traffic; shadow and eval are compared in ClickHouse.
+4. The candidate shadows the incumbent (the quoted answers and the model) on new live traffic; shadow and eval are
+   compared in ClickHouse.
 5. It is promoted when it beats the incumbent by the margin: a new route-table version sends its intents to it.
-6. New traffic runs again and the before/after table is printed.
+6. New traffic and the unseen questions run again and the before/after table is printed: before is the incumbent
+   (the grounded answers), after the chain with the promoted custom model, scored by the same judge (the facts each
+   answer states, services/learning/simulation.py: is_right).
 
 The chain's stages run in this process (router decision, governance stand-in, answerer stage with its providers),
 not as six Kafka consumers, so the latency figures are the router's and answerer's own work plus the model call.
@@ -31,15 +37,16 @@ from typing import Any
 
 import numpy as np
 import yaml
+from aiohttp import web
 
 from services.answerer.memory import KIND as MEMORY_KIND
 from services.answerer.registry import load_providers
 from services.answerer.stage import Answerer
-from services.answerer.stub_model import start_stub
+from services.answerer.stub_model import STUB_BEHAVIOUR, start_stub
 from services.learning.compare import shadow_comparison
 from services.learning.export import ExportSpec, export_training
 from services.learning.feedback import FeedbackPublisher
-from services.learning.metrics import is_correct
+from services.learning.incumbent import LocalKnowledge
 from services.learning.promotion import MEMORY_PROVIDER, PromotionPolicy, promote
 from services.learning.registry import ModelRegistry
 from services.learning.shadow import shadow_runner
@@ -48,25 +55,48 @@ from services.learning.simulation import (
     SimulatedReviewer,
     insert_audited,
     insert_feedback,
+    is_right,
     simulated_governor,
     traffic,
 )
 from services.learning.training import NARROW_INTENTS, train_and_register
+from services.learning.unseen import unseen_questions
+from services.policy.engine import PolicyEngine
 from services.router.intents.classifier import IntentClassifier, ensure_trained
+from services.router.intents.embedder import SentenceEmbedder
 from services.router.route_table import RouteTable, load_route_table
 from services.runtime.models import (
     Audited,
     AuditInfo,
+    Channel,
     Context,
     Feedback,
     Governance,
     Governed,
+    Request,
+    RouteDecision,
+    RouteKind,
     StageTiming,
     Verdict,
 )
 from services.settings import get_settings
+from services.stitcher.seeded import SeededReference
+from services.stitcher.stage import workflow_context
+from services.stitcher.workflows import Declined, WorkflowAnswer, run_workflow
 
+# where no passage answers, a fresh install calls its local base model; the demo's stand-in answers as the
+# answerer's prompt tells a model to when the context does not say (services/answerer/stage.py: SYSTEM_PROMPT),
+# never with the facts: a stub quoting its prompt would quote the passages and pass for right
+MODEL_STAND_IN_REPLY = "I will check with a colleague."
+GROUNDED_PROVIDER = "grounded"  # the provider an answer quoted from the knowledge passages names
 LARGE_MODEL_PRICE = {"input_usd": 2.50, "output_usd": 10.00, "per_tokens": 1000000}  # a hosted large model's list price
+
+
+async def start_model_stand_in(latency_ms: float) -> tuple[web.AppRunner, str]:
+    """The OpenAI-compatible stub standing in for the model, at a fixed latency; (runner, base URL)."""
+    runner, url = await start_stub(latency_ms=latency_ms)
+    runner.app[STUB_BEHAVIOUR].reply = MODEL_STAND_IN_REPLY
+    return runner, url
 
 
 @dataclass(frozen=True)
@@ -77,10 +107,19 @@ class Served:
     latency_ms: float
     cost_usd: float
     correct: bool | None  # against the simulated ground truth; None outside the policy questions
+    truth: str | None = None
 
 
 class Loop:
-    def __init__(self, workdir: Path, stub_url: str, registry: ModelRegistry, concurrency: int, rate: float) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        stub_url: str,
+        registry: ModelRegistry,
+        concurrency: int,
+        rate: float,
+        knowledge: LocalKnowledge | None = None,
+    ) -> None:
         self.workdir = workdir
         self.registry = registry
         self.route_table_path = workdir / "route_table.yaml"
@@ -104,14 +143,26 @@ class Loop:
             )
         )
         self.classifier: IntentClassifier = ensure_trained()
+        # the stitcher's knowledge passages, embedded as `knowledge ingest` embeds them
+        self.knowledge = knowledge or LocalKnowledge(SentenceEmbedder(max_tokens=256))
+        self.reference = SeededReference()
+        self.policy = PolicyEngine.from_file(get_settings().policies)
         self.limit = asyncio.Semaphore(concurrency)
         self.rate = rate
         self.seq = 0
 
-    async def run(self, items: Sequence[SimulatedRequest]) -> tuple[list[Served], list[Audited]]:
-        """Each request through router, governance stand-in and the answerer stage; audit rows written."""
+    def answerer(self) -> Answerer:
+        """The answerer stage as a fresh install builds it: the local default is a base model, so the passages
+        answer first (services/stages.py: grounded_first), and the custom model before them on its own routes."""
+        return Answerer(load_providers(self.providers_path), grounded_first=True)
+
+    async def run(
+        self, items: Sequence[SimulatedRequest], *, record: bool = True
+    ) -> tuple[list[Served], list[Audited]]:
+        """Each request through router, knowledge stitching, governance stand-in and the answerer stage; audit rows
+        written where `record` (not for the unseen questions, which no export may learn)."""
         table = load_route_table(self.route_table_path)
-        answerer = Answerer(load_providers(self.providers_path))
+        answerer = self.answerer()
         await answerer.start()
         try:
             results = await asyncio.gather(*[task async for task in self._paced(items, table, answerer)])
@@ -121,7 +172,8 @@ class Loop:
         finally:
             await answerer.stop()
         records = [audited for _, audited in results]
-        insert_audited(records)
+        if record:
+            insert_audited(records)
         return [served for served, _ in results], records
 
     async def _paced(
@@ -133,18 +185,36 @@ class Loop:
             await asyncio.sleep(max(0.0, started + index / self.rate - time.monotonic()))
             yield asyncio.create_task(self._one(item, table, answerer))
 
+    def stitch(self, request: Request, route: RouteDecision, table: RouteTable) -> tuple[RouteDecision, Context]:
+        """What the stitcher adds, on the seeded reference data: a data workflow's answer where its route has one
+        (a workflow that declines moves the request to its fallback route, as the stitcher does), else the
+        knowledge passages retrieved with the request's text."""
+        if route.kind == RouteKind.WORKFLOW:
+            data = self.reference.workflow_data(request, route.intent, self.policy, datetime.now(UTC))
+            outcome = run_workflow(route.route_id, data)
+            if isinstance(outcome, WorkflowAnswer):
+                return route, workflow_context(outcome, data.customer)
+            if isinstance(outcome, Declined):
+                route = table.fall_back(route, outcome.reason)
+        if route.kind == RouteKind.WORKFLOW:
+            return route, Context(items=[], token_count=0, token_budget=512)
+        store = self.reference.stores.get(request.store_id)
+        items = self.knowledge.context(request.text, route.intent, store.region if store else None)
+        return route, Context(items=items, token_count=0, token_budget=512)
+
     async def _one(self, item: SimulatedRequest, table: RouteTable, answerer: Answerer) -> tuple[Served, Audited]:
         async with self.limit:
             started = time.perf_counter()
             received_us = time.time_ns() // 1000
             prediction = await asyncio.to_thread(self.classifier.classify, item.request.text)
             route = table.decide(item.request, prediction)
+            route, context = await asyncio.to_thread(self.stitch, item.request, route, table)
             routed_us = time.time_ns() // 1000
             redacted, findings = simulated_governor(item.request.text)
             governed = Governed(
                 request=item.request,
                 route=route,
-                context=Context(items=[], token_count=0, token_budget=512),
+                context=context,
                 governance=Governance(
                     verdict=Verdict.MASK if findings else Verdict.ALLOW, findings=findings, redacted_text=redacted
                 ),
@@ -175,8 +245,8 @@ class Loop:
                 StageTiming(stage="answerer", received_at=routed_us, started_at=routed_us, finished_at=finished_us),
             ],
         )
-        correct = is_correct(answer.text, item.truth) if item.truth else None
-        served = Served(route.intent, route.route_id, answer.provider, latency_ms, answer.cost_usd, correct)
+        correct = is_right(answer.text, item.truth) if item.truth else None
+        served = Served(route.intent, route.route_id, answer.provider, latency_ms, answer.cost_usd, correct, item.truth)
         return served, audited
 
 
@@ -197,10 +267,44 @@ def review(
     return given
 
 
+def unseen_items(run: str, start_ms: int) -> list[SimulatedRequest]:
+    """The unseen questions (services/learning/unseen.py) as till requests; the untaught carry no ground truth."""
+    return [
+        SimulatedRequest(
+            Request(
+                request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"unseen:{run}:{start_ms}:{index}")),
+                store_id=f"{index % 1600 + 1:04d}",
+                terminal_id="pos-01",
+                channel=Channel.POS,
+                text=question,
+                created_at=start_ms,
+            ),
+            truth,
+            intent,
+        )
+        for index, (question, truth, intent) in enumerate(unseen_questions())
+    ]
+
+
+def unseen_summary(served: Sequence[Served]) -> dict[str, Any]:
+    """On the unseen questions: the share of new phrasings answered right (the facts stated), and the share of
+    untaught questions the custom model declined (answered by anything else)."""
+    phrasings = [s for s in served if s.truth is not None]
+    untaught = [s for s in served if s.truth is None]
+    return {
+        "phrasings": len(phrasings),
+        "phrasings_right": sum(bool(s.correct) for s in phrasings) / len(phrasings) if phrasings else 0.0,
+        "untaught": len(untaught),
+        "untaught_declined": sum(s.provider != MEMORY_PROVIDER for s in untaught) / len(untaught) if untaught else 0.0,
+        "grounded": sum(s.provider == GROUNDED_PROVIDER for s in served) / len(served) if served else 0.0,
+    }
+
+
 def summary(served: Sequence[Served], intents: Sequence[str]) -> dict[str, Any]:
     latencies = np.array([s.latency_ms for s in served])
     promoted = np.array([s.latency_ms for s in served if s.intent in intents] or [0.0])
     checked = [s.correct for s in served if s.correct is not None]
+    policy = [s for s in served if s.truth is not None]
     return {
         "requests": len(served),
         "p50": float(np.percentile(latencies, 50)),
@@ -210,12 +314,20 @@ def summary(served: Sequence[Served], intents: Sequence[str]) -> dict[str, Any]:
         "cost_per_1000": sum(s.cost_usd for s in served) / len(served) * 1000,
         "custom_share": sum(s.provider == MEMORY_PROVIDER for s in served) / len(served),
         "live_accuracy": sum(checked) / len(checked) if checked else 0.0,
+        "grounded_share": sum(s.provider == GROUNDED_PROVIDER for s in policy) / len(policy) if policy else 0.0,
     }
 
 
 def print_table(
-    before: dict[str, Any], after: dict[str, Any], evaluation: dict[str, Any], intents: Sequence[str]
+    before: dict[str, Any],
+    after: dict[str, Any],
+    evaluation: dict[str, Any],
+    intents: Sequence[str],
+    unseen: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
+    """Before: the incumbent (a fresh install's answers); after: the chain with the promoted custom model."""
+    unseen_before, unseen_after = unseen
+    alone = evaluation["unseen"]
     rows = [
         (
             f"accuracy on the eval split ({evaluation['examples']} held-out corrected answers)",
@@ -226,6 +338,26 @@ def print_table(
             "accuracy vs ground truth, live policy questions",
             f"{before['live_accuracy']:.3f}",
             f"{after['live_accuracy']:.3f}",
+        ),
+        (
+            f"accuracy on {unseen_before['phrasings']} unseen phrasings of taught answers (never in traffic)",
+            f"{unseen_before['phrasings_right']:.3f}",
+            f"{unseen_after['phrasings_right']:.3f}",
+        ),
+        (
+            "custom model alone on them: right / wrong / declined",
+            "-",
+            f"{alone['phrasings_right']:.2f}/{alone['phrasings_wrong']:.2f}/{alone['phrasings_declined']:.2f}",
+        ),
+        (
+            f"{unseen_before['untaught']} untaught questions the custom model declined",
+            "-",
+            f"{unseen_after['untaught_declined']:.3f}",
+        ),
+        (
+            "policy answers quoted from the knowledge base",
+            f"{before['grounded_share']:.1%}",
+            f"{after['grounded_share']:.1%}",
         ),
         (
             "p50 / p99 latency, all requests (ms)",
@@ -253,7 +385,7 @@ async def demo(args: argparse.Namespace) -> int:
     workdir = settings.var_dir / "learning-demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry()
-    runner, stub_url = await start_stub(latency_ms=args.model_latency_ms)
+    runner, stub_url = await start_model_stand_in(args.model_latency_ms)
     publisher = FeedbackPublisher(settings)
     intents = list(NARROW_INTENTS)
     try:
@@ -266,9 +398,11 @@ async def demo(args: argparse.Namespace) -> int:
         now_ms = int(time.time() * 1000)
         items = list(traffic(args.requests, seed=args.seed, start_ms=now_ms, spacing_ms=0, run=run))
         served_before, records = await loop.run(items)
+        unseen_before, _ = await loop.run(unseen_items(run, now_ms), record=False)
         feedback = review(items, records, args.review_share, publisher)
         print(
-            f"1. {len(items)} requests on the large-model route; the simulated reviewer gave {len(feedback)} feedback"
+            f"1. {len(items)} requests answered by the incumbent (knowledge passages first, the model where they do "
+            f"not answer); the simulated reviewer gave {len(feedback)} feedback"
         )
         until = datetime.now(UTC) + timedelta(seconds=1)
         answers_dir, router_dir = workdir / "datasets" / "answers", workdir / "datasets" / "router"
@@ -294,7 +428,7 @@ async def demo(args: argparse.Namespace) -> int:
                 f"   trained {router_id}: production eval accuracy {router_eval['candidate_accuracy']:.3f} vs current "
                 f"router {router_eval['incumbent_accuracy']:.3f} (registered, not deployed by the demo)"
             )
-        registry.set_shadow({"candidate": memory_id, "incumbents": ["default"]})
+        registry.set_shadow({"candidate": memory_id, "incumbents": ["default", GROUNDED_PROVIDER]})
         registry.record("shadow_started", memory_id, MEMORY_KIND, intents=intents)
         shadow_items = list(
             traffic(args.shadow_requests, seed=args.seed + 1, start_ms=int(time.time() * 1000), spacing_ms=0, run=run)
@@ -326,17 +460,28 @@ async def demo(args: argparse.Namespace) -> int:
             traffic(args.requests, seed=args.seed + 2, start_ms=int(time.time() * 1000), spacing_ms=0, run=run)
         )
         served_after, _ = await loop.run(after_items)
-        print(f"6. {len(after_items)} new requests after promotion")
-        print_table(summary(served_before, intents), summary(served_after, intents), evaluation, intents)
+        unseen_after, _ = await loop.run(unseen_items(run, int(time.time() * 1000)), record=False)
+        print(f"6. {len(after_items)} new requests and the unseen questions after promotion")
+        print_table(
+            summary(served_before, intents),
+            summary(served_after, intents),
+            evaluation,
+            intents,
+            (unseen_summary(unseen_before), unseen_summary(unseen_after)),
+        )
         print(
             f"\nthe answer memory alone, one question at a time on the eval split: p50 "
             f"{evaluation['candidate_p50_ms']:.1f} ms (embedding and lookup); load average now "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
         print(
-            f"large model: the stub at {args.model_latency_ms:.0f} ms priced at ${LARGE_MODEL_PRICE['input_usd']}"
-            f"/${LARGE_MODEL_PRICE['output_usd']} per 1M tokens; custom model: the answer memory in-process "
-            "(API cost 0). `switchyard rollback --route-table " + str(loop.route_table_path) + "` undoes it."
+            "incumbent: the answers quoted from the knowledge passages (in-process retrieval over knowledge/); where "
+            f"none answers, the stub at {args.model_latency_ms:.0f} ms priced at ${LARGE_MODEL_PRICE['input_usd']}"
+            f"/${LARGE_MODEL_PRICE['output_usd']} per 1M tokens stands in for the model (it replies "
+            f"{MODEL_STAND_IN_REPLY!r}); custom model: the answer "
+            "memory in-process (API cost 0). `switchyard rollback --route-table "
+            + str(loop.route_table_path)
+            + "` undoes it."
         )
         return 0
     finally:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from services.learning.feedback import make_feedback
+from services.learning.metrics import is_correct, normalise
 from services.learning.pii import EMAIL, PHONE_OR_CARD
 from services.learning.records import AUDIT_RECORD_COLUMNS, FEEDBACK_COLUMNS, audit_row, feedback_row
 from services.runtime.models import (
@@ -39,13 +40,17 @@ class PolicyFact:
     intent: str
     answer: str
     questions: tuple[str, ...]
+    # what a right answer must state, each as the knowledge base words it ("a|b": either spelling)
+    facts: tuple[str, ...]
 
 
-# The chain's written policy, as store staff would state it; the questions are how customers and staff ask.
+# The chain's written policy (knowledge/policies), as store staff would state it; the questions are how customers
+# and staff ask. Every answer states what the knowledge base says, so an answer quoted from it is judged on the
+# same facts as one the custom model learnt.
 POLICY: Final = (
     PolicyFact(
         "return_or_refund",
-        "Unworn items can be returned within 30 days with the receipt for a full refund to the original payment.",
+        "Unworn items can be returned within 30 days with the receipt for a refund to the original payment method.",
         (
             "what is the return policy",
             "how many days do customers have to return something",
@@ -54,10 +59,11 @@ POLICY: Final = (
             "customer wants to bring back unworn shoes, is that ok within a month",
             "whats the time limit on returns",
         ),
+        ("30 days|30-day", "receipt"),
     ),
     PolicyFact(
         "return_or_refund",
-        "Without a receipt we give store credit at the lowest recent selling price, up to 90 days after purchase.",
+        "Without a receipt we give store credit at the lowest selling price of the last 30 days, with a photo ID.",
         (
             "customer has no receipt, can they return it",
             "return without receipt policy",
@@ -66,21 +72,23 @@ POLICY: Final = (
             "no receipt return, cash or credit?",
             "customer wants money back but has no receipt",
         ),
+        ("store credit", "lowest"),
     ),
     PolicyFact(
         "return_or_refund",
-        "Opened electronics can be returned within 14 days in the original packaging; a 15% restocking fee applies.",
+        "Opened electronics can be returned within 30 days if they are complete and undamaged, with the receipt.",
         (
             "can an opened blender be returned",
             "return policy for opened electronics",
-            "is there a restocking fee on electronics",
+            "can a customer return electronics with a broken seal",
             "customer opened the headphones and wants to return them",
             "how long for electronics returns",
         ),
+        ("30 days|30-day", "undamaged"),
     ),
     PolicyFact(
         "return_or_refund",
-        "Refunds go back to the original payment method and take 5 to 7 business days to appear.",
+        "Refunds go back to the original payment method and take three to five business days to appear.",
         (
             "how long does a refund take",
             "when will the customer see the refund on their card",
@@ -88,43 +96,47 @@ POLICY: Final = (
             "customer asks when the money comes back",
             "does the refund go to the same card",
         ),
+        ("original payment method", "three to five business days"),
     ),
     PolicyFact(
         "return_or_refund",
-        "Items with a red final-sale tag cannot be returned or exchanged.",
+        "Items marked final sale cannot be returned or exchanged unless they are faulty.",
         (
-            "can clearance items be returned",
+            "can a final sale item come back if nothing is wrong with it",
             "is a final sale item refundable",
-            "customer wants to return something from the red tag rack",
+            "customer wants to return something marked final sale",
             "return policy on final sale",
             "can we exchange a final-sale sweater",
         ),
+        ("final sale", "cannot be returned"),
     ),
     PolicyFact(
         "loyalty_account",
-        "Members earn 1 point per dollar spent, and double points on Tuesdays.",
+        "Members earn one point per dollar spent; Silver members earn 1.25 and Gold members 1.5 points per dollar.",
         (
             "how many points per dollar",
             "how do customers earn loyalty points",
-            "are there double points days",
+            "do members earn points on sale items",
             "how many points does a member get for spending 50 dollars",
             "points earning rate for the rewards program",
         ),
+        ("one point per dollar|1 point per dollar",),
     ),
     PolicyFact(
         "loyalty_account",
-        "Every 100 points is worth a 5 dollar reward, redeemable at the till or online.",
+        "Every 500 points become a 5 dollar reward, which can be used in store and online.",
         (
             "how do I redeem loyalty points",
-            "what are 100 points worth",
+            "what are 500 points worth",
             "customer wants to use their points to pay",
-            "can points be used online",
+            "how many points make a reward",
             "how much is a reward worth in points",
         ),
+        ("500 points", "5 dollar"),
     ),
     PolicyFact(
         "loyalty_account",
-        "Points expire 12 months after they were earned if the account has no activity.",
+        "Points expire after 12 months without any earning or redeeming activity on the account.",
         (
             "do loyalty points expire",
             "when do reward points run out",
@@ -132,19 +144,39 @@ POLICY: Final = (
             "how long are points valid",
             "points expiry policy",
         ),
+        ("12 months",),
     ),
     PolicyFact(
         "loyalty_account",
-        "A lost loyalty card is replaced at any till with photo ID, and the points move to the new card.",
+        "Missing points can be claimed within 60 days by scanning the receipt in the app or at the service desk.",
         (
-            "customer lost their loyalty card",
-            "how do we replace a member card",
-            "can the points move to a new card",
-            "replacement rewards card",
-            "member says card was stolen, what now",
+            "customer says points are missing from a purchase",
+            "how do we add missing points",
+            "points did not show up after shopping",
+            "how long does a member have to claim missing points",
+            "can a member claim points for an old receipt",
         ),
+        ("60 days", "receipt"),
     ),
 )
+_FACTS_BY_ANSWER: Final = {fact.answer: fact.facts for fact in POLICY}
+
+
+def states_facts(answer: str, facts: Sequence[str]) -> bool:
+    """Whether the answer states every fact (after normalisation; "a|b" is either spelling), as the knowledge base
+    words it: judged on what it says, so an answer quoted from the passages and one the custom model learnt are
+    held to the same standard."""
+    said = f" {normalise(answer)} "
+    return all(any(f" {normalise(way)} " in said for way in fact.split("|")) for fact in facts)
+
+
+def is_right(answer: str, truth: str) -> bool:
+    """The simulation's judgement of an answer to a question whose ground truth is `truth`: for a policy question,
+    whether it states the policy's facts; otherwise the stated answer metric (services/learning/metrics.py)."""
+    facts = _FACTS_BY_ANSWER.get(truth)
+    return states_facts(answer, facts) if facts is not None else is_correct(answer, truth)
+
+
 OTHER_TRAFFIC: Final = (
     ("is the waxed field jacket in stock in size M", "stock_check"),
     ("do you have trail running shoes in 42", "stock_check"),
@@ -328,8 +360,6 @@ class SimulatedReviewer:
     ) -> Feedback | None:
         """A route correction where the router got the intent wrong; else, for a policy question, a correction
         of a wrong answer or a rating of 5 for a right one."""
-        from services.learning.metrics import is_correct
-
         rng = random.Random(f"{self.seed}:{request_id}")
         if rng.random() >= self.share:
             return None
@@ -338,7 +368,7 @@ class SimulatedReviewer:
             return given(FeedbackKind.ROUTE_CORRECTION, corrected_intent=intent)
         if truth is None:
             return None
-        if is_correct(answer, truth):
+        if is_right(answer, truth):
             return given(FeedbackKind.RATING, rating=5)
         return given(FeedbackKind.CORRECTION, corrected_text=truth)
 

@@ -28,31 +28,31 @@ UNSEEN_PHRASINGS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "Opened electronics can be returned": (
         "the box of the speaker has been opened, will we still take it back",
-        "do we charge anything when an unsealed gadget comes back",
+        "can an unsealed gadget still come back",
     ),
     "Refunds go back to the original payment method": (
         "how many days until the money shows up again after a refund",
         "will the refund land on a different card or the one he paid with",
     ),
-    "Items with a red final-sale tag": (
-        "red-ticket stuff, can that be brought back",
+    "Items marked final sale": (
+        "the ticket says final sale, can she bring it back",
         "is anything marked final sale exchangeable",
     ),
-    "Members earn 1 point per dollar": (
+    "Members earn one point per dollar": (
         "what does a member collect for every dollar",
-        "which weekday gives extra points",
+        "how many points does a basic member get per dollar",
     ),
-    "Every 100 points is worth a 5 dollar reward": (
-        "what is the cash value of a hundred points",
+    "Every 500 points become a 5 dollar reward": (
+        "what are five hundred points worth at the till",
         "can someone pay part of the bill with their points balance",
     ),
-    "Points expire 12 months after": (
+    "Points expire after 12 months": (
         "are points kept forever",
         "how long until unused points lapse",
     ),
-    "A lost loyalty card is replaced": (
-        "member misplaced the rewards card, how do we sort that out",
-        "can we issue a new membership card and keep the balance",
+    "Missing points can be claimed": (
+        "her points never arrived for last week's shop, what do we do",
+        "the purchase is not on his rewards account, can we fix it",
     ),
 }
 # questions of the same intents whose answers the loop never taught: a custom model must decline them
@@ -104,3 +104,16 @@ def _answers(memory: AnswerMemory, embedder: SentenceEmbedder, questions: Sequen
         return []
     predicted = memory.predict(embedder.embed(list(questions)))
     return [answer if confidence >= memory.threshold else None for answer, confidence, _ in predicted]
+
+
+def unseen_questions() -> list[tuple[str, str | None, str]]:
+    """(question, ground truth, intent) for every unseen question: the new phrasings with their taught answer,
+    then the untaught questions (no ground truth here: a custom model should decline them)."""
+    intent_of = {fact.answer: fact.intent for fact in POLICY}
+    phrasings = [
+        (question, answer, intent_of[answer])
+        for answer, questions in PHRASINGS_BY_ANSWER.items()
+        for question in questions
+    ]
+    untaught: list[tuple[str, str | None, str]] = [(question, None, "") for question in UNTAUGHT]
+    return [*phrasings, *untaught]

@@ -161,7 +161,10 @@ class TelemetryWriter:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                fetch_max_wait_ms=50,
+                # rows wait up to telemetry_flush_s in the buffer anyway: the broker may hold a fetch until a MiB
+                # is ready or a quarter of that has passed, instead of answering one fetch per record it receives
+                fetch_min_bytes=1 << 20,
+                fetch_max_wait_ms=int(min(500.0, self.settings.telemetry_flush_s * 250)),
             )
         )
         self._dlq = AIOKafkaProducer(

@@ -139,3 +139,31 @@ async def test_on_the_local_base_model_the_passages_answer_first_and_the_model_i
     assert answer.output_findings[0].inputs == {"passages": "p-1"}
     unanswerable = await stage.decide(governed([passage(PASSAGE)], "Do you sell garden furniture?"))
     assert behaviour.requests == 1 and unanswerable.provider == "default"
+
+
+def custom_route(record: Governed) -> Governed:
+    route = record.route.model_copy(
+        update={"route_id": "custom.product_question", "kind": RouteKind.CUSTOM_MODEL, "provider": "default"}
+    )
+    return record.model_copy(update={"route": route})
+
+
+async def test_on_a_custom_model_route_the_custom_model_answers_before_the_passages(
+    stub: StubFactory, answerers: list[Answerer]
+) -> None:
+    behaviour, url = await stub()
+    behaviour.reply = "About 30 hours with noise cancelling on, 40 with it off."
+    stage = answerer(answerers, url, grounded_first=True)
+    answer = await stage.decide(custom_route(governed([passage(PASSAGE)])))
+    assert behaviour.requests == 1
+    assert (answer.provider, answer.text) == ("default", "About 30 hours with noise cancelling on, 40 with it off.")
+
+
+async def test_where_the_custom_model_fails_the_passages_answer_instead_of_a_hand_off(
+    stub: StubFactory, answerers: list[Answerer]
+) -> None:
+    behaviour, url = await stub(status=400, fail_rate=1.0)
+    stage = answerer(answerers, url, grounded_first=True)
+    answer = await stage.decide(custom_route(governed([passage(PASSAGE)])))
+    assert behaviour.requests >= 1  # asked (and asked again with the prompt cut, as for any refusal)
+    assert answer.provider == "grounded" and "The battery lasts 30 hours" in answer.text

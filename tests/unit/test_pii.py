@@ -156,3 +156,39 @@ def test_scrub_then_restore_returns_the_original_text(detector: PiiDetector, par
     text = " ".join(parts) + " " + extra.replace("<", "(")
     redacted, tokeniser = scrub(detector, text)
     assert restore(redacted, tokeniser.tokens) == text
+
+
+def test_ner_is_skipped_only_where_no_name_can_be_written() -> None:
+    from services.governor.pii import may_hold_a_name
+
+    assert not may_hold_a_name("What time do you close today?")
+    assert not may_hold_a_name("is the waxed jacket in stock in size m. Can you check?")
+    assert may_hold_a_name("Jane wants a refund for the kettle")  # a name opening the text is not an opener
+    assert may_hold_a_name("can you ask jane's manager, Mr Okafor, to call")
+    assert may_hold_a_name('"Where is it?" asked Priya')
+
+
+def test_skipping_ner_changes_no_finding_on_the_labelled_cases(
+    detector: PiiDetector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from services.governor import pii
+    from services.governor.eval import CASES
+
+    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [case["text"] for case in cases if "text" in case]
+    named = [case["text"] for case in cases if any(e["type"] == "PERSON" for e in case.get("entities", []))]
+    assert named and all(pii.may_hold_a_name(text) for text in named)
+    assert sum(not pii.may_hold_a_name(text) for text in texts) > len(texts) // 5, "the gate spares some texts"
+    gated = detector.detect_many(texts)
+    monkeypatch.setattr(pii, "may_hold_a_name", lambda text: True)
+    ungated = detector.detect_many(texts)
+    for text, with_gate, without in zip(texts, gated, ungated, strict=True):
+        if text in named:
+            assert with_gate == without, text
+        else:
+            # all the gate may take away is spaCy's PERSON guesses on lowercase words ("…, moron")
+            removed = [span for span in without if span not in with_gate]
+            assert all(span.recognizer == "SpacyRecognizer" and text[span.start].islower() for span in removed), text
+            assert all(span in without for span in with_gate), text
