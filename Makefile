@@ -204,10 +204,11 @@ bench-answerer: $(INSTALLED) ## answerer output-guard answers/s, CPU per answer 
 	@$(SWITCHYARD) bench-answerer $(BENCH_ARGS)
 
 .PHONY: lint
-lint: $(INSTALLED) ## ruff (lint and format check) and mypy --strict
+lint: $(INSTALLED) ## ruff (lint and format check), mypy --strict and the import contracts (lint-imports)
 	@$(VENV)/bin/ruff check services tests
 	@$(VENV)/bin/ruff format --check services tests
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports
 
 .PHONY: test-unit
 test-unit: $(INSTALLED) ## unit tests only: no broker, no database

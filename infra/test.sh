@@ -21,10 +21,11 @@ for c in kafka clickhouse weaviate; do
 done
 .venv/bin/switchyard topics apply | tail -1
 
-log "lint: ruff and mypy --strict"
+log "lint: ruff, mypy --strict and the import contracts"
 .venv/bin/ruff check services tests
 .venv/bin/ruff format --check services tests
 .venv/bin/mypy
+.venv/bin/lint-imports
 
 log "schema evolution: every schema against its history, both directions; generated models and AsyncAPI"
 .venv/bin/switchyard schemas check

@@ -194,10 +194,10 @@ def schemas_group() -> None:
 
 @schemas_group.command("check")
 def schemas_check() -> None:
-    """Check every schema against its history (backward and forward), and that services/runtime/models.py and
+    """Check every schema against its history (backward and forward), and that services/wire/models.py and
     schemas/asyncapi.yaml are what the generators write. Exits 1 at the first check that fails."""
     from services.infra import asyncapi
-    from services.runtime import compatibility, gen_models
+    from services.wire import compatibility, gen_models
 
     checks: list[Callable[[], int]] = [
         lambda: compatibility.main([]),
@@ -212,10 +212,10 @@ def schemas_check() -> None:
 
 
 @schemas_group.command("gen-models")
-@click.option("--check", is_flag=True, help="write nothing; exit 1 when services/runtime/models.py is out of date")
+@click.option("--check", is_flag=True, help="write nothing; exit 1 when services/wire/models.py is out of date")
 def schemas_gen_models(check: bool) -> None:
-    """Generate services/runtime/models.py (the pydantic models) from schemas/."""
-    from services.runtime import gen_models
+    """Generate services/wire/models.py (the pydantic models) from schemas/."""
+    from services.wire import gen_models
 
     _finish(gen_models.main(["--check"] if check else []))
 
@@ -231,7 +231,7 @@ def schemas_gen_models(check: bool) -> None:
 def schemas_release(names: tuple[str, ...], schemas_dir: Path | None) -> None:
     """Keep the current version of each record in NAMES (Request, or switchyard.Request) in history before you
     change it: the compatibility check then holds every later change against it."""
-    from services.runtime import schema_registry
+    from services.wire import schema_registry
 
     _finish(schema_registry.main(["release", *names, *(["--dir", str(schemas_dir)] if schemas_dir else [])]))
 
@@ -241,7 +241,7 @@ def schemas_release(names: tuple[str, ...], schemas_dir: Path | None) -> None:
 def schemas_register(url: str | None) -> None:
     """Register the current schemas with a Confluent-compatible schema registry (<topic>-value subjects) and print
     each record's id, one JSON object a line."""
-    from services.runtime import registry_client
+    from services.wire import registry_client
 
     _finish(registry_client.main(["register", *(["--url", url] if url else [])]))
 
@@ -257,7 +257,10 @@ _passthrough(
 
 RUN: Final[dict[str, tuple[str, Target]]] = {
     "dashboard": ("serve the live monitoring dashboard (ClickHouse over HTTP)", _module_main("services.dashboard.app")),
-    "demo": ("the end-to-end demo: the chain answering a mix of POS requests", _module_main("services.demo")),
+    "demo": (
+        "the end-to-end demo: the chain answering a mix of POS requests",
+        _module_main("services.tools.demo.chain"),
+    ),
 }
 SET_UP: Final[dict[str, tuple[str, Target]]] = {
     "topics": (
@@ -268,7 +271,7 @@ SET_UP: Final[dict[str, tuple[str, Target]]] = {
         "apply infra/clickhouse/NNN_*.sql not applied yet (idempotent)",
         _module_main("services.infra.clickhouse", "migrate"),
     ),
-    "seed-stores": ("publish stores, staff, stock and customers to ref.*", _module_main("services.stitcher.seed")),
+    "seed-stores": ("publish stores, staff, stock and customers to ref.*", _module_main("services.tools.seed")),
     "knowledge": (
         "the knowledge base in Weaviate: ingest the markdown sources, search it",
         _module_main("services.stitcher.knowledge"),
@@ -300,7 +303,7 @@ OPERATE: Final[dict[str, tuple[str, Target]]] = {
         "who may approve or reject, for which stores: add, deactivate, list",
         _module_main("services.approvals.staff"),
     ),
-    "vault": ("the PII vault's key ring: status (key ids), rotate", _module_main("services.governor.vault")),
+    "vault": ("the PII vault's key ring: status (key ids), rotate", _module_main("services.shared.vault")),
     "erase": (
         "erase a customer's (or a request's) PII: vault entries tombstoned, raw-text rows deleted, audit intact",
         _module_main("services.governor.erase"),
@@ -348,25 +351,37 @@ LEARNING: Final[dict[str, tuple[str, Target]]] = {
 } | {
     "demo-learning": (
         "the learning loop end to end: traffic, reviews, export, train, shadow, promote; before/after table",
-        _module_main("services.learning.demo"),
+        _module_main("services.tools.demo.learning"),
     ),
 }
 MEASURE: Final[dict[str, tuple[str, Target]]] = {
     name: (text, _module_main(module))
     for name, (module, text) in {
-        "bench": ("services.bench", "full-chain throughput and latency, as JSON"),
-        "bench-gateway": ("services.gateway.bench", "the HTTP gateway + fused chain beside the stub asked directly"),
-        "bench-runtime": ("services.bench_runtime", "the stream runtime alone: five relay stages, per-hop latency"),
-        "bench-stitcher": ("services.stitcher.bench", "stitcher records/s and stitch time with the real tables"),
-        "bench-governor": ("services.governor.bench", "governor records/s and added latency in process, as JSON"),
-        "bench-answerer": ("services.answerer.bench", "answerer output-guard answers/s and added latency, as JSON"),
-        "bench-audit": ("services.auditor.bench", "audit write throughput: records/s through decide and the insert"),
-        "chaos": ("services.chaos", "each fault under steady load: one table"),
-        "soak": ("services.soak", "steady load; RSS and open files of every process each minute"),
-        "eval-retrieval": ("services.stitcher.eval", "knowledge-base retrieval on the labelled questions"),
-        "eval-answers": ("services.answerer.eval", "right answers on the labelled POS set, per intent and route"),
+        "bench": ("services.tools.bench.chain", "full-chain throughput and latency, as JSON"),
+        "bench-gateway": (
+            "services.tools.bench.gateway",
+            "the HTTP gateway + fused chain beside the stub asked directly",
+        ),
+        "bench-runtime": (
+            "services.tools.bench.runtime",
+            "the stream runtime alone: five relay stages, per-hop latency",
+        ),
+        "bench-stitcher": ("services.tools.bench.stitcher", "stitcher records/s and stitch time with the real tables"),
+        "bench-governor": ("services.tools.bench.governor", "governor records/s and added latency in process, as JSON"),
+        "bench-answerer": (
+            "services.tools.bench.answerer",
+            "answerer output-guard answers/s and added latency, as JSON",
+        ),
+        "bench-audit": (
+            "services.tools.bench.auditor",
+            "audit write throughput: records/s through decide and the insert",
+        ),
+        "chaos": ("services.tools.chaos", "each fault under steady load: one table"),
+        "soak": ("services.tools.soak", "steady load; RSS and open files of every process each minute"),
+        "eval-retrieval": ("services.tools.eval.retrieval", "knowledge-base retrieval on the labelled questions"),
+        "eval-answers": ("services.tools.eval.answers", "right answers on the labelled POS set, per intent and route"),
         "eval-governance": (
-            "services.governor.eval",
+            "services.tools.eval.governance",
             "governance on the labelled set: PII, toxicity, injection, rules",
         ),
     }.items()

@@ -13,10 +13,10 @@ from services.answerer.providers import ProviderConfigError
 from services.answerer.registry import ProvidersFile, read_providers
 from services.infra.topic_specs import TopicSpecError, load_topics
 from services.policy.engine import Condition, PolicyEngine, PolicyError, load_policy
-from services.router.intents.dataset import INTENTS
-from services.router.route_table import RouteSpec, RouteTable, RouteTableError, load_route_table
-from services.runtime.errors import SchemaDefinitionError
-from services.runtime.schema_registry import SchemaRegistry
+from services.shared.intents import INTENTS
+from services.shared.route_table import RouteSpec, RouteTable, RouteTableError, load_route_table
+from services.wire.errors import SchemaDefinitionError
+from services.wire.schema_registry import SchemaRegistry
 
 STORE_AUDIENCE = "store"  # pii_visibility's name for the answer released to the store; every other is a provider
 VALUE_OPERATORS = ("equals", "one_of", "not_one_of")
@@ -69,10 +69,10 @@ class ConfigReport:
 def configured_paths() -> ConfigPaths:
     """The sources the processes read: the settings' paths, and SWITCHYARD_PROVIDERS_FILE else providers/."""
     from services.answerer.registry import PROVIDERS_FILE_ENV
-    from services.settings import REPO_ROOT, get_settings
+    from services.settings import DATA_ROOT, get_settings
 
     settings = get_settings()
-    providers = os.environ.get(PROVIDERS_FILE_ENV) or REPO_ROOT / "providers" / "providers.yaml"
+    providers = os.environ.get(PROVIDERS_FILE_ENV) or DATA_ROOT / "providers" / "providers.yaml"
     return ConfigPaths(
         settings.route_table, settings.policies, Path(providers), settings.topics_dir, settings.schemas_dir
     )

@@ -16,6 +16,12 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The declarative data (schemas/, topics/, routes/, policies/, providers/, knowledge/, infra/clickhouse/) sits beside
+# services/ in a checkout; an installed wheel carries it inside the package, as services/_data (pyproject.toml), and
+# keeps its run-time state in ./var of the directory it starts in.
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "schemas").is_dir()
+DATA_ROOT = REPO_ROOT if IN_CHECKOUT else Path(__file__).resolve().parent / "_data"
+STATE_ROOT = REPO_ROOT if IN_CHECKOUT else Path.cwd()
 
 
 class Settings(BaseSettings):
@@ -25,7 +31,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address the embedded components listen on")
     var_dir: Path = Field(
-        REPO_ROOT / "var",
+        STATE_ROOT / "var",
         validation_alias=AliasChoices("SWITCHYARD_VAR_DIR", "SWITCHYARD_VAR"),
         description="run-time state: broker logs, chDB and Weaviate data, secrets, trained models; SWITCHYARD_VAR "
         "is the name the Makefile and infra/ set, and SWITCHYARD_VAR_DIR, where set, wins in both",
@@ -43,14 +49,14 @@ class Settings(BaseSettings):
         description="replica id of a process, unique per running copy; it names the stage's transactional id "
         "(default: the host name; `switchyard run` without --replica: 0)",
     )
-    schemas_dir: Path = Field(REPO_ROOT / "schemas", description="the Avro wire contract")
-    topics_dir: Path = Field(REPO_ROOT / "topics", description="declarative topic definitions")
+    schemas_dir: Path = Field(DATA_ROOT / "schemas", description="the Avro wire contract")
+    topics_dir: Path = Field(DATA_ROOT / "topics", description="declarative topic definitions")
     route_table: Path = Field(
-        REPO_ROOT / "routes" / "route_table.yaml", description="the router's route table, reloaded when it changes"
+        DATA_ROOT / "routes" / "route_table.yaml", description="the router's route table, reloaded when it changes"
     )
 
     policies: Path = Field(
-        REPO_ROOT / "policies", description="policy rule files (*.yaml) of the governor and the output guard"
+        DATA_ROOT / "policies", description="policy rule files (*.yaml) of the governor and the output guard"
     )
     pii_vault_key_file: Path | None = Field(
         None, description="the PII vault's key ring (default var/secrets/pii_vault.key, 0600, made on first use)"
@@ -131,7 +137,7 @@ class Settings(BaseSettings):
     clickhouse_server_args: str = Field(
         "",
         description="options of the embedded ClickHouse server: --allow-host NAME, --allow-origin, "
-        "--allow-external-access, --max-execution-time S (`python -m services.infra.clickhouse_http --help`)",
+        "--allow-external-access, --max-execution-time S (`python -m services.dev.clickhouse_http --help`)",
     )
     clickhouse_grace: int = Field(
         30, description="seconds the embedded ClickHouse server gets to finish its queries when it is stopped"

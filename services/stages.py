@@ -11,10 +11,10 @@ from typing import Any
 
 from services.registry import REGISTRY, Kind, Launch, Registry, resolve
 from services.runtime.observability import configure_logging
-from services.runtime.registry_client import codec_from_settings
 from services.runtime.stage import Stage
 from services.runtime.worker import WorkerConfig, run_stage
 from services.settings import Settings, get_settings
+from services.wire.registry_client import codec_from_settings
 
 CHAIN = REGISTRY.chain
 PROCESSES = REGISTRY.names
@@ -66,8 +66,8 @@ def run_process(
 
 def build_router(settings: Settings) -> Stage[Any, Any]:
     from services.router.stage import Router
-    from services.runtime.models import ProviderHealth
     from services.runtime.reference import ReferenceTable
+    from services.wire.models import ProviderHealth
 
     health: ReferenceTable[ProviderHealth] = ReferenceTable(
         bootstrap=settings.kafka_bootstrap,
@@ -96,7 +96,7 @@ def build_answerer(settings: Settings) -> Stage[Any, Any]:
     from services.answerer.call_events import ModelCallPublisher
     from services.answerer.registry import answerer_registry
     from services.answerer.stage import Answerer
-    from services.governor.vault import VaultCipher
+    from services.shared.vault import VaultCipher
 
     codec = codec_from_settings(settings)
     vault = VaultCipher.from_settings(settings)

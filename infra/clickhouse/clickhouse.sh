@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ClickHouse for Switchyard: the embedded chDB owner (services.infra.clickhouse_http) serving ClickHouse's HTTP
+# ClickHouse for Switchyard: the embedded chDB owner (services.dev.clickhouse_http) serving ClickHouse's HTTP
 # interface on loopback, or, when SWITCHYARD_CLICKHOUSE_URL names another server, a check that it answers.
 # Either way `start` ends by applying the migrations in infra/clickhouse/. The embedded server wants a password:
 # SWITCHYARD_CLICKHOUSE_PASSWORD when set, else var/secrets/clickhouse.password, written here once (random, 0600),
@@ -55,7 +55,7 @@ start() {
   mkdir -p "$STATE" "$DATA"
   ensure_password
   log "starting the embedded ClickHouse (chDB) on $EMBEDDED_URL, data in $DATA"
-  start_daemon "$STATE/clickhouse.log" "$PYTHON" -m services.infra.clickhouse_http \
+  start_daemon "$STATE/clickhouse.log" "$PYTHON" -m services.dev.clickhouse_http \
     --path "$DATA" --host "$SWITCHYARD_HOST" --port "$CLICKHOUSE_PORT" --grace "$GRACE" \
     ${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"}
   wait_for 60 "ClickHouse" ping_url

@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaProducer
 
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import CallRecord
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import aiokafka_config
 from services.settings import Settings
+from services.wire.codec import AvroCodec
 
 log = logging.getLogger("switchyard.answerer")
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.runtime.models import ContextItem
+from services.wire.models import ContextItem
 
 GROUNDED_VERSION: Final = "grounded-v1"
 KNOWLEDGE_SOURCE: Final = "knowledge_base"

@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.governor.pii import TOKEN, retokenise
 from services.policy.engine import FINDING_ACTION, PolicyEngine
 from services.policy.facts import extract_answer_facts
-from services.runtime.models import Finding, Governance, Governed, Verdict
+from services.shared.pii import TOKEN, retokenise
+from services.wire.models import Finding, Governance, Governed, Verdict
 
 GUARD_VERSION: Final = "output-guard-1"
 CALM_REPLY: Final = (

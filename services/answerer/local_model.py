@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from services.answerer.providers import (
-    ChatMessage,
     Completion,
     LocalGGUFConfig,
     ProviderConfigError,
     ProviderMisconfigured,
     ProviderRejected,
 )
+from services.shared.prompts import ChatMessage
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.answerer.providers import (
-    ChatMessage,
     CircuitBreakerConfig,
     Completion,
     ProviderConfigError,
@@ -32,7 +31,8 @@ from services.answerer.providers import (
     TokenPrice,
 )
 from services.answerer.resilience import CircuitBreaker, ConcurrencyLimit, GuardedProvider
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
+from services.shared.prompts import ChatMessage
 
 KIND: Final = "answer_memory"
 WEIGHTS_FILE: Final = "memory.npz"

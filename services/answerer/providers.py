@@ -15,22 +15,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypedDict
+from typing import Annotated, Any, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from services.runtime.faults import RejectedRecord, StageError, TransientError
+from services.shared.prompts import ChatMessage
 
 log = logging.getLogger(__name__)
 
 TOKENS_PER_WORD = 1.3  # rough English BPE ratio, used only when an endpoint reports no usage
-
-
-class ChatMessage(TypedDict):
-    role: str  # "system", "user" or "assistant"
-    content: str
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Any
 
 from services.answerer.providers import (
     AnyProviderConfig,
-    ChatMessage,
     CircuitBreakerConfig,
     Completion,
     Provider,
@@ -31,6 +30,7 @@ from services.answerer.providers import (
     build_provider,
 )
 from services.runtime.faults import RejectedRecord, StageError, TransientError
+from services.shared.prompts import ChatMessage
 
 log = logging.getLogger(__name__)
 

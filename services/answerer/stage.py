@@ -33,7 +33,7 @@ from services.answerer.guard import (
 )
 from services.answerer.junk import JUNK_GUARD_VERSION, find_junk
 from services.answerer.provider_metrics import ProviderMetrics
-from services.answerer.providers import ChatMessage, Completion
+from services.answerer.providers import Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import (
     BreakerState,
@@ -45,24 +45,24 @@ from services.answerer.resilience import (
 from services.governor import char_ngram
 from services.governor.char_ngram import CheapToxicity
 from services.governor.classifiers import TOXICITY, BinaryClassifier, ensure_trained
-from services.governor.pii import restore
-from services.governor.vault import VaultCipher, VaultError, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
-from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.cache import BoundedCache
-from services.runtime.models import Answer, ContextItem, Finding, Governed, RouteKind, Verdict
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import get_settings
+from services.shared.embedder import SentenceEmbedder
+from services.shared.pii import restore
+from services.shared.prompts import ChatMessage
+
+# re-exported for the governor, which redacts this template's output too
+from services.shared.prompts import fallback_prompt as fallback_prompt
+from services.shared.vault import VaultCipher, VaultError, vault_key_for
 from services.stitcher.workflows import WORKFLOW_SOURCE
+from services.wire.models import Answer, Finding, Governed, RouteKind, Verdict
 
 log = logging.getLogger("switchyard.answerer")
 
 PROMPT_TEMPLATE_VERSION = "answer-v1"
-SYSTEM_PROMPT = (
-    "You are a helpful assistant for store staff at a retail chain. Answer in one or two short sentences, "
-    "using only the context given. If the context does not say, say you will check with a colleague."
-)
 HOLD_REPLY = BLOCK_REPLY
 # degrading instead of stalling: the hand-off when no provider can answer, and a cut prompt where every provider
 # refused a long one
@@ -72,9 +72,6 @@ INPUT_TRUNCATED = "input.truncated"
 CUT_MARK = "\n[…]\n"
 
 
-# Context a model route gets; store hours are answered by the workflow route, and a small base model
-# given them for an unrelated question tends to repeat them back.
-MODEL_CONTEXT_SOURCES = frozenset({"inventory", "knowledge_base", "customer_history"})
 SCORED_ANSWERS = 10_000  # answers whose toxicity score is remembered
 SCORED_ANSWER_BYTES = 16 << 20  # a 64-token answer is under 1 KB: the count binds first, not a runaway model's
 # Answers are asked for at most 64 tokens; the toxicity embedding reads their first 48 words, not the embedder's
@@ -87,15 +84,6 @@ def prompt_for(record: Governed) -> list[ChatMessage]:
     if record.governance.redacted_prompt:
         return [{"role": m.role, "content": m.content} for m in record.governance.redacted_prompt]
     return fallback_prompt(record.context.items, record.governance.redacted_text)
-
-
-def fallback_prompt(items: Sequence[ContextItem], question: str) -> list[ChatMessage]:
-    """The answerer's own template where the stitcher rendered no prompt; the governor redacts its output too."""
-    shown = [item for item in items if item.source in MODEL_CONTEXT_SOURCES]
-    user = (
-        question if not shown else "Context:\n" + "\n".join(f"- {i.text}" for i in shown) + f"\n\nQuestion: {question}"
-    )
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def cut_prompt(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage] | None:

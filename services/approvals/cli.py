@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from services.learning.feedback import FeedbackError, FeedbackPublisher, make_feedback
-from services.runtime.models import Feedback, FeedbackKind
+from services.wire.models import Feedback, FeedbackKind
 
 OUTCOME_OF = {"approve": "approved", "reject": "rejected"}
 

@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from services.runtime.models import Feedback, Request
 from services.runtime.request_key import feedback_store, store_request_key
+from services.wire.models import Feedback, Request
 
 APPROVED: Final = "approved"
 REJECTED: Final = "rejected"

@@ -21,8 +21,8 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from services.runtime.models import Request
 from services.runtime.signing_keys import read_or_create_private_key, read_public_key
+from services.wire.models import Request
 
 log = logging.getLogger("switchyard.approvals")
 
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from services.auditor import checkpoint
-    from services.governor.vault import _read_or_create as vault_key
     from services.runtime import sealing
+    from services.shared.vault import _read_or_create as vault_key
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

@@ -1,6 +1,6 @@
 """Who may decide an escalated request: staff as reference data (the compacted `ref.staff`, keyed by staff id), the
 check the approvals process makes of every decision's author, and `switchyard staff` (the seed's staff:
-services.stitcher.seed.staff_rows).
+services.tools.seed.staff_rows).
 
 A decision counts only from a member of staff the table knows, who is active, holds a deciding role and is
 assigned to the request's store; the store wildcard `*` is for regional managers alone. The table is the only
@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from services.approvals.release import ApprovalRejected
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Staff, StaffRole
 from services.runtime.reference import ReferenceTable, read_rows
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.models import Staff, StaffRole
+from services.wire.schema_registry import SchemaRegistry
 
 STAFF_TOPIC: Final = "ref.staff"
 # in a member's stores: every store (regional managers only)
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = commands.add_parser("list", help="every member of staff as JSON lines")
     listing.add_argument("--store", help="only who may work for this store")
     args = parser.parse_args(argv)
-    from services.stitcher.seed import publish_staff  # the seed imports this module for its wildcard
+    from services.tools.seed import publish_staff  # the seed imports this module for its wildcard
 
     settings = get_settings()
     codec = AvroCodec(SchemaRegistry.load(settings.schemas_dir))

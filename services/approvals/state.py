@@ -21,8 +21,8 @@ from typing import Any, Final
 
 from services.approvals.release import APPROVED, REJECTED, ApprovalRejected, decider, escalation, released_request
 from services.approvals.staff import authorise
-from services.runtime.models import Approval, ApprovalState, Feedback, FeedbackKind, Request, Staff
 from services.runtime.request_key import store_request_key
+from services.wire.models import Approval, ApprovalState, Feedback, FeedbackKind, Request, Staff
 
 STATE_TOPIC: Final = "approvals.state"
 FINAL: Final = frozenset({ApprovalState.APPROVED, ApprovalState.REJECTED, ApprovalState.EXPIRED})

@@ -45,20 +45,20 @@ from services.approvals.release import approval_store, parse_record
 from services.approvals.signing import ApprovalSigner
 from services.approvals.staff import staff_table
 from services.approvals.state import STATE_TOPIC, decide_approval, state_key
-from services.governor.pii import TOKEN, restore
-from services.governor.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, vault_key_for
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
 from services.runtime.kafka_clients import aiokafka_config
-from services.runtime.models import Approval, Feedback, FeedbackKind, Request, Staff
 from services.runtime.observability import StageMetrics, serve_http
 from services.runtime.reference import ReferenceTable
 from services.runtime.request_key import store_request_key
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.sealing import Sealer, dead_letter_sealer
 from services.runtime.signing_keys import secrets_dir
 from services.settings import Settings, get_settings
+from services.shared.pii import TOKEN, restore
+from services.shared.vault import VAULT_TOPIC, VaultCipher, VaultError, VaultTable, vault_key_for
+from services.wire.codec import AvroCodec
+from services.wire.models import Approval, Feedback, FeedbackKind, Request, Staff
+from services.wire.schema_registry import SchemaRegistry
 
 log = logging.getLogger("switchyard.approvals")
 

@@ -24,9 +24,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import aiokafka_config
 from services.settings import Settings
+from services.wire.codec import AvroCodec
 
 log = logging.getLogger("switchyard.auditor")
 

@@ -24,8 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.auditor.record import jcs
-from services.runtime.models import AuditCheckpoint
 from services.runtime.signing_keys import key_id, read_or_create_private_key, read_public_key
+from services.wire.models import AuditCheckpoint
 
 CHECKPOINT_TOPIC: Final = "audit.checkpoints"
 PRIVATE_KEY_FILE: Final = "auditor_ed25519.pem"

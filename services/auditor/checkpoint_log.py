@@ -14,11 +14,11 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from services.auditor.checkpoint import CHECKPOINT_TOPIC
-from services.runtime.codec import AvroCodec
-from services.runtime.models import AuditCheckpoint
 from services.runtime.reference import TopicTable
-from services.runtime.registry_client import codec_from_settings
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.models import AuditCheckpoint
+from services.wire.registry_client import codec_from_settings
 
 
 class CheckpointFeed(TopicTable):

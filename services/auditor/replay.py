@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from services.auditor.versions import VersionNotFound, at_version
-from services.runtime.models import ContextItem, Request
 from services.settings import Settings, get_settings
+from services.wire.models import ContextItem, Request
 
 _PREDICTION = re.compile(r"^intent (?P<intent>\S+) (?P<conf>[\d.]+) \(runner-up (?P<runner>\S+) (?P<rconf>[\d.]+)\)")
 _SKIPPED = re.compile(r"skipped (?P<route>\S+): provider (?P<provider>\S+) is unhealthy \((?P<why>[^)]*)\)")
@@ -55,7 +55,7 @@ class RecordedPrediction:
 
 
 def replay_routing(record: dict[str, Any], route_table: Path) -> Check:
-    from services.router.route_table import load_route_table
+    from services.shared.route_table import load_route_table
 
     recorded = record["route"]
     version = recorded["route_table_version"]

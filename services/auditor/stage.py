@@ -16,13 +16,13 @@ import rfc8785
 from services.auditor.chain import ChainHead, ChainHeadStore
 from services.auditor.checkpoint import CHECKPOINT_TOPIC, CheckpointSchedule, CheckpointSigner
 from services.auditor.record import JCS_SCHEME, chain_hash, chain_payload, tokenised
-from services.runtime.codec import AvroCodec
 from services.runtime.faults import RejectedRecord, TransientError
-from services.runtime.models import Answered, AuditInfo
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import SideRecord, Stage, now_us
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.models import Answered, AuditInfo
+from services.wire.schema_registry import SchemaRegistry
 
 log = logging.getLogger("switchyard.auditor")
 

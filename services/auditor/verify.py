@@ -29,10 +29,10 @@ from services.auditor.checkpoint import PUBLIC_KEY_FILE, CheckpointVerifier
 from services.auditor.checkpoint_log import CheckpointsUnavailable, read_jsonl, read_topic
 from services.auditor.record import expected_hash
 from services.infra.clickhouse import get_client
-from services.runtime.models import AuditCheckpoint
 from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import now_us
 from services.settings import get_settings
+from services.wire.models import AuditCheckpoint
 
 
 @dataclass(frozen=True)

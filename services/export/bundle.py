@@ -201,7 +201,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Everything an importer checks, read from the files as they are in `directory`."""
     from services.export.describe import describe
-    from services.runtime.errors import WireContractError
+    from services.wire.errors import WireContractError
 
     try:
         versions = describe(directory)

@@ -72,7 +72,7 @@ SECTIONS: Final[tuple[Section, ...]] = (
         (
             "services/router/intents/data/*.jsonl",
             "services/governor/data/*.jsonl",
-            "services/answerer/data/*.jsonl",
+            "services/tools/eval/data/*.jsonl",
             "services/learning/**/*.sql",
             "services/learning/**/*.yaml",
             "services/learning/queries/**/*",

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import yaml
 
-from services.runtime.schema_registry import SchemaRegistry
+from services.wire.schema_registry import SchemaRegistry
 
 MODEL_CARDS: Final = ("card.json", "registry_card.json", "model_card.json")
 # the learning loop's registry names the deployed model per kind: {"answer_memory": "<model_id>", ...}
@@ -106,7 +106,7 @@ def _evaluation_summary(card: dict[str, Any]) -> dict[str, Any]:
 def route_table_version(path: Path) -> str | None:
     if not path.is_file():
         return None
-    from services.router.route_table import load_route_table
+    from services.shared.route_table import load_route_table
 
     return load_route_table(path).version
 

@@ -34,9 +34,9 @@ from services.export.describe import (
     route_table_version,
     schema_versions,
 )
-from services.runtime.compatibility import check_candidate
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.schema_registry import SchemaRegistry
+from services.wire.compatibility import check_candidate
+from services.wire.schema_registry import SchemaRegistry
 
 
 class BundleRefused(ValueError):
@@ -277,7 +277,7 @@ def _versions(root: Path, manifest: dict[str, Any]) -> list[str]:
 def _weights_match_cards(root: Path, models: dict[str, dict[str, Any]]) -> list[str]:
     """Models whose format Switchyard can read are checked weight by weight: the card's version is a hash of the
     weights and the embedding space, so a swapped weights file is caught even with a consistent manifest."""
-    from services.router.intents import artifact
+    from services.shared import model_artifact as artifact
 
     problems: list[str] = []
     for model_id, model in models.items():
@@ -371,7 +371,7 @@ def running_record_problems(registry: SchemaRegistry, bootstrap: str, topics: li
     dead-letter."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from services.runtime.codec import AvroCodec
+    from services.wire.codec import AvroCodec
 
     consumer = Consumer(
         confluent_config(
@@ -397,7 +397,7 @@ def running_record_problems(registry: SchemaRegistry, bootstrap: str, topics: li
 
 
 def _decode_tails(consumer: Any, assignment: list[Any], codec: Any) -> list[str]:
-    from services.runtime.errors import WireContractError
+    from services.wire.errors import WireContractError
 
     consumer.assign(assignment)
     waiting = {(tp.topic, tp.partition) for tp in assignment}

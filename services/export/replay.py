@@ -20,8 +20,13 @@ import services
 from services.answerer.stage import workflow_answer
 from services.export.equivalence import DEFAULT_REQUESTS
 from services.router.intents.classifier import IntentClassifier
-from services.router.route_table import load_route_table
-from services.runtime.models import (
+from services.settings import REPO_ROOT, get_settings
+from services.shared.route_table import load_route_table
+from services.stitcher.stage import workflow_context
+from services.stitcher.store_hours import describe_hours
+from services.stitcher.workflows import Declined, WorkflowAnswer, run_workflow
+from services.tools.seeded import SeededReference
+from services.wire.models import (
     Context,
     ContextItem,
     Governance,
@@ -32,11 +37,6 @@ from services.runtime.models import (
     Store,
     Verdict,
 )
-from services.settings import REPO_ROOT, get_settings
-from services.stitcher.seeded import SeededReference
-from services.stitcher.stage import workflow_context
-from services.stitcher.store_hours import describe_hours
-from services.stitcher.workflows import Declined, WorkflowAnswer, run_workflow
 
 # a fixed instant, so "open now" and today's hours are the same in every replay
 REPLAY_NOW: Final = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

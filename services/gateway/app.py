@@ -27,16 +27,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from services.gateway import keys, quotas, shapes
 from services.gateway.restore import AnswerRestorer
 from services.gateway.shapes import GatewayError
-from services.governor.vault import VAULT_TOPIC, VaultError, VaultTable, vault_key_for
 from services.learning.feedback import FeedbackError, make_feedback
 from services.runtime import tracing
 from services.runtime.cache import BoundedCache
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.models import ApiKey, FeedbackKind
 from services.runtime.observability import LATENCY_BUCKETS
-from services.runtime.registry_client import codec_from_settings
 from services.runtime.request_key import STORE_PARTITIONER
 from services.settings import Settings, get_settings
+from services.shared.vault import VAULT_TOPIC, VaultError, VaultTable, vault_key_for
+from services.wire.models import ApiKey, FeedbackKind
+from services.wire.registry_client import codec_from_settings
 
 log = logging.getLogger("switchyard.gateway")
 REPLY_TO = "switchyard-reply-to"

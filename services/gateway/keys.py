@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 
 from services.gateway.shapes import GatewayError
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.models import ApiKey
 from services.runtime.reference import ReferenceTable, read_rows
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.models import ApiKey
+from services.wire.schema_registry import SchemaRegistry
 
 KEY_PREFIX = "sy"
 _SECRET = re.compile(r"^sy_([0-9a-f]{8})_([0-9a-f]{48})$")

@@ -18,7 +18,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from services.gateway.shapes import GatewayError
-from services.runtime.models import ApiKey
+from services.wire.models import ApiKey
 
 # requests the gateway made in the last minute that have been answered (those still in the chain are not counted)
 RECENT_REQUESTS_SQL = """

@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.answerer.guard import restore_for_store
-from services.governor.vault import VaultCipher, VaultError, vault_key_for
 from services.policy.engine import PolicyWatcher
-from services.runtime.models import PiiVaultEntry
 from services.settings import Settings
+from services.shared.vault import VaultCipher, VaultError, vault_key_for
+from services.wire.models import PiiVaultEntry
 
 log = logging.getLogger("switchyard.gateway")
 

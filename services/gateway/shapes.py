@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.runtime.models import ApiKey, Channel, Request
+from services.wire.models import ApiKey, Channel, Request
 
 GATEWAY_MODEL = "switchyard"
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")

@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.governor.classifiers import TOXICITY, BinaryTask, binary_metrics, two_class_model
-from services.router.intents import artifact
-from services.router.intents.artifact import LinearIntentModel
-from services.settings import REPO_ROOT
+from services.settings import DATA_ROOT
+from services.shared import model_artifact as artifact
+from services.shared.model_artifact import LinearIntentModel
 
 FORMAT: Final = "switchyard.char-ngram-classifier/1"
 SEED: Final = 7
@@ -44,7 +44,7 @@ FAMILY_SHINGLE: Final = 3
 SPLIT_FOLDS: Final = 10  # folds of families: one tests, one validates, eight train
 # Answers are retail prose, which the labelled set (requests) hardly has: sentences of the knowledge base the
 # answers draw on train as clean too, except those of every HELD_OUT_EVERY-th file, which measure escalation.
-KNOWLEDGE_DIR: Final = REPO_ROOT / "knowledge"
+KNOWLEDGE_DIR: Final = DATA_ROOT / "knowledge"
 HELD_OUT_EVERY: Final = 4
 SENTENCES_PER_EXAMPLE: Final = 2
 # Features and C chosen by the same nine-fold rotation (fewest clean answers escalated at a margin losing nothing):
@@ -344,7 +344,7 @@ def against_minilm(scorer: CheapToxicity, task: BinaryTask = TOXICITY) -> dict[s
     from services.governor.classifiers import ensure_trained as ensure_minilm
     from services.governor.classifiers import fit as fit_minilm
     from services.governor.classifiers import scores as minilm_scores
-    from services.router.intents.embedder import SentenceEmbedder
+    from services.shared.embedder import SentenceEmbedder
 
     texts, labels = task.load()
     splits = family_splits(texts, labels)

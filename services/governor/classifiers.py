@@ -21,10 +21,10 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from services.router.intents import artifact
-from services.router.intents.artifact import LinearIntentModel
-from services.router.intents.embedder import DIMENSION, SentenceEmbedder
 from services.settings import get_settings
+from services.shared import model_artifact as artifact
+from services.shared.embedder import DIMENSION, SentenceEmbedder
+from services.shared.model_artifact import LinearIntentModel
 
 DATA_DIR: Final = Path(__file__).resolve().parent / "data"
 FORMAT: Final = "switchyard.binary-text-classifier/1"

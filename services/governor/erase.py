@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.governor.vault import VAULT_TOPIC, vault_key_for
 from services.settings import Settings
+from services.shared.vault import VAULT_TOPIC, vault_key_for
 
 # ClickHouse tables holding raw text of a request, erased by (store_id, request_id): the request text itself, and
 # the corrections staff wrote about its answer (free text, which may repeat the customer's details)

@@ -23,21 +23,21 @@ from typing import Any, ClassVar, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from services.answerer.stage import fallback_prompt
 from services.approvals.signing import ApprovalVerifier
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
-from services.governor.pii import PiiDetector, PiiSpan, Tokeniser, segments
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, vault_key_for
 from services.policy.engine import PolicyEngine, PolicyWatcher
 from services.policy.facts import extract_sourced_facts
-from services.router.intents.embedder import SentenceEmbedder
 from services.runtime.batcher import MicroBatcher
 from services.runtime.cache import BoundedCache
-from services.runtime.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
 from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import SideRecord, Stage, WorkLedger
 from services.settings import Settings
+from services.shared.embedder import SentenceEmbedder
+from services.shared.pii import PiiDetector, PiiSpan, Tokeniser, segments
+from services.shared.prompts import fallback_prompt
+from services.shared.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, vault_key_for
+from services.wire.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
 
 log = logging.getLogger("switchyard.governor")
 

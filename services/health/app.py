@@ -21,12 +21,12 @@ from typing import Any
 import faust
 
 from services.health.state import HealthPolicy, ProviderHealthState, WindowFigures, figures
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import faust_credentials
-from services.runtime.models import ModelCall, ProviderHealth, ProviderState
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import now_us
 from services.settings import get_settings
+from services.wire.codec import AvroCodec
+from services.wire.models import ModelCall, ProviderHealth, ProviderState
+from services.wire.schema_registry import SchemaRegistry
 
 log = logging.getLogger("switchyard.health")
 Prober = Callable[[str], Awaitable[None]]

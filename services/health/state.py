@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.runtime.models import ProviderState
+from services.wire.models import ProviderState
 
 
 @dataclass(frozen=True)

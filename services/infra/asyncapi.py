@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import inspect
 import sys
 import tomllib
@@ -16,13 +17,13 @@ from typing import Any
 import yaml
 
 from services.infra.topic_specs import TopicSpec, load_topics
-from services.runtime.schema_registry import SchemaRegistry, full_name
-from services.settings import REPO_ROOT, Settings
+from services.settings import DATA_ROOT, IN_CHECKOUT, REPO_ROOT, Settings
+from services.wire.schema_registry import SchemaRegistry, full_name
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 AVRO_SCHEMA_FORMAT = "application/vnd.apache.avro+json;version=1.9.0"
-DEFAULT_OUT = REPO_ROOT / "schemas" / "asyncapi.yaml"
+DEFAULT_OUT = DATA_ROOT / "schemas" / "asyncapi.yaml"
 GENERATOR = "python -m services.infra.asyncapi"
 HEADER = f"# Generated from topics/ and schemas/ by `{GENERATOR}`; edit those, not this file.\n"
 DESCRIPTION = """\
@@ -166,6 +167,8 @@ def chain_stages() -> list[dict[str, str]]:
 
 
 def project_version() -> str:
+    if not IN_CHECKOUT:  # an installed wheel: its metadata carries pyproject's version
+        return importlib.metadata.version("switchyard")
     with (REPO_ROOT / "pyproject.toml").open("rb") as pyproject:
         return str(tomllib.load(pyproject)["project"]["version"])
 

@@ -23,9 +23,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from services.settings import REPO_ROOT, Settings, get_settings
+from services.settings import DATA_ROOT, Settings, get_settings
 
-DDL_DIR = REPO_ROOT / "infra" / "clickhouse"
+DDL_DIR = DATA_ROOT / "infra" / "clickhouse"
 MIGRATIONS_TABLE = "switchyard.schema_migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _RESULT_SQL = re.compile(r"^[\s(]*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN|FROM)\b", re.IGNORECASE)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.runtime.schema_registry import SchemaRegistry
+from services.wire.schema_registry import SchemaRegistry
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")

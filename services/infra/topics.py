@@ -27,8 +27,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from services.infra.topic_specs import TopicSpec, TopicSpecError, load_topics
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
+from services.wire.schema_registry import SchemaRegistry
 
 TIMEOUT_S = 30.0
 

@@ -32,9 +32,9 @@ from services.answerer.stage import prompt_for
 from services.infra.clickhouse import get_client
 from services.learning.pii import scrub
 from services.learning.records import canonical_json, content_hash, feedback_by_request, parse_audited
-from services.router.intents.dataset import INTENTS
-from services.runtime.models import Audited, Governed, RouteKind, Verdict
 from services.settings import Settings
+from services.shared.intents import INTENTS
+from services.wire.models import Audited, Governed, RouteKind, Verdict
 
 Task = Literal["router", "answers"]
 FORMAT: Final = "switchyard.training-set/1"

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaException, Producer
 
-from services.router.intents.dataset import INTENTS
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.models import Feedback, FeedbackKind
 from services.runtime.request_key import FEEDBACK_STORE_ATTRIBUTE
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.shared.intents import INTENTS
+from services.wire.codec import AvroCodec
+from services.wire.models import Feedback, FeedbackKind
+from services.wire.schema_registry import SchemaRegistry
 
 ESCALATION_OUTCOMES = ("approved", "rejected")
 

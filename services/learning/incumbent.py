@@ -21,11 +21,11 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from services.router.intents.embedder import SentenceEmbedder
-from services.runtime.models import ContextItem
+from services.shared.embedder import SentenceEmbedder
 from services.stitcher.knowledge import ALL_REGIONS, DEFAULT_SOURCES_DIR, Chunk, Passage, load_chunks
 from services.stitcher.retrieval import INTENT_CATEGORIES, RetrieverConfig
 from services.stitcher.stage import passage_items
+from services.wire.models import ContextItem
 
 BM25_K1: Final = 1.2  # Weaviate's defaults
 BM25_B: Final = 0.75

@@ -30,9 +30,9 @@ from services.learning.compare import Comparison, RouteComparison
 from services.learning.records import feedback_by_request
 from services.learning.registry import ModelRegistry
 from services.learning.switch import ROUTER_KIND
-from services.router.intents.artifact import default_artifact_dir as intent_artifact_dir
-from services.router.route_table import parse_route_table
 from services.settings import Settings
+from services.shared.model_artifact import default_artifact_dir as intent_artifact_dir
+from services.shared.route_table import parse_route_table
 
 MEMORY_PROVIDER: Final = "answer_memory"
 __all__ = ["ROUTER_KIND"]  # re-exported: promotion is where callers have looked for it

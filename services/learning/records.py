@@ -15,10 +15,10 @@ from fastavro import json_reader, json_writer
 from pydantic import BaseModel, ValidationError
 
 from services.auditor.record import tokenised
-from services.runtime.codec import wire_schema
-from services.runtime.models import Audited, Feedback
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
+from services.wire.codec import wire_schema
+from services.wire.models import Audited, Feedback
+from services.wire.schema_registry import SchemaRegistry
 
 AUDIT_RECORD_COLUMNS = [
     "request_id", "audit_id", "chain_key", "seq", "prev_hash", "hash", "recorded_at", "store_id", "intent", "route",

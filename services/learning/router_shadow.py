@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Final
 
 from services.learning.switch import ROUTER_KIND, ClickHouseSink, ShadowSwitch
-from services.router.intents.artifact import IntentArtifactError
 from services.router.intents.classifier import IntentClassifier, IntentPrediction
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
+from services.shared.model_artifact import IntentArtifactError
 
 log = logging.getLogger("switchyard.learning")
 SHADOW_ROUTES_TABLE: Final = "switchyard.shadow_routes"

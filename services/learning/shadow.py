@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Final
 
 from services.answerer.memory import AnswerMemoryProvider, default_registry_dir, question_of
-from services.answerer.providers import ChatMessage, Completion
+from services.answerer.providers import Completion
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.learning.switch import ANSWER_KIND, ClickHouseSink, ShadowSwitch
+from services.shared.prompts import ChatMessage
 
 log = logging.getLogger("switchyard.learning")
 SHADOW_TABLE: Final = "switchyard.shadow_answers"

@@ -17,7 +17,7 @@ from services.learning.feedback import make_feedback
 from services.learning.metrics import is_correct, normalise
 from services.learning.pii import EMAIL, PHONE_OR_CARD
 from services.learning.records import AUDIT_RECORD_COLUMNS, FEEDBACK_COLUMNS, audit_row, feedback_row
-from services.runtime.models import (
+from services.wire.models import (
     Answer,
     Audited,
     AuditInfo,

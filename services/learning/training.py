@@ -35,7 +35,7 @@ from services.learning.export import POSITIVE, load_examples
 from services.learning.metrics import is_correct, normalise
 from services.learning.registry import ModelRegistry
 from services.learning.unseen import unseen_evaluation
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 
 NARROW_INTENTS: Final = ("return_or_refund", "loyalty_account")
 DEFAULT_TARGET_PRECISION: Final = 0.9

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from services.answerer.memory import AnswerMemory
 from services.learning.simulation import POLICY
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 
 # new phrasings, per taught answer (keyed by the first words of the answer, checked against POLICY at import)
 UNSEEN_PHRASINGS: Final[Mapping[str, tuple[str, ...]]] = {

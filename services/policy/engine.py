@@ -20,10 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-# strict YAML (a key given twice is an error) and error wording shared with the route table
-from services.router.route_table import _key_path, _StrictLoader, _yaml_problem
-from services.runtime.models import Finding, Verdict
 from services.runtime.watched import WatchedConfig
+
+# strict YAML (a key given twice is an error) and error wording shared with the route table
+from services.shared.route_table import _key_path, _StrictLoader, _yaml_problem
+from services.wire.models import Finding, Verdict
 
 log = logging.getLogger("switchyard.policy")
 
@@ -53,7 +54,7 @@ VERDICT_OF: Final[Mapping[str, Verdict]] = {
 APPROVED_ACTION: Final = "approved"
 # the facts a manager's approval adds (services.policy.facts, from the request's attributes)
 APPROVAL_FACTS: Final = ("approved_by", "approval_for")
-# the PII token types (services.governor.pii) a pii_visibility entry may name
+# the PII token types (services.shared.pii) a pii_visibility entry may name
 PII_TYPES: Final = ("PERSON", "EMAIL", "PHONE", "CARD", "ACCOUNT", "ADDRESS", "DOB", "GOV_ID")
 PiiType = Literal["PERSON", "EMAIL", "PHONE", "CARD", "ACCOUNT", "ADDRESS", "DOB", "GOV_ID"]
 OPERATORS: Final = ("equals", "one_of", "not_one_of", "gt", "gte", "lt", "lte", "present", "any")

@@ -13,8 +13,8 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from services.gateway.restore import AnswerRestorer
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import confluent_config
+from services.wire.codec import AvroCodec
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ with one call each; published to the `feedback` topic by the learning loop's pub
 from __future__ import annotations
 
 from services.learning.feedback import FeedbackPublisher, make_feedback
-from services.runtime.models import Feedback, FeedbackKind
 from services.settings import Settings
+from services.wire.models import Feedback, FeedbackKind
 
 
 class PosFeedbackClient:

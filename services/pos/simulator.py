@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 
 from confluent_kafka import Producer
 
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import confluent_config
-from services.runtime.models import Channel, Request
 from services.runtime.request_key import STORE_PARTITIONER
+from services.wire.codec import AvroCodec
+from services.wire.models import Channel, Request
 
 PRODUCTS = [
     ("waxed field jacket", ["S", "M", "L", "XL"]),

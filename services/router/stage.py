@@ -18,18 +18,22 @@ from typing import Any, ClassVar
 
 from services.learning.router_shadow import RouterShadow
 from services.learning.switch import default_registry_dir
-from services.router.intents.artifact import CARD_FILE, IntentArtifactError
 from services.router.intents.classifier import IntentClassifier, IntentPrediction, ensure_trained
-from services.router.intents.embedder import SentenceEmbedder
-from services.router.route_table import (
+from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
+from services.runtime.cache import BoundedCache
+from services.runtime.reference import ReferenceTable
+from services.runtime.stage import Stage, WorkLedger
+from services.runtime.watched import WatchedConfig
+from services.settings import Settings, get_settings
+from services.shared.embedder import SentenceEmbedder
+from services.shared.model_artifact import CARD_FILE, IntentArtifactError
+from services.shared.route_table import (
     DEFAULT_CHECK_EVERY_S,
     NO_UNHEALTHY_PROVIDERS,
     RouteTable,
     RouteTableWatcher,
 )
-from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
-from services.runtime.cache import BoundedCache
-from services.runtime.models import (
+from services.wire.models import (
     ProviderHealth,
     ProviderState,
     Request,
@@ -37,10 +41,6 @@ from services.runtime.models import (
     RouteKind,
     TextEmbedding,
 )
-from services.runtime.reference import ReferenceTable
-from services.runtime.stage import Stage, WorkLedger
-from services.runtime.watched import WatchedConfig
-from services.settings import Settings, get_settings
 
 PENDING_EMBEDDINGS = 4_096  # far above the records one process has in flight (256)
 PENDING_EMBEDDING_BYTES = 16 << 20  # about 2.2 KB an embedding: the count binds first

@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import aiokafka_config
+from services.wire.codec import AvroCodec
 
 Row = TypeVar("Row")
 Model = TypeVar("Model", bound=BaseModel)

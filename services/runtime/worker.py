@@ -42,19 +42,19 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka import TopicPartition as KafkaPartition
 from pydantic import BaseModel, ValidationError
 
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import ConsumedRecord, dead_letter_for
-from services.runtime.errors import DecodeError, EncodeError
 from services.runtime.faults import TransientError
 from services.runtime.kafka_clients import confluent_config
 from services.runtime.observability import StageMetrics, serve_http
-from services.runtime.registry_client import codec_from_settings
 from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.sealing import dead_letter_sealer
 from services.runtime.spans import Hop, StageSpans, close_hop, from_environment, open_hop
 from services.runtime.stage import Stage, compose, now_us, request_id_of, stage_timing
 from services.runtime.tracing import Header, Headers, parent_of
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.errors import DecodeError, EncodeError
+from services.wire.registry_client import codec_from_settings
 
 log = logging.getLogger("switchyard.runtime")
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from services.runtime.models import ContextItem, DroppedContext
+from services.wire.models import ContextItem, DroppedContext
 
 log = logging.getLogger("switchyard.stitcher.budget")
 

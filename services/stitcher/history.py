@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from services.runtime.codec import AvroCodec
-from services.runtime.models import ContextItem, Customer, DroppedContext
 from services.runtime.reference import TopicTable
 from services.runtime.request_key import feedback_store, store_request_key
 from services.stitcher.prep import normalise
+from services.wire.codec import AvroCodec
+from services.wire.models import ContextItem, Customer, DroppedContext
 
 log = logging.getLogger("switchyard.stitcher.history")
 

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Final, NamedTuple
 
-from services.runtime.codec import AvroCodec
-from services.runtime.models import ContextItem, InventoryItem
 from services.runtime.reference import GroupedReferenceTable
 from services.stitcher.prep import StockLine, stock_row
+from services.wire.codec import AvroCodec
+from services.wire.models import ContextItem, InventoryItem
 
 MAX_ROWS: Final = 12
 MIN_COVERAGE: Final = 0.5  # a product must have more than this share of the request's product words

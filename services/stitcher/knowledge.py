@@ -28,10 +28,11 @@ from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.collections import Collection
 
-from services.runtime.models import TextEmbedding
+from services.settings import DATA_ROOT
+from services.wire.models import TextEmbedding
 
 DEFAULT_COLLECTION: Final = "KnowledgeBase"
-DEFAULT_SOURCES_DIR: Final = Path(__file__).resolve().parents[2] / "knowledge"
+DEFAULT_SOURCES_DIR: Final = DATA_ROOT / "knowledge"
 CATEGORIES: Final = frozenset({"returns", "price_match", "discounts", "loyalty", "product", "faq"})
 ALL_REGIONS: Final = "all"
 # a passage is a paragraph or a few short ones: under MIN_WORDS is merged with the next, over MAX_WORDS is split
@@ -406,8 +407,8 @@ def _filters(region: str | None, categories: Sequence[str]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # imported here so that `--help` and the library import do not load the model
-    from services.router.intents.embedder import SentenceEmbedder
     from services.settings import get_settings
+    from services.shared.embedder import SentenceEmbedder
 
     args = _parser().parse_args(argv)
     settings = get_settings()

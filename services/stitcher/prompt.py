@@ -12,9 +12,9 @@ from typing import Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.runtime.models import ContextItem, PromptMessage
 from services.stitcher.budget import DEFAULT_PRIORITY
 from services.stitcher.prep import INVENTORY_HEADER
+from services.wire.models import ContextItem, PromptMessage
 
 TEMPLATES_DIR: Final = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE: Final = "default"

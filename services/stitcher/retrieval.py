@@ -17,8 +17,8 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from services.runtime.cache import BoundedCache
-from services.runtime.models import TextEmbedding
 from services.stitcher.knowledge import DEFAULT_COLLECTION, Embedder, Passage, connect, search
+from services.wire.models import TextEmbedding
 
 log = logging.getLogger("switchyard.stitcher.retrieval")
 

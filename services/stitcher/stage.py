@@ -14,22 +14,11 @@ from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from services.approvals.signing import ApprovalVerifier
 from services.policy.engine import PolicyWatcher
-from services.router.route_table import RouteTableWatcher
-from services.runtime.codec import AvroCodec
-from services.runtime.models import (
-    Context,
-    ContextItem,
-    Customer,
-    DroppedContext,
-    Routed,
-    RouteDecision,
-    RouteKind,
-    Store,
-)
 from services.runtime.reference import ReferenceTable, TopicTable
 from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import Stage, WorkLedger
 from services.settings import Settings
+from services.shared.route_table import RouteTableWatcher
 from services.stitcher import budget, prep
 from services.stitcher.budget import EstimatedTokens, TokenCounter, counter_for, fit_to_budget
 from services.stitcher.history import (
@@ -55,6 +44,17 @@ from services.stitcher.workflows import (
     run_workflow,
     stocked_elsewhere,
     workflow_facts,
+)
+from services.wire.codec import AvroCodec
+from services.wire.models import (
+    Context,
+    ContextItem,
+    Customer,
+    DroppedContext,
+    Routed,
+    RouteDecision,
+    RouteKind,
+    Store,
 )
 
 KNOWLEDGE_BASE: Final = "knowledge_base"
@@ -406,6 +406,6 @@ class Stitcher(Stage[Routed, Context]):
 
 
 def _default_embedder() -> Embedder:
-    from services.router.intents.embedder import SentenceEmbedder
+    from services.shared.embedder import SentenceEmbedder
 
     return SentenceEmbedder(max_tokens=256)

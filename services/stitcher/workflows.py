@@ -20,10 +20,10 @@ import yaml
 
 from services.policy.engine import APPROVED_ACTION, PolicyEngine
 from services.policy.facts import SourcedFacts, extract_sourced_facts
-from services.runtime.models import ContextItem, Customer, Request, Store, Verdict
 from services.stitcher.inventory import StockRow, in_stock_at, relevant_rows
 from services.stitcher.prep import StockLine, stock_row
 from services.stitcher.store_hours import asked_day, describe_day, describe_hours, local_now
+from services.wire.models import ContextItem, Customer, Request, Store, Verdict
 
 PHRASES_FILE: Final = Path(__file__).resolve().parent / "workflow_phrases.yaml"
 WORKFLOW_SOURCE: Final = "workflow"

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_id_of, opened_original
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.sealing import Opener, SealingError, dead_letter_opener
 from services.settings import get_settings
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 
 QUERY = """\
 SELECT stage, topic, `partition`, `offset`, request_id, error_type, reason, original, failed_at, original_sealed_with

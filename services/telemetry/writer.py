@@ -27,12 +27,10 @@ from aiokafka.structs import ConsumerRecord
 
 from services.infra.clickhouse import get_client
 from services.registry import REGISTRY, Registry
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter_for
 from services.runtime.faults import StageError
 from services.runtime.kafka_clients import aiokafka_config
 from services.runtime.observability import StageMetrics, serve_http
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.sealing import dead_letter_sealer
 from services.runtime.spans import open_hop
 from services.runtime.tracing import parent_of, trace_id_of
@@ -56,6 +54,8 @@ from services.telemetry.rows import (
     stage_event_rows,
 )
 from services.telemetry.window import EventTimeOutOfWindow, EventWindow
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 
 log = logging.getLogger("switchyard.telemetry")
 NAME = "telemetry"

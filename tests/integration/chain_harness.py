@@ -25,12 +25,12 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Channel, Request
 from services.runtime.request_key import STORE_PARTITIONER
 from services.settings import REPO_ROOT, Settings
 from services.stages import CHAIN
-from services.stitcher.seed import publish_staff, publish_stores, staff_rows, stores
+from services.tools.seed import publish_staff, publish_stores, staff_rows, stores
+from services.wire.codec import AvroCodec
+from services.wire.models import Channel, Request
 from tests.integration.conftest import delete_topics
 
 STORES = [f"{n:04d}" for n in range(1, 21)]
@@ -74,7 +74,7 @@ class Chain:
     def prepare(self) -> None:
         reconcile(REPO_ROOT / "topics", self.settings.kafka_bootstrap, out=io.StringIO(), prefix=self.prefix)
         publish_stores(self.settings.kafka_bootstrap, self.codec, stores(len(STORES)), self.topic("ref.stores"))
-        # who may approve: mgr-0001-1 and mgr-0001-2 for store 0001, and so on (services.stitcher.seed.staff_rows)
+        # who may approve: mgr-0001-1 and mgr-0001-2 for store 0001, and so on (services.tools.seed.staff_rows)
         publish_staff(
             self.settings.kafka_bootstrap, self.codec, staff_rows(stores(len(STORES))), self.topic("ref.staff")
         )
@@ -220,7 +220,7 @@ def running_chain(
 ) -> Iterator[Chain]:
     """Every process of the chain on topics of its own, the stub model answering; stopped and deleted after."""
     port = free_port()
-    stub_model = ["-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", str(model_latency_ms)]
+    stub_model = ["-m", "services.dev.stub_model", "--port", str(port), "--latency-ms", str(model_latency_ms)]
     stub = subprocess.Popen(
         [sys.executable, *stub_model],
         stdout=(log_dir / "stub.log").open("wb"),

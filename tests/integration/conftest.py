@@ -12,9 +12,9 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from services.infra.clickhouse import ping as clickhouse_ping
 from services.infra.probe import http_ok, kafka_accepts_produce
 from services.launcher import Launcher
-from services.runtime.codec import AvroCodec
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 
 
 @pytest.hookimpl(hookwrapper=True)

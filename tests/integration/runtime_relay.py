@@ -14,9 +14,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from services.bench_runtime import Relay
 from services.runtime.observability import configure_logging
 from services.runtime.worker import Outgoing, PartitionKey, StageWorker, WorkerConfig
+from services.tools.bench.runtime import Relay
 
 # the first transaction of at least this many records is killed before it commits
 KILL_AT_RECORDS = 20

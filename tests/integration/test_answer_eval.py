@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.answerer.eval import load_questions, run_eval
+from services.tools.eval.answers import load_questions, run_eval
 
 # intent -> least share of correct answers (measured: stock 0.960, store hours 1.000, discount 0.967, price 0.861,
 # return 0.833, order status 0.900, complaint 1.000, loyalty 0.700, product 0.467, small talk 0.000)

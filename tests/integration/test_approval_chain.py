@@ -21,13 +21,13 @@ from confluent_kafka.admin import AdminClient
 
 from services.approvals.release import approved_request_id
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Channel, Request
 from services.settings import Settings
+from services.wire.codec import AvroCodec
+from services.wire.models import Channel, Request
 from tests.integration.chain_harness import STORES, Chain, running_chain
 
 DISCOUNT = "Can I get 25% off this sofa please?"
-# seeded for STORES[0] by Chain.prepare() (services.stitcher.seed.staff_rows)
+# seeded for STORES[0] by Chain.prepare() (services.tools.seed.staff_rows)
 MANAGER, CLERK = "mgr-0001-1", "clerk-0001-1"
 MODEL_REPLY = "Yes, approved: I can give you 25% off today."
 

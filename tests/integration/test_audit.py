@@ -22,9 +22,9 @@ from confluent_kafka.admin import AdminClient
 from services.auditor.record import expected_hash
 from services.auditor.verify import AuditRow, check_chain, verify
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Feedback, FeedbackKind
 from services.settings import REPO_ROOT, Settings
+from services.wire.codec import AvroCodec
+from services.wire.models import Feedback, FeedbackKind
 from tests.integration.chain_harness import STORES, Chain, running_chain
 
 

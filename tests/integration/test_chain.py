@@ -20,12 +20,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import opened_original
-from services.runtime.models import Feedback, FeedbackKind
 from services.runtime.sealing import dead_letter_opener
 from services.settings import Settings
-from services.stitcher.seed import publish_stores, stores
+from services.tools.seed import publish_stores, stores
+from services.wire.codec import AvroCodec
+from services.wire.models import Feedback, FeedbackKind
 from tests.integration.chain_harness import CHAIN, Chain, duplicates, free_port
 
 
@@ -36,7 +36,7 @@ def chain(
     log_dir = tmp_path_factory.mktemp("chain")
     port = free_port()
     stub = subprocess.Popen(
-        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", "20"],
+        [sys.executable, "-m", "services.dev.stub_model", "--port", str(port), "--latency-ms", "20"],
         stdout=(log_dir / "stub.log").open("wb"),
         stderr=subprocess.STDOUT,
     )

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from services.runtime.codec import AvroCodec
 from services.settings import Settings
-from services.stitcher.seed import publish_stores, stores
+from services.tools.seed import publish_stores, stores
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import CHAIN, Chain, running_chain
 from tests.integration.test_chain import answered_once_in_order, clickhouse_counts
 

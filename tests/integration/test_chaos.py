@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.chaos import Chaos
 from services.settings import Settings
+from services.tools.chaos import Chaos
 
 FAULTS = ["broker", "clickhouse", "weaviate", "stage-stop", "hostile"]
 

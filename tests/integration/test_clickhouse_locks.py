@@ -26,8 +26,8 @@ from backports import zstd
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from services.dev.clickhouse_http import LOCAL_SOURCES
 from services.infra.clickhouse import get_client
-from services.infra.clickhouse_http import LOCAL_SOURCES
 from tests.integration.test_clickhouse_server import (
     BASIC_AUTH,
     PASSWORD,
@@ -143,7 +143,7 @@ def test_a_server_without_a_password_refuses_to_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_CLICKHOUSE_")}
     env["SWITCHYARD_VAR_DIR"] = str(tmp_path)
     started = subprocess.run(
-        [sys.executable, "-m", "services.infra.clickhouse_http", "--path", str(tmp_path / "data"), "--port", "0"],
+        [sys.executable, "-m", "services.dev.clickhouse_http", "--path", str(tmp_path / "data"), "--port", "0"],
         env=env,
         capture_output=True,
         text=True,

@@ -71,7 +71,7 @@ def start_owner(path: Path, *options: str, password: str = PASSWORD, cwd: Path |
     port = free_port()
     log_path = path.parent / f"owner-{port}.log"
     env = {**os.environ, "SWITCHYARD_CLICKHOUSE_PASSWORD": password}
-    command = [sys.executable, "-m", "services.infra.clickhouse_http", "--path", str(path), "--port", str(port)]
+    command = [sys.executable, "-m", "services.dev.clickhouse_http", "--path", str(path), "--port", str(port)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [*command, *options],

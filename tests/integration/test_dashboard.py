@@ -25,8 +25,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from services.dashboard.queries import work_split
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.settings import Settings
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import Chain, running_chain
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from services.answerer.stage import HOLD_REPLY, INPUT_TRUNCATED, PROVIDERS_UNAVAILABLE
-from services.runtime.codec import AvroCodec
 from services.settings import Settings
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import Chain, running_chain
 from tests.integration.test_chain import answered_once_in_order
 

@@ -20,7 +20,7 @@ def test_the_demo_answers_every_request_once_and_prints_a_summary(
 ) -> None:
     port = free_port()
     stub = subprocess.Popen(
-        [sys.executable, "-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", "20"],
+        [sys.executable, "-m", "services.dev.stub_model", "--port", str(port), "--latency-ms", "20"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -33,7 +33,17 @@ def test_the_demo_answers_every_request_once_and_prints_a_summary(
     }
     try:
         demo = subprocess.run(
-            [sys.executable, "-m", "services.demo", "--requests", "40", "--rate", "20", "--model", "openai"],
+            [
+                sys.executable,
+                "-m",
+                "services.tools.demo.chain",
+                "--requests",
+                "40",
+                "--rate",
+                "20",
+                "--model",
+                "openai",
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -24,9 +24,9 @@ from services.export.equivalence import DEFAULT_REQUESTS, compare
 from services.export.importer import BundleRefused, import_bundle, verify
 from services.export.secrets import LiteralSecretError
 from services.router.intents.classifier import ensure_trained
-from services.runtime.codec import AvroCodec
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, Settings
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 from tests.integration.conftest import delete_topics, wait_for_topic
 
 pytestmark = pytest.mark.integration

@@ -21,15 +21,15 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
 from services.launcher import free_port
-from services.runtime.codec import AvroCodec
 from services.settings import REPO_ROOT, Settings
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import Chain, duplicates
 
 SPIKE_MS = 2500
 
 
 def stub(port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "services.answerer.stub_model", "--port", str(port), "--latency-ms", "20"]
+    command = [sys.executable, "-m", "services.dev.stub_model", "--port", str(port), "--latency-ms", "20"]
     return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

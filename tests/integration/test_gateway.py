@@ -17,9 +17,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from services.gateway import keys, quotas
 from services.gateway.client import Answer, Pending, SwitchyardClient, SwitchyardError
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
-from services.runtime.models import ApiKey
 from services.settings import Settings
+from services.wire.codec import AvroCodec
+from services.wire.models import ApiKey
 from tests.integration.chain_harness import Chain, running_chain
 
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Does this blender come with a warranty?"}]

@@ -16,11 +16,11 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from services.gateway.restore import AnswerRestorer
-from services.governor.vault import VaultCipher, load_key_ring, vault_key_for
 from services.policy.engine import PolicyWatcher
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Channel, PiiVaultEntry, Request
 from services.settings import Settings
+from services.shared.vault import VaultCipher, load_key_ring, vault_key_for
+from services.wire.codec import AvroCodec
+from services.wire.models import Channel, PiiVaultEntry, Request
 from tests.integration.chain_harness import STORES, Chain, running_chain
 
 

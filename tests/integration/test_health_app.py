@@ -17,9 +17,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from services.infra.topics import reconcile
-from services.runtime.codec import AvroCodec
 from services.runtime.stage import now_us
 from services.settings import REPO_ROOT, Settings
+from services.wire.codec import AvroCodec
 from tests.integration.conftest import delete_topics
 
 

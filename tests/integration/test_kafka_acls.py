@@ -15,12 +15,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AclBindingFilter, AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from services.bench_runtime import Relay, routed_value
 from services.infra import acls
-from services.runtime.codec import AvroCodec
 from services.runtime.kafka_clients import KafkaSecurityError, confluent_config
 from services.runtime.worker import StageWorker, WorkerConfig
 from services.settings import Settings
+from services.tools.bench.runtime import Relay, routed_value
+from services.wire.codec import AvroCodec
 
 TOPICS = ["requests", "feedback", "routed", "stitched", "dlq.stitcher", "governed", "audited", "model.health"]
 DENIED = KafkaError.TOPIC_AUTHORIZATION_FAILED

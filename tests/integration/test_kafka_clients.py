@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.infra.probe import PROBE_GROUP, PROBE_TOPIC, kafka_commits_transaction
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Channel, Request
 from services.runtime.reference import TopicTable
+from services.wire.codec import AvroCodec
+from services.wire.models import Channel, Request
 
 STORES = ["0001", "0417", "1600"]
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from weaviate import WeaviateClient
 
-from services.router.intents.embedder import SentenceEmbedder
 from services.settings import Settings
-from services.stitcher.eval import evaluate, load_queries
+from services.shared.embedder import SentenceEmbedder
 from services.stitcher.knowledge import (
     DEFAULT_SOURCES_DIR,
     IngestReport,
@@ -23,6 +22,7 @@ from services.stitcher.knowledge import (
     ingest,
     search,
 )
+from services.tools.eval.retrieval import evaluate, load_queries
 
 # (question, region, the source that answers it)
 RETRIEVAL_CHECKS = [

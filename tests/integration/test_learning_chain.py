@@ -16,8 +16,8 @@ from services.infra.clickhouse import get_client
 from services.learning.registry import ModelRegistry
 from services.learning.switch import ROUTER_KIND
 from services.router.intents.classifier import ensure_trained
-from services.runtime.codec import AvroCodec
 from services.settings import Settings
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import Chain, running_chain
 from tests.unit.test_router_stage import biased_copy
 
@@ -92,7 +92,7 @@ def test_a_router_candidate_started_in_shadow_on_the_running_chain_is_recorded_a
 
 
 def ensure_trained_dir() -> Path:
-    from services.router.intents.artifact import default_artifact_dir
+    from services.shared.model_artifact import default_artifact_dir
 
     ensure_trained()
     return default_artifact_dir()

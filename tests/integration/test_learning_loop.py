@@ -23,7 +23,7 @@ from services.answerer.memory import KIND, AnswerMemoryProvider
 from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
-from services.answerer.stub_model import start_stub
+from services.dev.stub_model import start_stub
 from services.infra.clickhouse import get_client
 from services.learning.compare import route_shadow_comparison, shadow_comparison
 from services.learning.export import ExportSpec, export_training
@@ -46,12 +46,12 @@ from services.learning.switch import ROUTER_KIND
 from services.learning.training import train_and_register
 from services.learning.watchdog import Watchdog, WatchdogConfig
 from services.pos.feedback import PosFeedbackClient
-from services.router.intents.artifact import default_artifact_dir as intent_artifact_dir
 from services.router.intents.classifier import IntentClassifier, ensure_trained
-from services.router.route_table import load_route_table
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Audited, Feedback, FeedbackKind, Finding, Verdict
 from services.settings import REPO_ROOT, Settings
+from services.shared.model_artifact import default_artifact_dir as intent_artifact_dir
+from services.shared.route_table import load_route_table
+from services.wire.codec import AvroCodec
+from services.wire.models import Audited, Feedback, FeedbackKind, Finding, Verdict
 from tests.integration.conftest import delete_topics, wait_for_topic
 
 INTENTS = ["return_or_refund", "loyalty_account"]

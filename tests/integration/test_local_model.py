@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.answerer.local_model import GGUF_MAGIC, LocalGGUFProvider, resolve_packaged
-from services.answerer.providers import ChatMessage, ProviderMisconfigured, ProviderRejected, provider_from_config
+from services.answerer.providers import ProviderMisconfigured, ProviderRejected, provider_from_config
+from services.shared.prompts import ChatMessage
 
 GEMMA_SIZE_BYTES = 253_113_024
 GEMMA_SHA256_PREFIX = "a5fd3b62230a"

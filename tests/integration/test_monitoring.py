@@ -16,7 +16,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.settings import Settings
 from services.telemetry.lag import LagSampler, stage_inputs
 from services.telemetry.rows import (
@@ -29,6 +28,7 @@ from services.telemetry.rows import (
     rule_verdict_rows,
     stage_event_rows,
 )
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import running_chain
 from tests.integration.conftest import delete_topics, wait_for_topic
 from tests.unit.chain_records import answered

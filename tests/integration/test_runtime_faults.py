@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from services.bench_runtime import routed_value
-from services.runtime.codec import AvroCodec
+from services.tools.bench.runtime import routed_value
+from services.wire.codec import AvroCodec
 from tests.integration.conftest import delete_topics, wait_for_topic
 
 

@@ -19,9 +19,14 @@ from weaviate import WeaviateClient
 
 from services.launcher import free_port
 from services.learning.feedback import FeedbackPublisher, make_feedback
-from services.router.intents.embedder import SentenceEmbedder
-from services.runtime.codec import AvroCodec
-from services.runtime.models import (
+from services.settings import Settings
+from services.shared.embedder import SentenceEmbedder
+from services.stitcher.knowledge import connect, ingest
+from services.stitcher.retrieval import KnowledgeRetriever, RetrieverConfig
+from services.stitcher.stage import Stitcher
+from services.tools.seed import publish, publish_customers, publish_inventory, publish_stores, stores
+from services.wire.codec import AvroCodec
+from services.wire.models import (
     Audited,
     AuditInfo,
     Channel,
@@ -33,11 +38,6 @@ from services.runtime.models import (
     RouteDecision,
     RouteKind,
 )
-from services.settings import Settings
-from services.stitcher.knowledge import connect, ingest
-from services.stitcher.retrieval import KnowledgeRetriever, RetrieverConfig
-from services.stitcher.seed import publish, publish_customers, publish_inventory, publish_stores, stores
-from services.stitcher.stage import Stitcher
 from tests.integration.conftest import delete_topics, wait_for_topic
 from tests.unit.chain_records import answered
 

@@ -15,13 +15,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import opened_original
 from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.sealing import dead_letter_opener
 from services.runtime.tracing import TRACEPARENT, Header, TraceParent, parent_of
 from services.settings import Settings
-from services.stitcher.seed import publish_stores, stores
+from services.tools.seed import publish_stores, stores
+from services.wire.codec import AvroCodec
 from tests.integration.chain_harness import CHAIN, Chain, running_chain
 
 REPLY_TO = "switchyard-reply-to"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.runtime.models import (
+from services.wire.models import (
     Answer,
     Answered,
     Channel,

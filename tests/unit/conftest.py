@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from services.answerer.stage import Answerer
-from services.answerer.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
+from services.dev.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
 from services.governor.stage import Analyzer, Governor
 from services.settings import REPO_ROOT, Settings
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.answerer.providers import ChatMessage
 from services.answerer.resilience import ProvidersExhausted
 from services.answerer.stage import CUT_MARK, HOLD_REPLY, INPUT_TRUNCATED, PROVIDERS_UNAVAILABLE, Answerer, cut_prompt
-from services.runtime.models import Governance, Verdict
+from services.shared.prompts import ChatMessage
+from services.wire.models import Governance, Verdict
 from tests.unit.conftest import StubFactory
 from tests.unit.test_answerer_fallback import answerer, governed
 

@@ -11,9 +11,9 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider, ProvidersExhausted
 from services.answerer.stage import HOLD_REPLY, Answerer
-from services.governor.vault import VaultCipher, vault_key_for
 from services.runtime.faults import TransientError
-from services.runtime.models import (
+from services.shared.vault import VaultCipher, vault_key_for
+from services.wire.models import (
     Channel,
     Context,
     ContextItem,

@@ -23,13 +23,15 @@ from services.approvals.staff import authorise
 from services.approvals.staff import main as staff_cli
 from services.approvals.state import Decision, decide_approval, escalated_at
 from services.approvals.worker import ApprovalsConfig, ApprovalsWorker, AuditLookup
-from services.governor.vault import VaultCipher, VaultTable, vault_key_for
 from services.infra.topic_specs import load_topics
 from services.learning.feedback import FeedbackError
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_facts, extract_sourced_facts
-from services.runtime.codec import AvroCodec
-from services.runtime.models import (
+from services.settings import REPO_ROOT, Settings
+from services.shared.vault import VaultCipher, VaultTable, vault_key_for
+from services.tools.seed import staff_rows, stores
+from services.wire.codec import AvroCodec
+from services.wire.models import (
     Approval,
     ApprovalState,
     Channel,
@@ -40,9 +42,7 @@ from services.runtime.models import (
     StaffRole,
     Verdict,
 )
-from services.runtime.schema_registry import SchemaRegistry
-from services.settings import REPO_ROOT, Settings
-from services.stitcher.seed import staff_rows, stores
+from services.wire.schema_registry import SchemaRegistry
 
 APPROVAL = {"approved_by": "mgr-7", "approval_for": "1b2c"}
 HOUR_MS = 3_600_000

@@ -11,8 +11,8 @@ import yaml
 
 from services.infra.asyncapi import AVRO_SCHEMA_FORMAT, DEFAULT_OUT, GENERATOR, chain_stages, render
 from services.infra.topic_specs import load_topics
-from services.runtime.schema_registry import SchemaRegistry, parse, schema_fingerprint
 from services.settings import Settings
+from services.wire.schema_registry import SchemaRegistry, parse, schema_fingerprint
 
 SETTINGS = Settings()
 REGISTRY = SchemaRegistry.load(SETTINGS.schemas_dir)

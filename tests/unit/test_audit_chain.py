@@ -14,13 +14,13 @@ import pytest
 from services.auditor.chain import ChainHead, ChainHeadStore, Recovery
 from services.auditor.stage import Auditor
 from services.auditor.verify import AuditRow, check_chain
-from services.runtime.codec import AvroCodec
 from services.runtime.faults import TransientError
-from services.runtime.models import Finding, PromptMessage, Verdict
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import compose, stage_timing
 from services.settings import Settings
 from services.telemetry.rows import AUDIT_RECORD_COLUMNS, audit_record_row
+from services.wire.codec import AvroCodec
+from services.wire.models import Finding, PromptMessage, Verdict
+from services.wire.schema_registry import SchemaRegistry
 from tests.unit.chain_records import answered
 
 CODEC = AvroCodec(SchemaRegistry.load(Settings().schemas_dir))

@@ -28,8 +28,8 @@ from services.auditor.checkpoint_log import read_jsonl, write_jsonl
 from services.auditor.record import JCS_SCHEME, expected_hash
 from services.auditor.stage import Auditor
 from services.auditor.verify import AuditRow, check_chain, check_checkpoints, main, walk
-from services.runtime.models import AuditCheckpoint
 from services.settings import Settings
+from services.wire.models import AuditCheckpoint
 from tests.unit.chain_records import answered
 from tests.unit.test_audit_chain import CODEC, audited_on_the_wire, stored
 

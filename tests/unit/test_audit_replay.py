@@ -11,10 +11,10 @@ from services.auditor.record import tokenised
 from services.auditor.replay import replay_policy, replay_routing, replay_stitching
 from services.policy.engine import PolicyEngine
 from services.router.intents.classifier import IntentPrediction
-from services.router.route_table import load_route_table
-from services.runtime.models import Context, ContextItem, Request
 from services.settings import Settings
+from services.shared.route_table import load_route_table
 from services.stitcher.budget import fit_to_budget
+from services.wire.models import Context, ContextItem, Request
 from tests.unit.chain_records import answered
 
 SETTINGS = Settings()

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.runtime.cache import BoundedCache, entry_size, size_of
-from services.runtime.models import TextEmbedding
+from services.wire.models import TextEmbedding
 
 MiB = 1 << 20
 

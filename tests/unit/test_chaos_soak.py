@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from services.chaos import hostile_requests, table
-from services.runtime.codec import AvroCodec
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import get_settings
-from services.soak import Limits, open_fds, rss_mib, verdicts
+from services.tools.chaos import hostile_requests, table
+from services.tools.soak import Limits, open_fds, rss_mib, verdicts
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 
 
 @pytest.fixture(scope="module")

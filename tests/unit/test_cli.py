@@ -14,9 +14,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from services import cli, demo
+from services import cli
 from services.cli import PassthroughCommand, switchyard
 from services.settings import REPO_ROOT, get_settings
+from services.tools.demo import chain as demo
 
 RUNNER = CliRunner()
 SUBCOMMANDS = re.compile(r"^usage: switchyard [^{\n]*\{([a-z,-]+)\}", re.M)

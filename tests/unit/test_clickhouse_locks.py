@@ -16,7 +16,7 @@ from backports import zstd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.infra.clickhouse_http import (
+from services.dev.clickhouse_http import (
     HOST_ACCESS_EXTRA,
     BadRequest,
     ClickHouseError,

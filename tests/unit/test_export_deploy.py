@@ -17,10 +17,10 @@ import yaml
 from services.export.deploy import DEPLOY_DIR, compose, render, stale, workloads
 from services.export.validate import check_compose
 from services.infra.topic_specs import load_topics
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import Stage
 from services.settings import REPO_ROOT
 from services.stages import CHAIN, NO_HTTP, PROCESSES
+from services.wire.schema_registry import SchemaRegistry
 
 
 def kubernetes_objects() -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.gateway import keys, quotas, shapes
 from services.gateway.shapes import GatewayError
-from services.runtime.models import ApiKey, Channel
+from services.wire.models import ApiKey, Channel
 
 MODELS = ["switchyard"]
 

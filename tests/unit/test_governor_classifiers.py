@@ -17,7 +17,7 @@ from services.governor.classifiers import (
     ensure_trained,
     length_bands,
 )
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from services.answerer.stage import prompt_for
-from services.governor.pii import restore, segments
 from services.governor.stage import Analyzer, Governor, _remembered, analysis_input, govern, prompt_of
-from services.governor.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key_ring, vault_key_for
 from services.policy.engine import PolicyEngine
 from services.runtime.cache import BoundedCache
-from services.runtime.codec import AvroCodec
-from services.runtime.models import (
+from services.runtime.stage import compose, stage_timing
+from services.settings import REPO_ROOT, Settings
+from services.shared.pii import restore, segments
+from services.shared.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, VaultError, load_key_ring, vault_key_for
+from services.wire.codec import AvroCodec
+from services.wire.models import (
     Channel,
     Context,
     ContextItem,
@@ -30,9 +32,7 @@ from services.runtime.models import (
     Stitched,
     Verdict,
 )
-from services.runtime.schema_registry import SchemaRegistry
-from services.runtime.stage import compose, stage_timing
-from services.settings import REPO_ROOT, Settings
+from services.wire.schema_registry import SchemaRegistry
 from tests.unit.test_pii import texts_with_pii
 
 ENGINE = PolicyEngine.from_file(REPO_ROOT / "policies")

@@ -11,7 +11,7 @@ from services.answerer.providers import parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.answerer.stage import HOLD_REPLY, Answerer
-from services.runtime.models import (
+from services.wire.models import (
     Channel,
     Context,
     ContextItem,

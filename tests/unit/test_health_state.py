@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.health.state import HealthPolicy, ProviderHealthState, WindowFigures, figures
-from services.runtime.models import ProviderState
+from services.wire.models import ProviderState
 
 POLICY = HealthPolicy(latency_p95_limit_ms=1500, error_rate_limit=0.5, min_calls=5, down_after=2, recover_after=3)
 FAST = WindowFigures(calls=50, errors=0, p50_ms=40, p95_ms=60)

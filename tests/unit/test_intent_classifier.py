@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.router.intents import artifact
-from services.router.intents.artifact import IntentArtifactError
 from services.router.intents.classifier import IntentClassifier, ensure_trained
-from services.router.intents.dataset import DEFAULT_DATA_PATH, INTENTS, data_sha256, load_examples
-from services.router.intents.embedder import SentenceEmbedder
+from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256, load_examples
 from services.router.intents.train import train
+from services.shared import model_artifact as artifact
+from services.shared.embedder import SentenceEmbedder
+from services.shared.intents import INTENTS
+from services.shared.model_artifact import IntentArtifactError
 
 # Measured with seed 20 on 157 held-out examples: accuracy 0.847, macro-F1 0.845 (5-fold CV on the training
 # split agrees: 0.86 +- 0.03). The split and the embeddings are deterministic, so the margin only has to absorb

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.router.intents.dataset import INTENTS, IntentDataError, load_examples
+from services.router.intents.dataset import IntentDataError, load_examples
+from services.shared.intents import INTENTS
 
 MIN_EXAMPLES_PER_INTENT = 40
 

@@ -8,7 +8,7 @@ from typing import NoReturn
 import numpy as np
 import pytest
 
-from services.router.intents.embedder import DIMENSION, SentenceEmbedder
+from services.shared.embedder import DIMENSION, SentenceEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from services.answerer.junk import (
     is_handoff,
 )
 from services.answerer.stage import HOLD_REPLY
-from services.governor.pii import TOKEN, TOKEN_TYPES
+from services.shared.pii import TOKEN, TOKEN_TYPES
 
 STOCK_QUESTION = "Is the waxed field jacket in stock at this store?"
 RETURN_QUESTION = "Summarise this return: the toaster came back unopened and the shopper had no receipt."

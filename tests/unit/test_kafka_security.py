@@ -15,9 +15,9 @@ from services.infra import acls
 from services.infra.kafka_secrets import BROKER_FILE, CA_FILE, ensure, password_file, scram_arguments, secrets_dir
 from services.infra.topic_specs import load_topics
 from services.runtime.kafka_clients import KafkaSecurityError, aiokafka_config, confluent_config, faust_credentials
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT, Settings
 from services.stages import CHAIN, FUSED
+from services.wire.schema_registry import SchemaRegistry
 
 
 def sasl_settings(var_dir: Path, username: str | None = "switchyard-router") -> Settings:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from services.stitcher.eval import load_queries
 from services.stitcher.knowledge import (
     DEFAULT_SOURCES_DIR,
     MAX_WORDS,
@@ -18,6 +17,7 @@ from services.stitcher.knowledge import (
     parse_front_matter,
     passage_id,
 )
+from services.tools.eval.retrieval import load_queries
 
 FRONT = "---\ncategory: returns\nregion: us-east\neffective: 2026-03-01\n---\n"
 

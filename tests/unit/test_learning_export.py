@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.learning.export import POSITIVE, ExportSpec, build_examples, split_by_time, write_dataset
 from services.learning.records import avro_json, parse_audited, tokenised_json
 from services.learning.simulation import audited_record, simulated_governor
-from services.runtime.models import Audited, Channel, Finding, Request, RouteKind, Verdict
+from services.wire.models import Audited, Channel, Finding, Request, RouteKind, Verdict
 
 SPEC = ExportSpec(task="answers", since=datetime(2031, 1, 1, tzinfo=UTC), until=datetime(2031, 1, 2, tzinfo=UTC))
 

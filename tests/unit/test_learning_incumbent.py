@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from services.learning.demo import (
+from services.tools.demo.learning import (
     GROUNDED_PROVIDER,
     Loop,
     Served,
@@ -18,11 +17,12 @@ from services.learning.demo import (
     unseen_items,
     unseen_summary,
 )
+
 from services.learning.incumbent import LocalKnowledge
 from services.learning.registry import ModelRegistry
 from services.learning.simulation import POLICY, is_right, states_facts
 from services.learning.training import NARROW_INTENTS
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 
 REFUNDS = next(fact for fact in POLICY if fact.answer.startswith("Refunds go back"))
 

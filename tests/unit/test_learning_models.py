@@ -20,9 +20,9 @@ from services.learning.registry import ModelRegistry, RegistryError
 from services.learning.shadow import attach_shadow, shadow_runner
 from services.learning.switch import ANSWER_KIND, ROUTER_KIND, ClickHouseSink, ShadowSwitch
 from services.learning.training import NEVER, learn_threshold
-from services.router.route_table import parse_route_table
-from services.runtime.models import FeedbackKind
 from services.settings import REPO_ROOT
+from services.shared.route_table import parse_route_table
+from services.wire.models import FeedbackKind
 
 
 def test_exact_match_ignores_case_punctuation_and_articles() -> None:

@@ -11,7 +11,7 @@ from services.answerer.memory import AnswerMemory, shared_embedder
 from services.learning.simulation import CLOSINGS, OPENINGS, POLICY
 from services.learning.training import fit_answer_memory, held_out_scores, near_twin_groups
 from services.learning.unseen import PHRASINGS_BY_ANSWER, UNTAUGHT, unseen_evaluation
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 
 
 @pytest.fixture(scope="module")

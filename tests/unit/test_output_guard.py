@@ -27,7 +27,8 @@ from services.governor.char_ngram import CheapToxicity
 from services.governor.classifiers import BinaryClassifier
 from services.policy.engine import PolicyEngine
 from services.policy.facts import commitments
-from services.runtime.models import (
+from services.settings import REPO_ROOT
+from services.wire.models import (
     Channel,
     Context,
     ContextItem,
@@ -40,7 +41,6 @@ from services.runtime.models import (
     RouteKind,
     Verdict,
 )
-from services.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.governor.pii import PiiDetector, Tokeniser, luhn_valid, restore
+from services.shared.pii import PiiDetector, Tokeniser, luhn_valid, restore
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_scrub_then_restore_returns_the_original_text(detector: PiiDetector, par
 
 
 def test_ner_is_skipped_only_where_no_name_can_be_written() -> None:
-    from services.governor.pii import may_hold_a_name
+    from services.shared.pii import may_hold_a_name
 
     assert not may_hold_a_name("What time do you close today?")
     assert not may_hold_a_name("is the waxed jacket in stock in size m. Can you check?")
@@ -173,8 +173,9 @@ def test_skipping_ner_changes_no_finding_on_the_labelled_cases(
 ) -> None:
     import json
 
-    from services.governor import pii
-    from services.governor.eval import CASES
+    from services.tools.eval.governance import CASES
+
+    from services.shared import pii
 
     cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = [case["text"] for case in cases if "text" in case]

@@ -18,14 +18,14 @@ from services.gateway import shapes
 from services.gateway.app import REPLY_TO, Gateway
 from services.gateway.restore import AnswerRestorer
 from services.governor.erase import CUSTOMER_REQUESTS_SQL, ERASED_TABLES, find
-from services.governor.vault import VaultCipher, VaultError, VaultTable, vault_key_for
 from services.policy.engine import PolicyWatcher
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Answered, Finding, PromptMessage, Verdict
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import compose, stage_timing
 from services.settings import REPO_ROOT, Settings
+from services.shared.vault import VaultCipher, VaultError, VaultTable, vault_key_for
 from services.telemetry.rows import AUDIT_RECORD_COLUMNS, audit_record_row
+from services.wire.codec import AvroCodec
+from services.wire.models import Answered, Finding, PromptMessage, Verdict
+from services.wire.schema_registry import SchemaRegistry
 from tests.unit.chain_records import answered
 
 CODEC = AvroCodec(SchemaRegistry.load(REPO_ROOT / "schemas"))

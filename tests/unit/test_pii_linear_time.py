@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from services.answerer.guard import screen_answer
 from services.governor.injection import injection_signals
-from services.governor.pii import PiiDetector, pattern_recognizers
 from services.policy.engine import PolicyEngine
 from services.policy.facts import commitments, extract_facts
-from services.runtime.models import Channel, Request
 from services.settings import REPO_ROOT
+from services.shared.pii import PiiDetector, pattern_recognizers
+from services.wire.models import Channel, Request
 
 # no limit on a request's text is below this: a record may take up to 1 MiB (max_record_bytes)
 LONGEST_TEXT = 100_000

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from presidio_analyzer import Pattern
 
-from services.governor.pii import (
+from services.governor.stage import AnalysisInput, Analyzer
+from services.shared.pii import (
     PiiDetector,
     PiiSpan,
     _CardRecognizer,
@@ -26,9 +27,8 @@ from services.governor.pii import (
     pattern_recognizers,
     segments,
 )
-from services.governor.stage import AnalysisInput, Analyzer
-from services.runtime.models import ContextItem
 from services.stitcher.prompt import SECTION_SOURCES, TemplateSet, render
+from services.wire.models import ContextItem
 
 with warnings.catch_warnings():  # deprecated as modules, still what `re` parses with
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.governor.vault import VaultCipher, VaultError, VaultTable, load_key_ring, rotate, vault_key_for
-from services.governor.vault import main as vault_main
-from services.runtime.codec import AvroCodec
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import Settings, get_settings
+from services.shared.vault import VaultCipher, VaultError, VaultTable, load_key_ring, rotate, vault_key_for
+from services.shared.vault import main as vault_main
+from services.wire.codec import AvroCodec
+from services.wire.schema_registry import SchemaRegistry
 
 TOKENS = {"<PERSON_1>": "Maria Lopez", "<EMAIL_1>": "maria@example.com"}
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.policy.engine import PolicyEngine, PolicyError, PolicyWatcher, load_policy
-from services.runtime.models import Verdict
 from services.settings import REPO_ROOT
+from services.wire.models import Verdict
 
 POLICIES = REPO_ROOT / "policies"
 

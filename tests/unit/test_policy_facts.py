@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from services.governor.eval import load_cases, rule_accuracy
 from services.policy.engine import PolicyEngine
 from services.policy.facts import (
     days_since_purchase,
@@ -14,8 +13,9 @@ from services.policy.facts import (
     extract_sourced_facts,
     largest_amount,
 )
-from services.runtime.models import Channel, Context, ContextItem, Request, Verdict
 from services.settings import REPO_ROOT
+from services.tools.eval.governance import load_cases, rule_accuracy
+from services.wire.models import Channel, Context, ContextItem, Request, Verdict
 
 
 def request(text: str, **attributes: str) -> Request:

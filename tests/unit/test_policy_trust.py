@@ -18,8 +18,8 @@ from services.auditor.replay import replay_policy
 from services.governor.stage import Governor
 from services.policy.engine import PolicyEngine
 from services.policy.facts import extract_sourced_facts
-from services.runtime.models import ContextItem, Governed, Request, Verdict
 from services.settings import REPO_ROOT
+from services.wire.models import ContextItem, Governed, Request, Verdict
 from tests.unit.test_governor_stage import stitched
 
 DISCOUNT = "Can we knock 40% off the display TV for this shopper?"

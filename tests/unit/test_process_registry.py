@@ -29,12 +29,12 @@ from services.registry import (
     stage,
     topic_access,
 )
-from services.runtime.schema_registry import SchemaRegistry
 from services.runtime.stage import Stage
 from services.settings import REPO_ROOT, Settings
 from services.stages import build_stage, run_process
 from services.telemetry.lag import stage_inputs
 from services.telemetry.writer import consumed_topics
+from services.wire.schema_registry import SchemaRegistry
 
 TOY_PORT = 9120
 SMALL = Resources("50m", "64Mi", "128Mi")

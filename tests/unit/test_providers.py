@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from services.answerer.providers import (
-    ChatMessage,
     OpenAICompatibleProvider,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
     provider_from_config,
 )
-from services.answerer.stub_model import start_stub
+from services.dev.stub_model import start_stub
 from services.runtime.faults import RejectedRecord, TransientError
+from services.shared.prompts import ChatMessage
 from tests.unit.conftest import StubFactory
 
 QUESTION: list[ChatMessage] = [

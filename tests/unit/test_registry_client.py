@@ -18,10 +18,11 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.runtime.codec import SINGLE_OBJECT_MARKER, AvroCodec, confluent_header, wire_schema
-from services.runtime.errors import SchemaDefinitionError, UnknownSchemaIdError
-from services.runtime.models import Request
-from services.runtime.registry_client import (
+from services.settings import Settings
+from services.wire.codec import SINGLE_OBJECT_MARKER, AvroCodec, confluent_header, wire_schema
+from services.wire.errors import SchemaDefinitionError, UnknownSchemaIdError
+from services.wire.models import Request
+from services.wire.registry_client import (
     CONTENT_TYPE,
     RegistryClient,
     RegistryUnavailableError,
@@ -29,8 +30,7 @@ from services.runtime.registry_client import (
     codec_from_settings,
     value_subject,
 )
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
-from services.settings import Settings
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from tests.unit.wire_values import REQUEST, values_of, with_defaults
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)

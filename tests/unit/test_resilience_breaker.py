@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import pytest
 
 from services.answerer.providers import (
-    ChatMessage,
     CircuitBreakerConfig,
     Completion,
     ProviderRejected,
@@ -26,6 +25,7 @@ from services.answerer.resilience import (
     GuardedProvider,
 )
 from services.runtime.faults import TransientError
+from services.shared.prompts import ChatMessage
 
 QUESTION: list[ChatMessage] = [{"role": "user", "content": "Is the blue kettle in stock?"}]
 

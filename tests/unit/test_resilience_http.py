@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from services.answerer.providers import (
-    ChatMessage,
     ProviderMalformed,
     ProviderRejected,
     ProviderTimeout,
@@ -19,6 +18,7 @@ from services.answerer.providers import (
     parse_provider_config,
 )
 from services.answerer.resilience import BreakerState, CircuitOpen, GuardedProvider
+from services.shared.prompts import ChatMessage
 from tests.unit.conftest import StubFactory
 
 QUESTION: list[ChatMessage] = [{"role": "user", "content": "Is the blue kettle in stock at store 0412?"}]

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from services.router.intents.classifier import IntentPrediction
-from services.router.intents.dataset import INTENTS
-from services.router.route_table import RouteTable, RouteTableError, load_route_table
-from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
+from services.shared.intents import INTENTS
+from services.shared.route_table import RouteTable, RouteTableError, load_route_table
+from services.wire.models import Channel, Request, RouteKind
 
 REPO_TABLE = get_settings().route_table
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.router.route_table import RouteTableError, RouteTableWatcher
 from services.settings import get_settings
+from services.shared.route_table import RouteTableError, RouteTableWatcher
 
 CHECK_EVERY_S = 2.0
 

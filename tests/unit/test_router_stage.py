@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from services.learning.switch import ROUTER_KIND, ClickHouseSink, ShadowSwitch
-from services.router.intents import artifact
-from services.router.intents.artifact import LinearIntentModel
 from services.router.stage import Classified, RequestTooLong, Router, intent_model_dir
 from services.runtime.batcher import MicroBatcher
-from services.runtime.models import Channel, Request, RouteKind
 from services.settings import get_settings
+from services.shared import model_artifact as artifact
+from services.shared.model_artifact import LinearIntentModel
+from services.wire.models import Channel, Request, RouteKind
 
 
 def request(text: str, request_id: str = "r-1") -> Request:

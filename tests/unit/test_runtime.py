@@ -17,15 +17,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
-from services.bench_runtime import Relay
 from services.pos.answers import Received
 from services.pos.report import percentile, work_split
 from services.runtime import worker as worker_module
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import dead_letter, opened_original
 from services.runtime.faults import TransientError
-from services.runtime.models import DeadLetter, Request, Routed, RouteDecision
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from services.runtime.sealing import dead_letter_opener
 from services.runtime.spans import StageSpans
 from services.runtime.stage import SideRecord, Stage
@@ -33,6 +29,10 @@ from services.runtime.tracing import TRACEPARENT, Header, Headers, TraceParent, 
 from services.runtime.worker import Consumed, Outgoing, ShuttingDown, StageWorker, WorkerConfig, finish_within
 from services.settings import Settings
 from services.telemetry.rows import ANSWER_COLUMNS, STAGE_EVENT_COLUMNS, answer_row, stage_event_rows
+from services.tools.bench.runtime import Relay
+from services.wire.codec import AvroCodec
+from services.wire.models import DeadLetter, Request, Routed, RouteDecision
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from tests.unit.chain_records import answered
 
 CODEC = AvroCodec(SchemaRegistry.load(REPO_SCHEMAS_DIR))

@@ -9,8 +9,8 @@ from typing import Any
 import avro.schema
 import pytest
 
-from services.runtime.errors import SchemaDefinitionError, UnknownFingerprintError, UnknownSchemaError
-from services.runtime.schema_registry import HISTORY_DIR, REPO_SCHEMAS_DIR, SchemaRegistry
+from services.wire.errors import SchemaDefinitionError, UnknownFingerprintError, UnknownSchemaError
+from services.wire.schema_registry import HISTORY_DIR, REPO_SCHEMAS_DIR, SchemaRegistry
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)
 STAGE_RECORDS = ["Routed", "Stitched", "Governed", "Answered", "Audited"]
@@ -80,7 +80,7 @@ def test_every_current_schema_is_released_so_later_changes_are_checked_against_i
 def test_release_saves_a_changed_schema_as_the_next_version_once(tmp_path: Path) -> None:
     import shutil
 
-    from services.runtime.schema_registry import release
+    from services.wire.schema_registry import release
 
     copy = tmp_path / "schemas"
     shutil.copytree(REPO_SCHEMAS_DIR, copy)

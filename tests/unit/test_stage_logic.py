@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from services.auditor.stage import Auditor
 from services.governor.stage import mask_pii
 from services.router.intents.classifier import IntentPrediction
-from services.router.route_table import load_route_table
-from services.runtime.models import Channel, HoursException, OpeningHours, Request, RouteKind, Store
 from services.runtime.stage import compose, request_id_of, stage_timing
 from services.settings import get_settings
-from services.stitcher.seed import stores
+from services.shared.route_table import load_route_table
 from services.stitcher.store_hours import describe_hours
+from services.tools.seed import stores
+from services.wire.models import Channel, HoursException, OpeningHours, Request, RouteKind, Store
 
 
 def request(text: str, store_id: str = "0417") -> Request:
@@ -128,7 +128,7 @@ def test_each_audit_record_chains_to_the_previous_one_of_its_store() -> None:
 
 def test_the_escalation_workflow_hands_over_to_staff_instead_of_telling_store_hours() -> None:
     from services.answerer.stage import HOLD_REPLY, workflow_answer
-    from services.runtime.models import ContextItem, Governance, Governed, Verdict
+    from services.wire.models import ContextItem, Governance, Governed, Verdict
     from tests.unit.chain_records import answered
 
     record = answered("r-1").model_dump()

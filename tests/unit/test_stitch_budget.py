@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.runtime.models import ContextItem
 from services.stitcher.budget import EstimatedTokens, fit_to_budget, with_tokens
+from services.wire.models import ContextItem
 
 
 def item(source: str, source_id: str, tokens: int, score: float | None = None) -> ContextItem:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.models import Channel, Customer, Request, Routed, RouteDecision, RouteKind
 from services.stitcher.budget import EstimatedTokens
 from services.stitcher.history import CustomerHistory, Interaction
 from services.stitcher.inventory import StockRow, inventory_items
 from services.stitcher.knowledge import Passage
 from services.stitcher.prompt import PromptTemplate, TemplateError, TemplateSet, load_template
-from services.stitcher.seed import stores
 from services.stitcher.stage import stitch
+from services.tools.seed import stores
+from services.wire.models import Channel, Customer, Request, Routed, RouteDecision, RouteKind
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 STORE = stores(1, updated_at=1_700_000_000_000)[0]

@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.learning.feedback import make_feedback
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Customer, FeedbackKind
 from services.runtime.request_key import store_request_key
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT
 from services.stitcher.history import (
     CustomerFeedbackTable,
@@ -22,6 +19,9 @@ from services.stitcher.history import (
     followup_of,
     history_context,
 )
+from services.wire.codec import AvroCodec
+from services.wire.models import Customer, FeedbackKind
+from services.wire.schema_registry import SchemaRegistry
 
 CONSENTING = Customer(
     customer_id="C-7",

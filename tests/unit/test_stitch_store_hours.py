@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.runtime.models import HoursException, OpeningHours, Store
 from services.stitcher.store_hours import describe_hours, regular_week
+from services.wire.models import HoursException, OpeningHours, Store
 
 
 def store(timezone: str, *, exceptions: list[HoursException] | None = None, late: bool = False) -> Store:

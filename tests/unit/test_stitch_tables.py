@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.codec import AvroCodec
-from services.runtime.models import Audited, AuditInfo, Customer, InventoryItem
 from services.runtime.reference import ReferenceTable
-from services.runtime.schema_registry import SchemaRegistry
 from services.settings import REPO_ROOT
 from services.stitcher.history import CustomerHistory, CustomerHistoryTable, Interaction
 from services.stitcher.inventory import InventoryTable, relevant_rows, sizes_in
-from services.stitcher.seed import catalogue, customer_rows, inventory_rows, stores
+from services.tools.seed import catalogue, customer_rows, inventory_rows, stores
+from services.wire.codec import AvroCodec
+from services.wire.models import Audited, AuditInfo, Customer, InventoryItem
+from services.wire.schema_registry import SchemaRegistry
 from tests.unit.chain_records import answered
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from services.runtime.models import Answer, Feedback, FeedbackKind, Finding
 from services.telemetry.rows import (
     ANSWER_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -11,6 +10,7 @@ from services.telemetry.rows import (
     feedback_row,
     rule_verdict_rows,
 )
+from services.wire.models import Answer, Feedback, FeedbackKind, Finding
 from tests.unit.chain_records import answered
 
 

@@ -21,15 +21,15 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 import services.telemetry.writer as telemetry_writer
 from services.infra.clickhouse import DDL_DIR, load_migrations
-from services.runtime.codec import AvroCodec
 from services.runtime.deadletter import opened_original
-from services.runtime.models import Audited, AuditInfo, Feedback, FeedbackKind, StageTiming
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from services.runtime.sealing import dead_letter_opener
 from services.settings import Settings
 from services.telemetry.isolation import is_transient
 from services.telemetry.window import EVENT_TIMES, EventTime
 from services.telemetry.writer import TABLES, TelemetryWriter, WriterConfig
+from services.wire.codec import AvroCodec
+from services.wire.models import Audited, AuditInfo, Feedback, FeedbackKind, StageTiming
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from tests.unit.chain_records import answered
 
 CODEC = AvroCodec(SchemaRegistry.load(REPO_SCHEMAS_DIR))

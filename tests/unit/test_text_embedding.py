@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared.embedder import SentenceEmbedder
 from services.stitcher.retrieval import KnowledgeRetriever, RetrieverConfig
 
 TEXT = "Can I return these boots without the box if I have the receipt?"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.infra.topic_specs import TopicSpecError, load_topics, parse_retention
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 
 REPO_TOPICS = Path(__file__).resolve().parents[2] / "topics"
 STAGES = ["router", "stitcher", "governor", "answerer", "auditor"]

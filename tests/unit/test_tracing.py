@@ -17,7 +17,6 @@ from services.answerer.providers import Completion, parse_provider_config
 from services.answerer.registry import ProviderRegistry
 from services.answerer.resilience import GuardedProvider
 from services.answerer.stage import Answerer, model_answer, workflow_answer
-from services.runtime.models import Governed
 from services.runtime.spans import StageSpans, close_hop, from_environment, open_hop, tracing_enabled
 from services.runtime.tracing import (
     TRACEPARENT,
@@ -30,6 +29,7 @@ from services.runtime.tracing import (
     start,
     trace_id_of,
 )
+from services.wire.models import Governed
 from tests.unit.chain_records import answered
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

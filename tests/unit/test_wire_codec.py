@@ -11,8 +11,8 @@ from fastavro import schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.runtime.codec import SINGLE_OBJECT_MARKER, AvroCodec, wire_schema
-from services.runtime.errors import (
+from services.wire.codec import SINGLE_OBJECT_MARKER, AvroCodec, wire_schema
+from services.wire.errors import (
     BadMarkerError,
     CorruptBodyError,
     DecodeError,
@@ -21,7 +21,7 @@ from services.runtime.errors import (
     UnknownSchemaIdError,
     WrongRecordTypeError,
 )
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from tests.unit.wire_values import REQUEST, values_of, with_defaults
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)

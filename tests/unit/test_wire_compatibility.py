@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.runtime.compatibility import Direction, check_candidate, check_compatibility, main
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.wire.compatibility import Direction, check_candidate, check_compatibility, main
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)
 

@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.runtime import models
-from services.runtime.codec import AvroCodec
-from services.runtime.gen_models import GENERATOR, MODELS_PATH, render_models
-from services.runtime.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
+from services.wire import models
+from services.wire.codec import AvroCodec
+from services.wire.gen_models import GENERATOR, MODELS_PATH, render_models
+from services.wire.schema_registry import REPO_SCHEMAS_DIR, SchemaRegistry
 from tests.unit.wire_values import REQUEST, values_of
 
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS_DIR)
@@ -19,7 +19,7 @@ CODEC = AvroCodec(REGISTRY)
 
 def test_the_generated_models_file_is_up_to_date() -> None:
     assert MODELS_PATH.read_text(encoding="utf-8") == render_models(REGISTRY), (
-        f"services/runtime/models.py is stale: run `{GENERATOR}` and commit the result"
+        f"services/wire/models.py is stale: run `{GENERATOR}` and commit the result"
     )
 
 

@@ -11,10 +11,10 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from services.runtime.batcher import MicroBatcher
-from services.runtime.models import Request, StageTiming
 from services.runtime.stage import MAX_OPEN_WORK, Stage, WorkLedger, record_request_id, stage_timing
 from services.stitcher.stage import PrepClock, near_duplicates
 from services.telemetry.rows import STAGE_EVENT_COLUMNS, dead_letter_rows, stage_event_rows
+from services.wire.models import Request, StageTiming
 from tests.unit.chain_records import answered
 
 

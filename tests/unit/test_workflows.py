@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from services.policy.engine import PolicyEngine
-from services.runtime.models import Channel, Request
 from services.settings import get_settings
-from services.stitcher.seeded import SeededReference
 from services.stitcher.workflows import Declined, WorkflowAnswer, load_phrases, money, run_workflow
+from services.tools.seeded import SeededReference
+from services.wire.models import Channel, Request
 
 NOW = datetime(2026, 12, 4, 16, 0, tzinfo=UTC)
 

@@ -24,8 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.governor.char_ngram import BUCKET_BITS, FEATURES, family_splits, features
-from services.router.intents.embedder import DIMENSION
-from services.router.intents.static import StaticEmbedder
+from services.shared.embedder import DIMENSION
+from services.shared.static_embedder import StaticEmbedder
 
 CHEAP_FILE: Final = "cheap_model.npz"
 CHEAP_C: Final = 30.0  # on template-family folds C=30 escalated 25% at equal accuracy, C=10 32%

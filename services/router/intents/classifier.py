@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from services.router.intents import artifact
-from services.router.intents.artifact import IntentArtifactError, LinearIntentModel, default_artifact_dir
 from services.router.intents.cascade import CheapIntentModel, decided
 from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256
-from services.router.intents.embedder import SentenceEmbedder
+from services.shared import model_artifact as artifact
+from services.shared.embedder import SentenceEmbedder
+from services.shared.model_artifact import IntentArtifactError, LinearIntentModel, default_artifact_dir
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class IntentClassifier:
             )
         cheap = None
         if "cascade" in card:
-            from services.router.intents.static import ensure_built
+            from services.shared.static_embedder import ensure_built
 
             cheap = CheapIntentModel.load(path, ensure_built(embedder=embedder))
         classifier = cls(model, embedder, card, cheap)

@@ -8,20 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-DEFAULT_DATA_PATH: Final = Path(__file__).resolve().parent / "data" / "intents.jsonl"
+from services.shared.intents import INTENTS
 
-INTENTS: Final = (
-    "store_hours",
-    "stock_check",
-    "price_check",
-    "discount_request",
-    "return_or_refund",
-    "order_status",
-    "loyalty_account",
-    "product_question",
-    "complaint",
-    "small_talk_other",
-)
+DEFAULT_DATA_PATH: Final = Path(__file__).resolve().parent / "data" / "intents.jsonl"
 
 
 class IntentDataError(ValueError):

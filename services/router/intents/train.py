@@ -28,14 +28,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from services.router.intents import artifact
-from services.router.intents.artifact import LinearIntentModel, default_artifact_dir
 from services.router.intents.cascade import train_cascade
 from services.router.intents.classifier import cascade_version
 from services.router.intents.dataset import DEFAULT_DATA_PATH, data_sha256, load_examples
-from services.router.intents.embedder import SentenceEmbedder
-from services.router.intents.static import ensure_built
 from services.settings import REPO_ROOT
+from services.shared import model_artifact as artifact
+from services.shared.embedder import SentenceEmbedder
+from services.shared.model_artifact import LinearIntentModel, default_artifact_dir
+from services.shared.static_embedder import ensure_built
 
 DEFAULT_SEED: Final = 20
 DEFAULT_TEST_FRACTION: Final = 0.2

@@ -1,0 +1,1 @@
+"""Operator and developer commands outside the chain: benches, evals, demos, chaos, soak and seeding."""

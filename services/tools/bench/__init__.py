@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print numbers as JSON (`switchyard bench*`, `make bench*`)."""

@@ -1,0 +1,1 @@
+"""Demos: the chain answering POS requests, and the learning loop end to end."""

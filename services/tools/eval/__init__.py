@@ -1,0 +1,1 @@
+"""Evaluations on labelled sets kept beside them in data/: answers, governance, retrieval."""
