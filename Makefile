@@ -215,7 +215,7 @@ test-unit: $(INSTALLED) ## unit tests only: no broker, no database
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: $(INSTALLED) ## install, start what the tests need, run lint and every test, stop what it started
+test: $(INSTALLED) ## install, start what the tests need, run lint and every test (Kafka on SASL_SSL), stop what it started
 	@bash infra/test.sh $(PYTEST_ARGS)
 
 .PHONY: clean

@@ -15,6 +15,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Kafka's listener for the suite (SWITCHYARD_TEST_KAFKA): sasl_ssl (the default) runs every client the tests build,
+# and every tool, as admin over SCRAM/TLS, and every chain process a test starts as its own principal
+# (switchyard-<process>) with its ACLs granted under the test's topic prefix; plaintext runs it all on the
+# loopback PLAINTEXT listener, whose clients are super users. The ACL tests log in on SASL_SSL either way.
+export SWITCHYARD_KAFKA_SASL_PORT=${SWITCHYARD_KAFKA_SASL_PORT:-9094}
+case "${SWITCHYARD_TEST_KAFKA:-sasl_ssl}" in
+  sasl_ssl)
+    export SWITCHYARD_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+    export SWITCHYARD_KAFKA_BOOTSTRAP="$SWITCHYARD_HOST:$SWITCHYARD_KAFKA_SASL_PORT"
+    # unset, each process is its own principal (and the harness the admin); set, all would share one
+    unset SWITCHYARD_KAFKA_USERNAME SWITCHYARD_KAFKA_PASSWORD_FILE ;;
+  plaintext)
+    export SWITCHYARD_KAFKA_SECURITY_PROTOCOL=PLAINTEXT
+    export SWITCHYARD_KAFKA_BOOTSTRAP="$SWITCHYARD_HOST:${SWITCHYARD_KAFKA_PORT:-9092}" ;;
+  *) die "SWITCHYARD_TEST_KAFKA is sasl_ssl or plaintext, not ${SWITCHYARD_TEST_KAFKA}" ;;
+esac
+
 for c in kafka clickhouse weaviate; do
   if ! bash "infra/$c/$c.sh" status | grep -q ' up '; then started+=("$c"); fi
   bash "infra/$c/$c.sh" start
@@ -41,8 +58,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# the ACL tests (tests/integration/test_kafka_acls.py) log in on the broker's SASL_SSL listener, as each principal
-export SWITCHYARD_KAFKA_SASL_PORT=${SWITCHYARD_KAFKA_SASL_PORT:-9094}
-log "tests: unit and integration, against the real components (ACL tests on SASL_SSL :$SWITCHYARD_KAFKA_SASL_PORT)"
+log "tests: unit and integration, against the real components (Kafka: $SWITCHYARD_KAFKA_SECURITY_PROTOCOL on $SWITCHYARD_KAFKA_BOOTSTRAP)"
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit is.
 .venv/bin/pytest tests "$@"

@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import yaml
 
+from services.infra.acls import all_usernames, principal
+from services.infra.kafka_secrets import ADMIN, BROKER_CN, BROKER_FILE, CA_FILE
 from services.registry import REGISTRY, Audience, Process, Registry, Scaling
 from services.settings import REPO_ROOT
 
@@ -48,6 +50,16 @@ KEYS_PATH: Final = "/app/var/secrets"
 # operator's public dead-letter key; the private half is never mounted: the operator opens dead letters with it
 # (`switchyard dead-letters show --open`).
 DEAD_LETTER_KEY: Final = "dead_letters_x25519.pub.pem"
+# Kafka on SASL_SSL (SCRAM-SHA-512 over TLS), each process its own principal `switchyard-<process>` with the ACLs of
+# services/infra/acls.py: each pod mounts only its own password file and the CA that signed the brokers' certificate,
+# read-only, from the Secret switchyard-kafka (Kubernetes) or secret files (compose); the setup, as admin, creates
+# the SCRAM users and ACLs that are missing (`python -m services.infra.acls apply`) before anything else.
+KAFKA_SECRET: Final = "switchyard-kafka"
+KAFKA_SECRETS_PATH: Final = "/etc/switchyard/kafka"
+ADMIN_SECRETS_PATH: Final = (
+    "/app/var/secrets/kafka"  # where acls apply finds every principal's password (SWITCHYARD_VAR)
+)
+KAFKA_SASL_PORT: Final = 9094  # the SASL_SSL listener, as the dev broker's
 KEY_FILES: Final[dict[str, tuple[str, ...]]] = {
     "governor": ("pii_vault.key", "approvals_ed25519.pub.pem"),
     "stitcher": ("approvals_ed25519.pub.pem",),
@@ -81,6 +93,19 @@ class Workload:
         return self.process.http_port
 
     @property
+    def kafka_user(self) -> str:
+        return principal(self.name)
+
+    @property
+    def kafka_env(self) -> dict[str, str]:
+        """Who the process logs in to Kafka as, and where its password and the CA are mounted."""
+        return {
+            "SWITCHYARD_KAFKA_USERNAME": self.kafka_user,
+            "SWITCHYARD_KAFKA_PASSWORD_FILE": f"{KAFKA_SECRETS_PATH}/{self.kafka_user}.password",
+            "SWITCHYARD_KAFKA_CA_FILE": f"{KAFKA_SECRETS_PATH}/{CA_FILE}",
+        }
+
+    @property
     def command(self) -> list[str]:
         command = ["switchyard", "run", self.name]
         return [*command, "--http-port", str(self.http_port)] if self.http_port else command
@@ -112,11 +137,16 @@ def _partitions() -> dict[str, int]:
 
 # --- docker compose ---------------------------------------------------------------------------------------------
 
-# once per release, before the stages: ClickHouse migrations, topics from topics/, the knowledge base into Weaviate
-SETUP_COMMAND: Final = "switchyard migrate && switchyard topics apply && python -m services.stitcher.knowledge ingest"
+# once per release, before the stages, as Kafka's admin: the SCRAM users and ACLs that are missing, ClickHouse
+# migrations, topics from topics/, the knowledge base into Weaviate
+SETUP_COMMAND: Final = (
+    "python -m services.infra.acls apply && switchyard migrate && switchyard topics apply && "
+    "python -m services.stitcher.knowledge ingest"
+)
 COMMON_ENV: Final = {
     "SWITCHYARD_HOST": "0.0.0.0",  # /healthz, /metrics and the dashboard listen beyond the container's loopback
-    "SWITCHYARD_KAFKA_BOOTSTRAP": "kafka:9092",
+    "SWITCHYARD_KAFKA_BOOTSTRAP": f"kafka:{KAFKA_SASL_PORT}",
+    "SWITCHYARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
     "SWITCHYARD_CLICKHOUSE_URL": "http://clickhouse:8123",
     "SWITCHYARD_WEAVIATE_HOST": "weaviate",
     "SWITCHYARD_WEAVIATE_HTTP_PORT": "8080",
@@ -134,6 +164,7 @@ def compose(registry: Registry = REGISTRY) -> dict[str, Any]:
     """docker-compose.yaml: Kafka (KRaft), ClickHouse server, Weaviate, a one-shot setup (migrations, topics,
     knowledge base) and every process of the registry: the chain, the telemetry writer, the health app and the
     dashboard."""
+    users = kafka_users(registry)
     services: dict[str, Any] = {
         "kafka": _compose_kafka(),
         "clickhouse": _compose_clickhouse(),
@@ -142,7 +173,9 @@ def compose(registry: Registry = REGISTRY) -> dict[str, Any]:
             "image": IMAGE,
             "build": {"context": "../..", "dockerfile": "infra/deploy/Dockerfile"},
             "command": ["sh", "-c", SETUP_COMMAND],
-            "environment": {**COMMON_ENV, **_compose_secrets(SETUP_SECRET_KEYS)},
+            "environment": {**COMMON_ENV, "SWITCHYARD_KAFKA_USERNAME": ADMIN, **_compose_secrets(SETUP_SECRET_KEYS)},
+            # every principal's password (acls apply creates the users that are missing) and the CA
+            "secrets": [_compose_kafka_secret(name, ADMIN_SECRETS_PATH) for name in (CA_FILE, *_password_files(users))],
             "depends_on": {name: {"condition": "service_healthy"} for name in ("kafka", "clickhouse", "weaviate")},
             "restart": "on-failure",
         },
@@ -152,6 +185,10 @@ def compose(registry: Registry = REGISTRY) -> dict[str, Any]:
     return {
         "name": "switchyard",
         "services": services,
+        "secrets": {
+            _compose_secret_name(name): {"file": f"{COMPOSE_KAFKA_SECRETS}/{name}"}
+            for name in (CA_FILE, BROKER_FILE, *_password_files(users))
+        },
         "volumes": {
             "kafka-data": {},
             "clickhouse-data": {},
@@ -163,33 +200,74 @@ def compose(registry: Registry = REGISTRY) -> dict[str, Any]:
     }
 
 
+# compose's secret files, relative to infra/deploy: `SWITCHYARD_HOST=kafka SWITCHYARD_VAR_DIR=infra/deploy
+# python -m services.infra.kafka_secrets ensure` makes them (the broker's certificate names the host `kafka`)
+COMPOSE_KAFKA_SECRETS: Final = "./secrets/kafka"
+KAFKA_TEMPLATE: Final = "/opt/switchyard/server.properties.in"
+KAFKA_CLUSTER_ID: Final = "vDDExUbIWPG9IoYb7fhh9Q"
+_KAFKA_SECRETS: Final = "/run/secrets/kafka"
+# the dev broker's own configuration (infra/kafka/server.properties.in), filled in as infra/kafka/kafka.sh does with
+# PLAINTEXT off: SASL_SSL for clients and between brokers, the controller on mutual TLS; storage formatted once
+# with the admin's SCRAM user. `$$` is a `$` that compose leaves for the shell.
+KAFKA_START: Final = " && ".join(
+    [
+        f"ADMIN_PASSWORD=$$(cat {_KAFKA_SECRETS}/{ADMIN}.password)",
+        f'sed -e "s|@LISTENERS@|SASL_SSL://:{KAFKA_SASL_PORT},CONTROLLER://kafka:9093|" '
+        f'-e "s|@ADVERTISED@|SASL_SSL://kafka:{KAFKA_SASL_PORT}|" -e "s|@INTER_BROKER@|SASL_SSL|" '
+        f'-e "s|@SUPER_USERS@|User:{ADMIN};User:CN={BROKER_CN}|" -e "s|@ADMIN_PASSWORD@|$$ADMIN_PASSWORD|" '
+        f'-e "s|@SECRETS@|{_KAFKA_SECRETS}|g" -e "s|@HOST@|kafka|g" -e "s|@CONTROLLER_PORT@|9093|g" '
+        f'-e "s|@DATA_DIR@|/var/lib/kafka/data|g" {KAFKA_TEMPLATE} > /tmp/server.properties',
+        # the healthcheck's client: the admin over SASL_SSL
+        "{ echo security.protocol=SASL_SSL; echo sasl.mechanism=SCRAM-SHA-512; echo ssl.truststore.type=PEM; "
+        f"echo ssl.truststore.location={_KAFKA_SECRETS}/{CA_FILE}; echo sasl.jaas.config=org.apache.kafka.common."
+        f'security.scram.ScramLoginModule required username=\\"{ADMIN}\\" password=\\"$$ADMIN_PASSWORD\\"\\;; }} '
+        "> /tmp/admin.properties",
+        f"/opt/kafka/bin/kafka-storage.sh format -t {KAFKA_CLUSTER_ID} -c /tmp/server.properties --ignore-formatted "
+        f'--add-scram "SCRAM-SHA-512=[name={ADMIN},password=$$ADMIN_PASSWORD]"',
+        "exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties",
+    ]
+)
+
+
 def _compose_kafka() -> dict[str, Any]:
+    """The dev broker's configuration on SASL_SSL alone (no PLAINTEXT listener, no anonymous super user)."""
     return {
         "image": KAFKA_IMAGE,
-        "environment": {
-            "KAFKA_NODE_ID": "1",
-            "KAFKA_PROCESS_ROLES": "broker,controller",
-            "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
-            "KAFKA_ADVERTISED_LISTENERS": "PLAINTEXT://kafka:9092",
-            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9093",
-            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-            "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
-        },
-        "ports": ["9092:9092"],
-        "volumes": ["kafka-data:/var/lib/kafka/data"],
+        "command": ["sh", "-c", KAFKA_START],
+        "ports": [f"{KAFKA_SASL_PORT}:{KAFKA_SASL_PORT}"],
+        "volumes": ["kafka-data:/var/lib/kafka/data", f"../kafka/server.properties.in:{KAFKA_TEMPLATE}:ro"],
+        "secrets": [
+            _compose_kafka_secret(name, _KAFKA_SECRETS) for name in (CA_FILE, BROKER_FILE, f"{ADMIN}.password")
+        ],
         "healthcheck": {
-            "test": ["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server localhost:9092"],
+            "test": [
+                "CMD-SHELL",
+                f"/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server kafka:{KAFKA_SASL_PORT} "
+                "--command-config /tmp/admin.properties",
+            ],
             "interval": "10s",
             "timeout": "10s",
             "retries": 12,
         },
         "restart": "unless-stopped",
     }
+
+
+def kafka_users(registry: Registry = REGISTRY) -> list[str]:
+    """Every SCRAM user the setup may have to create (services/infra/acls.py's), and each process's of the registry."""
+    return list(dict.fromkeys([*all_usernames(), *(principal(process.name) for process in registry)]))
+
+
+def _password_files(usernames: Sequence[str]) -> list[str]:
+    return [f"{user}.password" for user in usernames]
+
+
+def _compose_secret_name(file_name: str) -> str:
+    return "kafka-" + file_name.removesuffix(".pem").removesuffix(".password")
+
+
+def _compose_kafka_secret(file_name: str, directory: str) -> dict[str, str]:
+    return {"source": _compose_secret_name(file_name), "target": f"{directory}/{file_name}"}
 
 
 def _compose_clickhouse() -> dict[str, Any]:
@@ -252,7 +330,15 @@ def _compose_process(workload: Workload) -> dict[str, Any]:
     service: dict[str, Any] = {
         "image": IMAGE,
         "command": workload.command,
-        "environment": {**COMMON_ENV, **_compose_secrets(PROCESS_SECRET_KEYS.get(workload.name, ()))},
+        "environment": {
+            **COMMON_ENV,
+            **workload.kafka_env,
+            **_compose_secrets(PROCESS_SECRET_KEYS.get(workload.name, ())),
+        },
+        # its own password and the CA, nobody else's
+        "secrets": [
+            _compose_kafka_secret(name, KAFKA_SECRETS_PATH) for name in (CA_FILE, f"{workload.kafka_user}.password")
+        ],
         "depends_on": {"setup": {"condition": "service_completed_successfully"}},
         "stop_grace_period": "60s",
         "restart": "unless-stopped",
@@ -290,6 +376,7 @@ def _compose_secret(key: str) -> str:
 # --- kubernetes ---------------------------------------------------------------------------------------------------
 
 CONFIG_MAP: Final = "switchyard-config"
+KUBERNETES_BOOTSTRAP: Final = f"kafka-bootstrap.kafka.svc:{KAFKA_SASL_PORT}"  # the cluster's SASL_SSL listener
 SECRET: Final = "switchyard-secrets"
 # keys the operator puts in the Secret (kubectl create secret generic switchyard-secrets --from-literal=...);
 # every reference is optional, so a deployment on the local model needs none
@@ -318,7 +405,7 @@ def kubernetes(registry: Registry = REGISTRY) -> dict[str, list[dict[str, Any]]]
     files: dict[str, list[dict[str, Any]]] = {
         "00-namespace.yaml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}],
         "01-config.yaml": [_config_map()],
-        "02-setup-job.yaml": [_setup_job()],
+        "02-setup-job.yaml": [_setup_job(registry)],
         "03-models-volume.yaml": [_models_claim()],
     }
     for workload in workloads(registry):
@@ -328,7 +415,7 @@ def kubernetes(registry: Registry = REGISTRY) -> dict[str, list[dict[str, Any]]]
         if workload.process.replicas.scaling is Scaling.CPU:
             objects.append(_hpa(workload))
         if workload.group is not None:
-            objects.append(_scaled_object(workload))
+            objects.extend(_scaled_object(workload))
         files[f"{workload.name}.yaml"] = [*objects, _pdb(workload)]
     return files
 
@@ -344,7 +431,7 @@ def _metadata(name: str, component: str) -> dict[str, Any]:
 def _config_map() -> dict[str, Any]:
     data = {
         **{key: value for key, value in COMMON_ENV.items() if "${" not in value},
-        "SWITCHYARD_KAFKA_BOOTSTRAP": "kafka-bootstrap.kafka.svc:9092",
+        "SWITCHYARD_KAFKA_BOOTSTRAP": KUBERNETES_BOOTSTRAP,
         "SWITCHYARD_CLICKHOUSE_URL": "http://clickhouse.clickhouse.svc:8123",
         "SWITCHYARD_WEAVIATE_HOST": "weaviate.weaviate.svc",
         "SWITCHYARD_MODEL_BASE_URL": "http://model.switchyard.svc:8000/v1",
@@ -353,7 +440,7 @@ def _config_map() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(CONFIG_MAP, "config"), "data": data}
 
 
-def _setup_job() -> dict[str, Any]:
+def _setup_job(registry: Registry) -> dict[str, Any]:
     """The compose `setup` service as a Job: re-run it (delete and apply) for each release."""
     labels = {"app.kubernetes.io/name": "switchyard", "app.kubernetes.io/component": "setup"}
     container = {
@@ -361,10 +448,14 @@ def _setup_job() -> dict[str, Any]:
         "image": IMAGE,
         "command": ["sh", "-c", SETUP_COMMAND],
         "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
-        "env": _secret_env(SETUP_SECRET_KEYS),
+        "env": [{"name": "SWITCHYARD_KAFKA_USERNAME", "value": ADMIN}, *_secret_env(SETUP_SECRET_KEYS)],
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 10001},
+        # every principal's password (acls apply creates the SCRAM users that are missing) and the CA
+        "volumeMounts": [{"name": "kafka", "mountPath": ADMIN_SECRETS_PATH, "readOnly": True}],
     }
+    every = [CA_FILE, *_password_files(kafka_users(registry))]
+    kafka = {"name": "kafka", "secret": {"secretName": KAFKA_SECRET, "items": _items(every), "defaultMode": 0o400}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -373,7 +464,7 @@ def _setup_job() -> dict[str, Any]:
             "backoffLimit": 6,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"restartPolicy": "OnFailure", "containers": [container]},
+                "spec": {"restartPolicy": "OnFailure", "containers": [container], "volumes": [kafka]},
             },
         },
     }
@@ -390,6 +481,7 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         "env": [
             # the transactional id is switchyard-<stage>-<replica>: the pod name keeps it unique per replica
             {"name": "SWITCHYARD_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *({"name": key, "value": value} for key, value in workload.kafka_env.items()),
             *_secret_env((*SECRET_KEYS, *PROCESS_SECRET_KEYS.get(workload.name, ()))),
         ],
         "resources": {
@@ -405,8 +497,9 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 6}
         container["startupProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 60}
     else:
-        # the faust worker serves no HTTP: alive while it can reach the brokers it works with
-        probe = {"exec": {"command": ["sh", "-c", "python -m services.infra.probe kafka $SWITCHYARD_KAFKA_BOOTSTRAP"]}}
+        # the faust worker serves no HTTP: alive while it can log in to the brokers it works with, as itself
+        login = "python -m services.infra.probe kafka-login $SWITCHYARD_KAFKA_BOOTSTRAP"
+        probe = {"exec": {"command": ["sh", "-c", login]}}
         container["readinessProbe"] = {**probe, "periodSeconds": 15, "timeoutSeconds": 10}
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 30, "timeoutSeconds": 10}
     # KEDA (lag) or the HPA (CPU) sets the replicas of a scaled process
@@ -418,22 +511,26 @@ def _deployment(workload: Workload) -> dict[str, Any]:
         if replicas.scaling is Scaling.SINGLETON
         else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     )
+    # its own Kafka password and the CA, nobody else's
+    own = [CA_FILE, f"{workload.kafka_user}.password"]
+    container["volumeMounts"] = [{"name": "kafka", "mountPath": KAFKA_SECRETS_PATH, "readOnly": True}]
     pod: dict[str, Any] = {
         # SIGTERM finishes and commits the batch in flight (services/runtime/worker.py)
         "terminationGracePeriodSeconds": 60,
         "containers": [container],
+        "volumes": [
+            {"name": "kafka", "secret": {"secretName": KAFKA_SECRET, "items": _items(own), "defaultMode": 0o400}}
+        ],
     }
     if workload.name in MODEL_STATE:
-        container["volumeMounts"] = [{"name": "models", "mountPath": MODELS_PATH}]
-        pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM}}]
+        container["volumeMounts"].append({"name": "models", "mountPath": MODELS_PATH})
+        pod["volumes"].append({"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM}})
     if workload.key_files:
-        container["volumeMounts"] = [
-            *container.get("volumeMounts", []),
-            {"name": "keys", "mountPath": KEYS_PATH, "readOnly": True},
-        ]
-        items = [{"key": name, "path": name} for name in workload.key_files]
-        keys = {"name": "keys", "secret": {"secretName": KEYS_SECRET, "items": items, "defaultMode": 0o400}}
-        pod["volumes"] = [*pod.get("volumes", []), keys]
+        container["volumeMounts"].append({"name": "keys", "mountPath": KEYS_PATH, "readOnly": True})
+        items = _items(workload.key_files)
+        pod["volumes"].append(
+            {"name": "keys", "secret": {"secretName": KEYS_SECRET, "items": items, "defaultMode": 0o400}}
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -447,6 +544,10 @@ def _deployment(workload: Workload) -> dict[str, Any]:
     }
 
 
+def _items(file_names: Sequence[str]) -> list[dict[str, str]]:
+    return [{"key": name, "path": name} for name in file_names]
+
+
 def _secret_env(keys: Sequence[str]) -> list[dict[str, Any]]:
     return [
         {
@@ -457,29 +558,47 @@ def _secret_env(keys: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _scaled_object(workload: Workload) -> dict[str, Any]:
-    """Scale on the consumer group's lag, up to one replica per partition of its input topic."""
+def _scaled_object(workload: Workload) -> list[dict[str, Any]]:
+    """Scale on the consumer group's lag, up to one replica per partition of its input topic; KEDA reads the lag
+    over SASL_SSL as the process's own principal (its group and input topics are what that principal may read)."""
     metadata: dict[str, str] = {
-        "bootstrapServers": "kafka-bootstrap.kafka.svc:9092",
+        "bootstrapServers": KUBERNETES_BOOTSTRAP,
         "consumerGroup": str(workload.group),
         "lagThreshold": LAG_THRESHOLD,
         "offsetResetPolicy": "earliest",
+        "sasl": "scram_sha512",
+        "tls": "enable",
     }
     if len(workload.topics) == 1:
         metadata["topic"] = workload.topics[0]
-    return {
+    name = f"switchyard-{workload.name}"
+    authentication = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": _metadata(f"{name}-kafka", workload.name),
+        "spec": {
+            # the user name as the Deployment's container has it; the password and CA from the Secret
+            "env": [{"parameter": "username", "name": "SWITCHYARD_KAFKA_USERNAME", "containerName": workload.name}],
+            "secretTargetRef": [
+                {"parameter": "password", "name": KAFKA_SECRET, "key": f"{workload.kafka_user}.password"},
+                {"parameter": "ca", "name": KAFKA_SECRET, "key": CA_FILE},
+            ],
+        },
+    }
+    scaled = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _metadata(f"switchyard-{workload.name}", workload.name),
+        "metadata": _metadata(name, workload.name),
         "spec": {
-            "scaleTargetRef": {"name": f"switchyard-{workload.name}"},
+            "scaleTargetRef": {"name": name},
             "minReplicaCount": 1,
             "maxReplicaCount": workload.max_replicas,
             "pollingInterval": 15,
             "cooldownPeriod": 300,
-            "triggers": [{"type": "kafka", "metadata": metadata}],
+            "triggers": [{"type": "kafka", "metadata": metadata, "authenticationRef": {"name": f"{name}-kafka"}}],
         },
     }
+    return [authentication, scaled]
 
 
 def _hpa(workload: Workload) -> dict[str, Any]:

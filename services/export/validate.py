@@ -184,12 +184,14 @@ DEPENDENCY_CONDITIONS: Final = {"service_started", "service_healthy", "service_c
 
 def check_compose(document: dict[str, Any], project_dir: Path) -> list[str]:
     """Every problem of a compose document a `docker compose up` would trip on: unknown dependencies or
-    conditions, malformed or clashing host ports, undeclared named volumes, build contexts and Dockerfiles that
-    do not exist, health conditions on services without a healthcheck."""
+    conditions, malformed or clashing host ports, undeclared named volumes and secrets, build contexts and
+    Dockerfiles that do not exist, health conditions on services without a healthcheck."""
     problems: list[str] = []
     services: dict[str, Any] = document.get("services") or {}
     declared_volumes = set((document.get("volumes") or {}).keys())
     used_volumes: set[str] = set()
+    declared_secrets = set((document.get("secrets") or {}).keys())
+    used_secrets: set[str] = set()
     host_ports: dict[int, str] = {}
     if not services:
         return ["no services"]
@@ -213,6 +215,11 @@ def check_compose(document: dict[str, Any], project_dir: Path) -> list[str]:
                 used_volumes.add(source)
                 if source not in declared_volumes:
                     problems.append(f"{name}: volume {source!r} is not declared under volumes")
+        for secret in service.get("secrets", []):
+            source = str(secret["source"] if isinstance(secret, dict) else secret)
+            used_secrets.add(source)
+            if source not in declared_secrets:
+                problems.append(f"{name}: secret {source!r} is not declared under secrets")
         for dependency, condition in (service.get("depends_on") or {}).items():
             if dependency not in services:
                 problems.append(f"{name}: depends on unknown service {dependency!r}")
@@ -223,6 +230,7 @@ def check_compose(document: dict[str, Any], project_dir: Path) -> list[str]:
             if wanted == "service_healthy" and "healthcheck" not in services[dependency]:
                 problems.append(f"{name}: waits for {dependency} to be healthy, which has no healthcheck")
     problems.extend(f"volume {volume!r} is declared and never used" for volume in declared_volumes - used_volumes)
+    problems.extend(f"secret {secret!r} is declared and never used" for secret in declared_secrets - used_secrets)
     return problems
 
 

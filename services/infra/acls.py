@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,8 +43,11 @@ SIDE_ACCESS: Final[dict[str, tuple[set[str], set[str]]]] = {
     "answerer": (set(), {"model.calls"}),
     "auditor": ({"audited", "audit.checkpoints"}, {"audit.checkpoints"}),
     "health": ({"model.calls"}, {"model.health"}),
-    "approvals": ({"feedback", "approvals.state", "ref.staff", "pii.vault"}, {"requests", "approvals.state"}),
-    "gateway": ({"audited", "gateway.keys"}, {"requests", "feedback"}),
+    "approvals": (
+        {"feedback", "approvals.state", "ref.staff", "pii.vault"},
+        {"requests", "approvals.state", "dlq.approvals"},
+    ),
+    "gateway": ({"audited", "gateway.keys", "pii.vault"}, {"requests", "feedback"}),
     "learning": (set(), {"feedback"}),
     "dashboard": (set(), set()),
     TILL: (set(), {"requests", "feedback"}),
@@ -228,6 +233,54 @@ def apply(admin: AdminClient, settings: Settings, planned: AclPlan) -> None:
     if planned.to_add:
         for future in admin.create_acls([g.binding() for g in planned.to_add], request_timeout=TIMEOUT_S).values():
             future.result()
+
+
+def revoke(admin: AdminClient, settings: Settings) -> None:
+    """Removes every ACL `desired_grants` gives under the settings' topic prefix (the SCRAM users stay). Refuses
+    the empty prefix: those are the deployment's own ACLs, which every start of the broker applies."""
+    if not settings.topic_prefix:
+        raise ValueError("no topic prefix: revoking would remove the deployment's own ACLs")
+    filters = [
+        AclBindingFilter(*_binding_fields(grant.binding())) for grant in desired_grants(settings, topic_access())
+    ]
+    for future in admin.delete_acls(filters, request_timeout=TIMEOUT_S).values():
+        future.result()
+
+
+def _binding_fields(binding: AclBinding) -> list[Any]:
+    return [
+        binding.restype,
+        binding.name,
+        binding.resource_pattern_type,
+        binding.principal,
+        binding.host,
+        binding.operation,
+        binding.permission_type,
+    ]
+
+
+@contextmanager
+def granted(settings: Settings, timeout_s: float = TIMEOUT_S) -> Iterator[None]:
+    """Every process's ACLs under the settings' topic prefix while the block runs, revoked after: a chain on
+    topics of its own (a test's, a benchmark's) runs each process under its own principal. `settings` is a super
+    user's (the admin's); on PLAINTEXT, whose clients are super users, it does nothing."""
+    if settings.kafka_security_protocol != "SASL_SSL":
+        yield
+        return
+    if not settings.topic_prefix:
+        raise ValueError("no topic prefix: the deployment's own ACLs are `make acls`'s, not a block's")
+    admin = AdminClient(confluent_config({"socket.timeout.ms": 10_000, "log_level": 3}, settings))
+    apply(admin, settings, plan(admin, settings))
+    try:
+        # the broker's authorizer takes them from the metadata log a moment after CreateAcls returns
+        deadline = time.monotonic() + timeout_s
+        while plan(admin, settings).to_add:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ACLs under {settings.topic_prefix!r} not in force after {timeout_s}s")
+            time.sleep(0.1)
+        yield
+    finally:
+        revoke(admin, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,22 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.runtime.kafka_clients import confluent_config
+from services.settings import Settings
 
 PROBE_TOPIC = "_switchyard.probe"
 PROBE_GROUP = "_switchyard.probe"
 PROBE_TRANSACTIONAL_ID = "_switchyard.probe"
+
+
+def kafka_reachable(bootstrap: str, timeout_s: float = 5.0, settings: Settings | None = None) -> bool:
+    """Log in and read the cluster's metadata: what every principal may do, so a process's own liveness check
+    (the probe topic and transaction of `kafka_accepts_produce` are the admin's)."""
+    admin = AdminClient(confluent_config({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}, settings))
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
 
 
 def kafka_accepts_produce(bootstrap: str, timeout_s: float = 5.0) -> bool:
@@ -86,12 +98,12 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in {"kafka", "http"}:
-        print("usage: python -m services.infra.probe kafka HOST:PORT | http URL", file=sys.stderr)
+    checks = {"kafka": kafka_accepts_produce, "kafka-login": kafka_reachable, "http": http_ok}
+    if len(argv) != 2 or argv[0] not in checks:
+        print("usage: python -m services.infra.probe kafka|kafka-login HOST:PORT | http URL", file=sys.stderr)
         return 2
     kind, target = argv
-    ok = kafka_accepts_produce(target) if kind == "kafka" else http_ok(target)
-    return 0 if ok else 1
+    return 0 if checks[kind](target) else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from services.gateway.restore import AnswerRestorer
 from services.runtime.kafka_clients import confluent_config
@@ -60,11 +60,30 @@ class AnswerReader(threading.Thread):
                 }
             )
         )
+        self.topic = topic
         self.assigned = threading.Event()
-        self.consumer.subscribe([topic], on_assign=lambda consumer, partitions: self.assigned.set())
+
+    def _assign_at_end(self) -> None:
+        """Every partition of the topic from its current end, assigned (not subscribed): no group membership, so a
+        broker restart longer than the session timeout cannot rebalance the reader and reset it to the latest
+        offset, skipping the answers released while it was away. Retries until the topic exists."""
+        while not self.stop_event.is_set():
+            found = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            if found is not None and found.error is None and found.partitions:
+                ends = [
+                    TopicPartition(
+                        self.topic, p, self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                    )
+                    for p in sorted(found.partitions)
+                ]
+                self.consumer.assign(ends)
+                self.assigned.set()
+                return
+            time.sleep(0.2)
 
     def run(self) -> None:
         try:
+            self._assign_at_end()
             while not self.stop_event.is_set():
                 # poll returns as soon as one record is readable; then take what else has arrived, not waiting
                 first = self.consumer.poll(0.1)

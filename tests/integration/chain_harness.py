@@ -1,6 +1,10 @@
 """Runs the whole chain for tests: the five stages and the telemetry writer as real processes, on topics of
 their own (a unique SWITCHYARD_TOPIC_PREFIX), with the OpenAI-compatible stub model answering model routes.
-Tests publish requests, read `audited` as a store would, and kill or add processes to see what happens."""
+Tests publish requests, read `audited` as a store would, and kill or add processes to see what happens.
+
+On a SASL_SSL listener (what `make test` runs on) the harness and its clients are the admin, and each process
+logs in as its own principal (`switchyard-<process>`) with the ACLs of services/infra/acls.py applied under the
+chain's prefix for its lifetime: the chain proves it works with least privilege."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,10 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from services.infra import acls
 from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.request_key import STORE_PARTITIONER
 from services.settings import REPO_ROOT, Settings
 from services.stages import CHAIN
@@ -54,9 +60,15 @@ class Chain:
     fused: bool = False  # the five stages as one process (`switchyard run chain`)
     exit_codes: dict[str, int] = field(default_factory=dict)  # of each process, once stop_all ran
     launcher: Launcher = field(init=False)
+    grants: ExitStack = field(init=False, default_factory=ExitStack)  # the processes' ACLs, from prepare to tear_down
 
     def __post_init__(self) -> None:
         self.launcher = Launcher(self.log_dir, env=self.env())
+
+    @property
+    def admin_settings(self) -> Settings:
+        """The harness's own settings (the admin's on SASL_SSL) under the chain's prefix."""
+        return self.settings.model_copy(update={"topic_prefix": self.prefix})
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -72,6 +84,8 @@ class Chain:
         }
 
     def prepare(self) -> None:
+        """The chain's topics, reference data and, on SASL_SSL, its processes' ACLs (until `tear_down`)."""
+        self.grants.enter_context(acls.granted(self.admin_settings))
         reconcile(REPO_ROOT / "topics", self.settings.kafka_bootstrap, out=io.StringIO(), prefix=self.prefix)
         publish_stores(self.settings.kafka_bootstrap, self.codec, stores(len(STORES)), self.topic("ref.stores"))
         # who may approve: mgr-0001-1 and mgr-0001-2 for store 0001, and so on (services.tools.seed.staff_rows)
@@ -121,7 +135,9 @@ class Chain:
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
 
-    def delete_topics(self, admin: AdminClient) -> None:
+    def tear_down(self, admin: AdminClient) -> None:
+        """Revokes the processes' ACLs and deletes the chain's topics (after stop_all)."""
+        self.grants.close()
         delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.prefix)])
 
     # -- traffic ---------------------------------------------------------------------------------
@@ -144,9 +160,7 @@ class Chain:
 
     def publish(self, requests: list[Request], rate_per_s: float | None = None) -> None:
         # keyed and partitioned as every producer of requests (services/runtime/request_key.py)
-        producer = Producer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True, **STORE_PARTITIONER}
-        )
+        producer = Producer(confluent_config({"enable.idempotence": True, **STORE_PARTITIONER}, self.settings))
         started = time.monotonic()
         for index, request in enumerate(requests):
             if rate_per_s:
@@ -160,7 +174,7 @@ class Chain:
         assert producer.flush(30) == 0
 
     def publish_raw(self, topic: str, value: bytes, key: bytes = b"0001") -> None:
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 12 << 20})
+        producer = Producer(confluent_config({"message.max.bytes": 12 << 20}, self.settings))
         producer.produce(self.topic(topic), key=key, value=value)
         assert producer.flush(30) == 0
 
@@ -168,13 +182,15 @@ class Chain:
         """Every committed record on a topic from the start, as (decoded) dicts, until `until` records of
         this run were seen or the time is up; then a further second to catch duplicates."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
+            confluent_config(
+                {
+                    "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                },
+                self.settings,
+            )
         )
         consumer.subscribe([self.topic(topic)])
         seen: list[dict[str, Any]] = []
@@ -198,7 +214,7 @@ class Chain:
         return seen
 
     def end_offsets(self, topic: str) -> int:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "offsets"})
+        consumer = Consumer(confluent_config({"group.id": "offsets"}, self.settings))
         metadata = consumer.list_topics(self.topic(topic), timeout=10).topics[self.topic(topic)]
         total = 0
         for partition in metadata.partitions:
@@ -236,7 +252,7 @@ def running_chain(
         running.stop_all()
         stub.terminate()
         stub.wait(10)
-        running.delete_topics(admin)
+        running.tear_down(admin)
 
 
 def wait_for_leaders(admin: AdminClient, prefix: str, timeout_s: float = 30.0) -> None:

@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from services.infra.clickhouse import ping as clickhouse_ping
 from services.infra.probe import http_ok, kafka_accepts_produce
 from services.launcher import Launcher
+from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings, get_settings
 from services.wire.codec import AvroCodec
 from services.wire.schema_registry import SchemaRegistry
@@ -65,8 +66,8 @@ def codec(settings: Settings) -> AvroCodec:
 
 
 @pytest.fixture(scope="session")
-def admin(kafka: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka})
+def admin(settings: Settings, kafka: str) -> AdminClient:
+    return AdminClient(confluent_config(settings=settings))
 
 
 @pytest.fixture

@@ -9,9 +9,12 @@ from typing import Any
 
 import faust
 
+from services.runtime.kafka_clients import faust_credentials
+
 app = faust.App(
     os.environ["FAUST_APP_ID"],
     broker=f"kafka://{os.environ['FAUST_BROKER']}",
+    broker_credentials=faust_credentials(),
     store="memory://",
     topic_partitions=1,
     topic_replication_factor=1,

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.approvals.release import approved_request_id
 from services.infra.clickhouse import get_client
+from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings
 from services.wire.codec import AvroCodec
 from services.wire.models import Channel, Request
@@ -92,9 +93,7 @@ def dead_letter(chain: Chain, request_id: str, timeout_s: float = 60.0) -> dict[
 
 def wait_until_feedback_consumed(chain: Chain) -> None:
     """Until the approvals group has committed every feedback record (so it has decided each one)."""
-    consumer = Consumer(
-        {"bootstrap.servers": chain.settings.kafka_bootstrap, "group.id": f"{chain.prefix}switchyard-approvals"}
-    )
+    consumer = Consumer(confluent_config({"group.id": f"{chain.prefix}switchyard-approvals"}, chain.settings))
     topic = chain.topic("feedback")
     partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
     deadline = time.monotonic() + 60

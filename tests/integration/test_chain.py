@@ -49,7 +49,7 @@ def chain(
         codes = running.stop_all()
         stub.terminate()
         stub.wait(10)
-        running.delete_topics(admin)
+        running.tear_down(admin)
     assert all(code == 0 for code in codes.values()), f"SIGTERM did not exit 0: {codes}; logs in {log_dir}"
 
 

@@ -10,6 +10,7 @@ import uuid
 
 from confluent_kafka.admin import AdminClient
 
+from services.infra import acls
 from services.launcher import free_port
 from services.settings import Settings
 from tests.integration.conftest import delete_topics
@@ -32,23 +33,25 @@ def test_the_demo_answers_every_request_once_and_prints_a_summary(
         "SWITCHYARD_MODEL_NAME": "stub",
     }
     try:
-        demo = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.tools.demo.chain",
-                "--requests",
-                "40",
-                "--rate",
-                "20",
-                "--model",
-                "openai",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        # the demo's processes log in as their own principals on SASL_SSL: their ACLs under the test's prefix
+        with acls.granted(settings.model_copy(update={"topic_prefix": prefix})):
+            demo = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.tools.demo.chain",
+                    "--requests",
+                    "40",
+                    "--rate",
+                    "20",
+                    "--model",
+                    "openai",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
     finally:
         stub.terminate()
         stub.wait(10)

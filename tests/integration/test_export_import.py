@@ -24,6 +24,7 @@ from services.export.equivalence import DEFAULT_REQUESTS, compare
 from services.export.importer import BundleRefused, import_bundle, verify
 from services.export.secrets import LiteralSecretError
 from services.router.intents.classifier import ensure_trained
+from services.runtime.kafka_clients import confluent_config
 from services.settings import REPO_ROOT, Settings
 from services.wire.codec import AvroCodec
 from services.wire.schema_registry import SchemaRegistry
@@ -314,7 +315,7 @@ def test_records_on_the_running_topics_that_the_bundle_cannot_read_are_refused(
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     try:
         wait_for_topic(admin, topic)
-        producer = Producer({"bootstrap.servers": kafka})
+        producer = Producer(confluent_config())
         producer.produce(topic, codec.encode("Request", request))
         assert producer.flush(10) == 0
 

@@ -94,7 +94,7 @@ def failover_chain(
         for process in stubs:
             process.terminate()
             process.wait(10)
-        chain.delete_topics(admin)
+        chain.tear_down(admin)
 
 
 def model_routed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from services.runtime.kafka_clients import confluent_config
 from tests.integration.conftest import delete_topics
 
 WORKER = Path(__file__).with_name("faust_counter.py")
@@ -35,14 +36,12 @@ def test_faust_worker_counts_per_key_in_a_table_and_publishes_results(
         stderr=subprocess.STDOUT,
     )
     try:
-        producer = Producer({"bootstrap.servers": kafka})
+        producer = Producer(confluent_config())
         for key in [b"0417", b"0417", b"1600", b"0417"]:
             producer.produce(source, key=key, value=b"stock check")
         assert producer.flush(15) == 0
 
-        consumer = Consumer(
-            {"bootstrap.servers": kafka, "group.id": app_id + "-check", "auto.offset.reset": "earliest"}
-        )
+        consumer = Consumer(confluent_config({"group.id": app_id + "-check", "auto.offset.reset": "earliest"}))
         consumer.subscribe([sink])
         results: list[str] = []
         deadline = time.monotonic() + 90

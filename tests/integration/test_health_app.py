@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from services.infra.topics import reconcile
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.stage import now_us
 from services.settings import REPO_ROOT, Settings
 from services.wire.codec import AvroCodec
@@ -35,6 +36,9 @@ def test_a_latency_spike_takes_the_provider_down_and_recovery_brings_it_back(
         "SWITCHYARD_VAR_DIR": str(tmp_path),
         "SWITCHYARD_HEALTH_WINDOW_S": "4",
         "SWITCHYARD_HEALTH_STEP_S": "1",
+        # the var dir is the test's own: the Kafka credentials stay where the broker's are
+        "SWITCHYARD_KAFKA_PASSWORD_FILE": str(settings.kafka_password_path()),
+        "SWITCHYARD_KAFKA_CA_FILE": str(settings.kafka_ca_path()),
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "services.health"],
@@ -43,7 +47,7 @@ def test_a_latency_spike_takes_the_provider_down_and_recovery_brings_it_back(
         stdout=(tmp_path / "health.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    producer = Producer({"bootstrap.servers": kafka})
+    producer = Producer(confluent_config())
 
     def calls(latency_ms: float, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -64,7 +68,7 @@ def test_a_latency_spike_takes_the_provider_down_and_recovery_brings_it_back(
         spike_at = time.time()
         calls(3000, 6)
         calls(40, 8)
-        consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{prefix}check", "auto.offset.reset": "earliest"})
+        consumer = Consumer(confluent_config({"group.id": f"{prefix}check", "auto.offset.reset": "earliest"}))
         consumer.subscribe([f"{prefix}model.health"])
         states: list[tuple[float, str, str]] = []
         deadline = time.monotonic() + 10

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AclBindingFilter, AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from services.infra import acls
+from services.infra import acls, probe
 from services.runtime.kafka_clients import KafkaSecurityError, confluent_config
 from services.runtime.worker import StageWorker, WorkerConfig
 from services.settings import Settings
@@ -61,29 +61,13 @@ def secured(settings: Settings, sasl_bootstrap: str) -> Iterator[Settings]:
     try:
         yield admin_settings
     finally:
-        grants = acls.desired_grants(admin_settings, acls.topic_access())
-        filters = [AclBindingFilter(*_binding_fields(g)) for g in grants]
-        for future in admin.delete_acls(filters, request_timeout=30).values():
-            future.result()
+        acls.revoke(admin, admin_settings)
         groups = [g.group_id for g in admin.list_consumer_groups().result().valid if g.group_id.startswith(prefix)]
         if groups:
             for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
                 future.result()
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result(30)
-
-
-def _binding_fields(grant: acls.Grant) -> list[Any]:
-    binding = grant.binding()
-    return [
-        binding.restype,
-        binding.name,
-        binding.resource_pattern_type,
-        binding.principal,
-        binding.host,
-        binding.operation,
-        binding.permission_type,
-    ]
 
 
 def produce(settings: Settings, topic: str, timeout_ms: int = 15_000) -> KafkaError | None:
@@ -150,6 +134,18 @@ def test_a_wrong_password_is_refused(secured: Settings, tmp_path: Any) -> None:
     till = secured.model_copy(update={"kafka_username": acls.principal(acls.TILL), "kafka_password_file": wrong})
     error = produce(till, "requests", timeout_ms=5_000)
     assert error is not None
+
+
+def test_a_process_liveness_check_logs_in_as_itself_and_a_wrong_password_fails_it(
+    secured: Settings, tmp_path: Any
+) -> None:
+    """The faust worker's Kubernetes probe (`probe kafka-login`): metadata only, which any principal may read."""
+    till = secured.model_copy(update={"kafka_username": acls.principal(acls.TILL)})
+    assert probe.kafka_reachable(till.kafka_bootstrap, settings=till)
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password")
+    refused = till.model_copy(update={"kafka_password_file": wrong})
+    assert not probe.kafka_reachable(refused.kafka_bootstrap, timeout_s=3.0, settings=refused)
 
 
 def test_a_missing_password_file_names_the_file_and_the_fix(secured: Settings, tmp_path: Any) -> None:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.infra.probe import PROBE_GROUP, PROBE_TOPIC, kafka_commits_transaction
+from services.runtime.kafka_clients import aiokafka_config, confluent_config
 from services.runtime.reference import TopicTable
 from services.wire.codec import AvroCodec
 from services.wire.models import Channel, Request
@@ -43,7 +44,7 @@ async def test_aiokafka_round_trip_keeps_each_stores_requests_in_order(
 ) -> None:
     topic = new_topic(3)
     sent = requests_for(STORES, per_store=20)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(**aiokafka_config(enable_idempotence=True, acks="all"))
     await producer.start()
     try:
         for request in sent:
@@ -54,10 +55,9 @@ async def test_aiokafka_round_trip_keeps_each_stores_requests_in_order(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka,
-        group_id=f"it-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        **aiokafka_config(
+            group_id=f"it-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest", enable_auto_commit=False
+        ),
     )
     await consumer.start()
     received: list[tuple[int, dict[str, Any]]] = []
@@ -86,7 +86,7 @@ def test_confluent_kafka_round_trip_and_group_resumes_after_its_commit(
 ) -> None:
     topic = new_topic(1)
     group = f"it-{uuid.uuid4().hex[:8]}"
-    producer = Producer({"bootstrap.servers": kafka, "enable.idempotence": True})
+    producer = Producer(confluent_config({"enable.idempotence": True}))
     sent = requests_for(["0417"], per_store=10)
     for request in sent:
         producer.produce(topic, codec.encode("Request", request.model_dump()), key=request.store_id.encode())
@@ -94,12 +94,7 @@ def test_confluent_kafka_round_trip_and_group_resumes_after_its_commit(
 
     def consume(limit: int) -> list[str]:
         consumer = Consumer(
-            {
-                "bootstrap.servers": kafka,
-                "group.id": group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
+            confluent_config({"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
         )
         consumer.subscribe([topic])
         ids: list[str] = []
@@ -127,7 +122,7 @@ def test_the_readiness_probe_commits_a_transaction_with_a_groups_offsets(kafka: 
     """'Ready' for `make up` means what every stage does per batch worked: the transaction and group
     coordinators are loaded. The probe's commit is visible to a reader of committed records, and so are its
     group's offsets."""
-    reader = Consumer({"bootstrap.servers": kafka, "group.id": PROBE_GROUP, "isolation.level": "read_committed"})
+    reader = Consumer(confluent_config({"group.id": PROBE_GROUP, "isolation.level": "read_committed"}))
     try:
         before = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
         assert kafka_commits_transaction(kafka)
@@ -162,7 +157,7 @@ async def test_a_table_caught_up_holds_every_record_committed_before_the_call(
     await table.start()
     try:
         await table.caught_up()
-        producer = Producer({"bootstrap.servers": kafka, "transactional.id": f"caught-up-{uuid.uuid4().hex[:8]}"})
+        producer = Producer(confluent_config({"transactional.id": f"caught-up-{uuid.uuid4().hex[:8]}"}))
         producer.init_transactions(30)
         for round_ in range(3):
             producer.begin_transaction()

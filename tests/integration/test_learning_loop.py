@@ -47,6 +47,7 @@ from services.learning.training import train_and_register
 from services.learning.watchdog import Watchdog, WatchdogConfig
 from services.pos.feedback import PosFeedbackClient
 from services.router.intents.classifier import IntentClassifier, ensure_trained
+from services.runtime.kafka_clients import confluent_config
 from services.settings import REPO_ROOT, Settings
 from services.shared.model_artifact import default_artifact_dir as intent_artifact_dir
 from services.shared.route_table import load_route_table
@@ -101,7 +102,7 @@ def test_a_correction_from_the_till_reaches_the_feedback_topic_keyed_by_request(
     kafka: str, settings: Settings, codec: AvroCodec
 ) -> None:
     prefix = f"it.{uuid.uuid4().hex[:8]}."
-    admin = AdminClient({"bootstrap.servers": kafka})
+    admin = AdminClient(confluent_config())
     topic = f"{prefix}feedback"
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     wait_for_topic(admin, topic)
@@ -109,7 +110,7 @@ def test_a_correction_from_the_till_reaches_the_feedback_topic_keyed_by_request(
         till = PosFeedbackClient("staff-17", "0417", settings.model_copy(update={"topic_prefix": prefix}))
         sent = till.correct("req-1", "30 days with the receipt.")
         till.flush()
-        consumer = Consumer({"bootstrap.servers": kafka, "group.id": prefix, "auto.offset.reset": "earliest"})
+        consumer = Consumer(confluent_config({"group.id": prefix, "auto.offset.reset": "earliest"}))
         consumer.subscribe([topic])
         message = None
         for _ in range(30):

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.infra.clickhouse import get_client
+from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings
 from services.telemetry.lag import LagSampler, stage_inputs
 from services.telemetry.rows import (
@@ -172,11 +173,11 @@ def test_the_lag_sampler_reports_each_stage_behind_the_end_of_its_input(
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
     wait_for_topic(admin, topic)
     try:
-        producer = Producer({"bootstrap.servers": kafka})
+        producer = Producer(confluent_config())
         for n in range(7):
             producer.produce(topic, value=b"x", partition=n % 2)
         assert producer.flush(30) == 0
-        consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{prefix}switchyard-router"})
+        consumer = Consumer(confluent_config({"group.id": f"{prefix}switchyard-router"}))
         consumer.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 1)], asynchronous=False)
         consumer.close()
         sampler = LagSampler(settings.model_copy(update={"topic_prefix": prefix}), stage_inputs())

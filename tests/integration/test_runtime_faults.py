@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from services.runtime.kafka_clients import confluent_config
 from services.tools.bench.runtime import routed_value
 from services.wire.codec import AvroCodec
 from tests.integration.conftest import delete_topics, wait_for_topic
@@ -47,7 +48,7 @@ def start_relay(prefix: str, replica: str, fault: str, log: Path) -> subprocess.
 
 
 def publish(kafka: str, codec: AvroCodec, topic: str, count: int, run: str) -> set[str]:
-    producer = Producer({"bootstrap.servers": kafka, "enable.idempotence": True})
+    producer = Producer(confluent_config({"enable.idempotence": True}))
     for index in range(count):
         producer.produce(topic, codec.encode("Routed", routed_value(index, run)), f"{index % 7:04d}".encode())
     assert producer.flush(30) == 0
@@ -58,13 +59,14 @@ def read_committed(kafka: str, codec: AvroCodec, topic: str, until: int, timeout
     """Request ids on `topic` as a read_committed reader sees them, counted; reads until `until` distinct ids
     arrived and two quiet seconds passed (so a late duplicate would be seen), or the timeout."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": kafka,
-            "group.id": f"it-reader-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
+        confluent_config(
+            {
+                "group.id": f"it-reader-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
     )
     consumer.subscribe([topic])
     seen: Counter[str] = Counter()

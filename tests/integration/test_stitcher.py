@@ -19,6 +19,7 @@ from weaviate import WeaviateClient
 
 from services.launcher import free_port
 from services.learning.feedback import FeedbackPublisher, make_feedback
+from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings
 from services.shared.embedder import SentenceEmbedder
 from services.stitcher.knowledge import connect, ingest
@@ -132,7 +133,7 @@ def chain_settings(settings: Settings, admin: AdminClient, codec: AvroCodec) -> 
     people = [customer("C-consent", True), customer("C-private", False)]
     publish_customers(bootstrap, codec, people, prefixed.topic("ref.customers"))
     history = [audited(f"h-{who}-{n}", who) for who in ("C-consent", "C-private") for n in range(3)]
-    old = Producer({"bootstrap.servers": bootstrap})  # an interaction from before the history's lookback
+    old = Producer(confluent_config(settings=settings))  # an interaction from before the history's lookback
     forty_days_ago = int((time.time() - 40 * 86_400) * 1000)
     value = codec.encode("Audited", audited("h-C-consent-old", "C-consent"))
     old.produce(prefixed.topic("audited"), key=b"0001", value=value, timestamp=forty_days_ago)

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.infra.clickhouse import get_client
 from services.runtime.deadletter import opened_original
+from services.runtime.kafka_clients import confluent_config
 from services.runtime.request_key import STORE_PARTITIONER
 from services.runtime.sealing import dead_letter_opener
 from services.runtime.tracing import TRACEPARENT, Header, TraceParent, parent_of
@@ -49,9 +50,7 @@ def a_trace() -> tuple[str, str, bytes]:
 
 
 def produce(chain: Chain, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-    producer = Producer(
-        {"bootstrap.servers": chain.settings.kafka_bootstrap, "enable.idempotence": True, **STORE_PARTITIONER}
-    )
+    producer = Producer(confluent_config({"enable.idempotence": True, **STORE_PARTITIONER}, chain.settings))
     producer.produce(chain.topic(topic), value=value, key=key, headers=headers)
     assert producer.flush(30) == 0
 
@@ -61,13 +60,15 @@ def read_one(
 ) -> tuple[dict[str, Any], Headers]:
     """The first committed record on `topic` that `matches`, decoded, with its Kafka headers."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": chain.settings.kafka_bootstrap,
-            "group.id": f"trace-reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
+        confluent_config(
+            {
+                "group.id": f"trace-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            },
+            chain.settings,
+        )
     )
     consumer.subscribe([chain.topic(topic)])
     deadline = time.monotonic() + timeout_s

@@ -16,6 +16,7 @@ import yaml
 
 from services.export.deploy import DEPLOY_DIR, compose, render, stale, workloads
 from services.export.validate import check_compose
+from services.infra.acls import topic_access
 from services.infra.topic_specs import load_topics
 from services.runtime.stage import Stage
 from services.settings import REPO_ROOT
@@ -69,8 +70,8 @@ def test_the_learning_process_runs_once_and_shares_the_model_volume_with_router_
     assert claims["switchyard-models"]["spec"]["accessModes"] == ["ReadWriteMany"]
     for name in ("router", "answerer", "learning"):
         pod = deployments[name]["spec"]["template"]["spec"]
-        assert pod["volumes"][0] == {"name": "models", "persistentVolumeClaim": {"claimName": "switchyard-models"}}
-        assert pod["containers"][0]["volumeMounts"][0] == {"name": "models", "mountPath": "/app/var/models"}
+        assert {"name": "models", "persistentVolumeClaim": {"claimName": "switchyard-models"}} in pod["volumes"]
+        assert {"name": "models", "mountPath": "/app/var/models"} in pod["containers"][0]["volumeMounts"]
     assert all(v["name"] != "models" for v in deployments["governor"]["spec"]["template"]["spec"]["volumes"])
 
 
@@ -99,6 +100,80 @@ def test_each_pod_mounts_only_its_own_keys_read_only() -> None:
     assert keys_of("router") == keys_of("telemetry") == {sealing}
     assert all(not keys_of(name) for name in ("dashboard", "learning", "health"))
     assert all("dead_letters_x25519.pem" not in keys_of(name) for name in deployments)
+
+
+def test_each_pod_logs_in_to_kafka_over_sasl_ssl_as_its_own_principal_with_only_its_own_password() -> None:
+    config = by_kind("ConfigMap")["config"]["data"]
+    assert config["SWITCHYARD_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["SWITCHYARD_KAFKA_BOOTSTRAP"].endswith(":9094")
+    for name, deployment in by_kind("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        user = f"switchyard-{name}"
+        assert env["SWITCHYARD_KAFKA_USERNAME"] == user
+        assert env["SWITCHYARD_KAFKA_PASSWORD_FILE"] == f"/etc/switchyard/kafka/{user}.password"
+        assert env["SWITCHYARD_KAFKA_CA_FILE"] == "/etc/switchyard/kafka/ca.pem"
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "kafka"]
+        assert mounts == [{"name": "kafka", "mountPath": "/etc/switchyard/kafka", "readOnly": True}]
+        [volume] = [v["secret"] for v in pod["volumes"] if v["name"] == "kafka"]
+        assert volume["secretName"] == "switchyard-kafka" and volume["defaultMode"] == 0o400
+        assert {item["key"] for item in volume["items"]} == {"ca.pem", f"{user}.password"}, name
+
+
+def test_the_setup_job_logs_in_as_the_admin_and_creates_the_users_and_acls_first() -> None:
+    job = by_kind("Job")["setup"]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    assert container["command"][-1].startswith("python -m services.infra.acls apply && ")
+    assert {"name": "SWITCHYARD_KAFKA_USERNAME", "value": "admin"} in container["env"]
+    [volume] = [v["secret"] for v in job["volumes"] if v["name"] == "kafka"]
+    keys = {item["key"] for item in volume["items"]}
+    assert keys == {"ca.pem", "admin.password", *(f"switchyard-{name}.password" for name in topic_access())}
+    assert {"name": "kafka", "mountPath": "/app/var/secrets/kafka", "readOnly": True} in container["volumeMounts"]
+
+
+def test_keda_reads_each_groups_lag_over_sasl_ssl_as_that_process() -> None:
+    authentications = by_kind("TriggerAuthentication")
+    for name, scaled in by_kind("ScaledObject").items():
+        [trigger] = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+        assert trigger["metadata"]["bootstrapServers"].endswith(":9094")
+        authentication = authentications[name]
+        assert trigger["authenticationRef"] == {"name": authentication["metadata"]["name"]}
+        spec = authentication["spec"]
+        assert spec["env"] == [{"parameter": "username", "name": "SWITCHYARD_KAFKA_USERNAME", "containerName": name}]
+        assert {(ref["parameter"], ref["key"]) for ref in spec["secretTargetRef"]} == {
+            ("password", f"switchyard-{name}.password"),
+            ("ca", "ca.pem"),
+        }
+
+
+def test_compose_runs_kafka_on_sasl_ssl_alone_and_each_process_gets_only_its_own_password() -> None:
+    document = yaml.safe_load((DEPLOY_DIR / "docker-compose.yaml").read_text())
+    services = document["services"]
+    kafka = services["kafka"]
+    assert kafka["ports"] == ["9094:9094"]
+    start = kafka["command"][-1]
+    assert "SASL_SSL://:9094,CONTROLLER://kafka:9093" in start and "PLAINTEXT://" not in start
+    assert "--add-scram" in start and "User:ANONYMOUS" not in start
+    assert {s["target"] for s in kafka["secrets"]} == {
+        "/run/secrets/kafka/ca.pem",
+        "/run/secrets/kafka/broker.pem",
+        "/run/secrets/kafka/admin.password",
+    }
+    for name in PROCESSES:
+        environment = services[name]["environment"]
+        user = f"switchyard-{name}"
+        assert environment["SWITCHYARD_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert environment["SWITCHYARD_KAFKA_BOOTSTRAP"] == "kafka:9094"
+        assert environment["SWITCHYARD_KAFKA_USERNAME"] == user
+        targets = {s["target"] for s in services[name]["secrets"]}
+        assert targets == {"/etc/switchyard/kafka/ca.pem", f"/etc/switchyard/kafka/{user}.password"}, name
+        assert environment["SWITCHYARD_KAFKA_PASSWORD_FILE"] in targets
+    # the setup, as admin, holds every password: it creates the SCRAM users that are missing
+    assert services["setup"]["environment"]["SWITCHYARD_KAFKA_USERNAME"] == "admin"
+    assert len(services["setup"]["secrets"]) == len(topic_access()) + 2  # every process, the admin, the CA
+    assert all(secret["file"].startswith("./secrets/kafka/") for secret in document["secrets"].values())
 
 
 def test_each_deployment_probes_healthz_on_its_stage_port_and_requests_resources() -> None:
@@ -173,7 +248,10 @@ def test_the_compose_file_runs_the_infrastructure_every_process_and_the_dashboar
     assert check_compose(document, DEPLOY_DIR) == []
     ports = [p.split(":")[-2] for service in document["services"].values() for p in service.get("ports", [])]
     assert len(ports) == len(set(ports))
-    assert document["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # the broker runs the dev broker's own configuration (KRaft, broker and controller in one process)
+    kafka = document["services"]["kafka"]
+    assert "../kafka/server.properties.in:/opt/switchyard/server.properties.in:ro" in kafka["volumes"]
+    assert "process.roles=broker,controller" in (REPO_ROOT / "infra" / "kafka" / "server.properties.in").read_text()
 
 
 def test_the_compose_check_names_each_broken_service_port_and_volume() -> None:
@@ -184,6 +262,9 @@ def test_the_compose_check_names_each_broken_service_port_and_volume() -> None:
     document["services"]["dashboard"]["depends_on"] = {"router": {"condition": "service_healthy"}}
     document["services"]["router"].pop("healthcheck")
     del document["volumes"]["health-state"]
+    document["services"]["router"]["secrets"].append({"source": "kafka-switchyard-admin", "target": "/x"})
+    del document["secrets"]["kafka-switchyard-pos"]
+    document["secrets"]["kafka-stale"] = {"file": "./secrets/kafka/stale.password"}
 
     problems = check_compose(document, DEPLOY_DIR)
 
@@ -194,6 +275,9 @@ def test_the_compose_check_names_each_broken_service_port_and_volume() -> None:
             "governor: depends on unknown service 'policy-server'",
             "dashboard: waits for router to be healthy, which has no healthcheck",
             "health: volume 'health-state' is not declared under volumes",
+            "router: secret 'kafka-switchyard-admin' is not declared under secrets",
+            "setup: secret 'kafka-switchyard-pos' is not declared under secrets",
+            "secret 'kafka-stale' is declared and never used",
         ]
     )
 
@@ -238,7 +322,8 @@ def test_the_setup_job_presents_the_weaviate_key_when_it_ingests_the_knowledge_b
     container = job["spec"]["template"]["spec"]["containers"][0]
 
     assert "knowledge ingest" in container["command"][-1]
-    assert [item["valueFrom"]["secretKeyRef"]["key"] for item in container["env"]] == ["SWITCHYARD_WEAVIATE_API_KEY"]
+    secrets = [item["valueFrom"]["secretKeyRef"]["key"] for item in container["env"] if "valueFrom" in item]
+    assert secrets == ["SWITCHYARD_WEAVIATE_API_KEY"]
 
 
 def test_the_dashboard_answers_its_service_names_and_no_other_host_by_default() -> None:

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from cryptography import x509
 
 from services.infra import acls
@@ -109,6 +110,19 @@ def test_each_stage_reads_its_input_and_writes_its_output_and_dead_letters() -> 
         # no stage writes another's output
         assert not writes & (set(chain_topics) - {chain_topics[index + 1]})
     assert access[FUSED][1] == frozenset().union(*(access[stage][1] for stage in CHAIN))
+
+
+def test_the_approvals_process_writes_its_dead_letters_and_the_gateway_reads_the_pii_vault() -> None:
+    """Found by the chain tests on SASL_SSL: the approvals process dead-letters refused decisions, and the gateway
+    opens vault entries of answers it reads back (services/gateway/app.py)."""
+    access = acls.topic_access()
+    assert "dlq.approvals" in access["approvals"][1]
+    assert "pii.vault" in access["gateway"][0] and "pii.vault" not in access["gateway"][1]
+
+
+def test_revoking_refuses_the_empty_prefix_whose_acls_are_the_deployments() -> None:
+    with pytest.raises(ValueError, match="deployment's own ACLs"):
+        acls.revoke(AdminClient({"bootstrap.servers": "127.0.0.1:1"}), Settings(topic_prefix=""))
 
 
 def test_every_topic_granted_is_declared_in_topics() -> None:

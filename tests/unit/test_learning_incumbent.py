@@ -7,6 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from services.learning.incumbent import LocalKnowledge
+from services.learning.registry import ModelRegistry
+from services.learning.simulation import POLICY, is_right, states_facts
+from services.learning.training import NARROW_INTENTS
+from services.shared.embedder import SentenceEmbedder
 from services.tools.demo.learning import (
     GROUNDED_PROVIDER,
     Loop,
@@ -17,12 +23,6 @@ from services.tools.demo.learning import (
     unseen_items,
     unseen_summary,
 )
-
-from services.learning.incumbent import LocalKnowledge
-from services.learning.registry import ModelRegistry
-from services.learning.simulation import POLICY, is_right, states_facts
-from services.learning.training import NARROW_INTENTS
-from services.shared.embedder import SentenceEmbedder
 
 REFUNDS = next(fact for fact in POLICY if fact.answer.startswith("Refunds go back"))
 

@@ -173,9 +173,8 @@ def test_skipping_ner_changes_no_finding_on_the_labelled_cases(
 ) -> None:
     import json
 
-    from services.tools.eval.governance import CASES
-
     from services.shared import pii
+    from services.tools.eval.governance import CASES
 
     cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = [case["text"] for case in cases if "text" in case]

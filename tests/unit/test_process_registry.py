@@ -93,9 +93,14 @@ def test_a_stage_added_in_the_registry_alone_appears_in_every_derived_place(
     ]
 
     files = manifests(registry, tmp_path)
-    deployment, scaled, budget = files["kubernetes/toy.yaml"]
-    assert [deployment["kind"], scaled["kind"], budget["kind"]] == ["Deployment", "ScaledObject", "PodDisruptionBudget"]
+    deployment, authentication, scaled, budget = files["kubernetes/toy.yaml"]
+    kinds = [deployment["kind"], authentication["kind"], scaled["kind"], budget["kind"]]
+    assert kinds == ["Deployment", "TriggerAuthentication", "ScaledObject", "PodDisruptionBudget"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    # it logs in to Kafka as its own principal, whose password the setup holds too (it creates the user)
+    assert {"name": "SWITCHYARD_KAFKA_USERNAME", "value": "switchyard-toy"} in container["env"]
+    setup = files["kubernetes/02-setup-job.yaml"][0]["spec"]["template"]["spec"]["volumes"][0]["secret"]
+    assert "switchyard-toy.password" in [item["key"] for item in setup["items"]]
     assert container["args"] == ["run", "toy", "--http-port", str(TOY_PORT)]
     assert container["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     keys = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys")

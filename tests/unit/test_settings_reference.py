@@ -22,8 +22,8 @@ from services.settings import (
 )
 
 SETTING_VARIABLES = {name for field in Settings.model_fields for name in env_names(field)}
-# set by infra/lib.sh for the scripts it sources (their checkout), never read by a Switchyard process
-SCRIPT_ONLY = {"SWITCHYARD_ROOT"}
+# read by one script only, never by a process: the checkout root, and the test suite's listener switch (infra/test.sh)
+SCRIPT_ONLY = {"SWITCHYARD_ROOT", "SWITCHYARD_TEST_KAFKA"}
 SHELL_DEFAULT = re.compile(r"\$\{(SWITCHYARD_[A-Z0-9_]+):-([^$}]*)\}")
 
 

@@ -30,6 +30,7 @@ import aiohttp
 from confluent_kafka.admin import AdminClient
 
 from services.dashboard.queries import measured_split
+from services.infra import acls
 from services.infra.probe import http_ok
 from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
@@ -107,9 +108,13 @@ def stub_chain(
     env = {**stub_chain_env(prefix, url), **(extra_env or {})}
     launcher = Launcher(Path(tempfile.mkdtemp(prefix=f"switchyard-{name}-")), env=env)
     try:
-        yield StubChain(prefix, url, launcher)
+        # on SASL_SSL each process logs in as its own principal: its ACLs under the prefix, for the run
+        with acls.granted(settings.model_copy(update={"topic_prefix": prefix})):
+            try:
+                yield StubChain(prefix, url, launcher)
+            finally:
+                launcher.stop_all()
     finally:
-        launcher.stop_all()
         stub.terminate()
         stub.wait(10)
         delete_prefixed_topics(settings.kafka_bootstrap, prefix)
