@@ -150,6 +150,13 @@ def _group_grants(process: str, user: str, prefix: str) -> list[Grant]:
         return [
             Grant(user, "group", app, False, "read"),
             *(Grant(user, "topic", f"{app}-", True, op) for op in ("create", "read", "write", "describe_configs")),
+            # faust declares the topics of its agents and sinks (CreateTopics on topics that exist: a no-op, but
+            # refused without CREATE, every 2 s, and the agent never settles)
+            *(
+                Grant(user, "topic", f"{prefix}{topic}", False, op)
+                for topic in ("model.calls", "model.health")
+                for op in ("create", "describe_configs")
+            ),
         ]
     return []
 

@@ -58,6 +58,10 @@ def secured(settings: Settings, sasl_bootstrap: str) -> Iterator[Settings]:
         future.result(30)
     planned = acls.plan(admin, admin_settings)
     acls.apply(admin, admin_settings, planned)
+    deadline = time.monotonic() + 30
+    while acls.plan(admin, admin_settings).to_add:  # in force once the broker lists them (as acls.granted waits)
+        assert time.monotonic() < deadline, "the ACLs under the test's prefix never came into force"
+        time.sleep(0.1)
     try:
         yield admin_settings
     finally:

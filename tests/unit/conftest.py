@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from services.answerer.stage import Answerer
 from services.dev.stub_model import STUB_BEHAVIOUR, StubBehaviour, start_stub
 from services.governor.stage import Analyzer, Governor
-from services.settings import REPO_ROOT, Settings
+from services.settings import REPO_ROOT, Settings, get_settings
 
 StubFactory = Callable[..., Awaitable[tuple[StubBehaviour, str]]]
 
@@ -54,3 +55,17 @@ async def answerers() -> AsyncIterator[list[Answerer]]:
     yield built
     for stage in built:
         await stage.stop()
+
+
+@pytest.fixture(autouse=True)
+def plaintext_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Unit tests run without a broker's secrets: `make test` exports the SASL_SSL listener's settings for the
+    integration suite in the same run, so each unit test sees the plaintext defaults instead."""
+    if os.environ.get("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT":
+        yield
+        return
+    monkeypatch.setenv("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    monkeypatch.setenv("SWITCHYARD_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('SWITCHYARD_KAFKA_PORT', '9092')}")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
