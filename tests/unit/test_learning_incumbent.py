@@ -38,11 +38,11 @@ def test_every_policy_answer_states_its_own_facts() -> None:
 
 def test_an_answer_is_judged_by_the_facts_it_states_not_by_its_words() -> None:
     quoted = (
-        "Refunds go back to the original payment method. Card refunds can take three to five business days to "
-        "appear on the statement, depending on the bank."
+        "We pay it back to the original payment method; on a card that can take three to five business days to "
+        "show on the statement, depending on the bank."
     )
-    assert is_right(quoted, REFUNDS.answer)  # the knowledge base's words, both facts: right
-    assert not is_right("Refunds go back to the original payment method.", REFUNDS.answer)  # one fact missing
+    assert is_right(quoted, REFUNDS.answer)  # other words, both facts: right
+    assert not is_right("We pay it back to the original payment method.", REFUNDS.answer)  # one fact missing
     assert not is_right(REFUNDS.answer.replace("three to five", "five to seven"), REFUNDS.answer)  # a wrong figure
     assert not is_right("Stub answer to: how long does a refund take", REFUNDS.answer)  # the echo
 
