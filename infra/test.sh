@@ -15,13 +15,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Kafka's listener for the suite (SWITCHYARD_TEST_KAFKA): plaintext (the default, see docs/operators.md: on
-# sasl_ssl the health app is refused on model.calls and test_failover fails) or sasl_ssl, which runs every client the tests build,
+# Kafka's listener for the suite (SWITCHYARD_TEST_KAFKA): sasl_ssl (the default), which runs every client the tests build,
 # and every tool, as admin over SCRAM/TLS, and every chain process a test starts as its own principal
 # (switchyard-<process>) with its ACLs granted under the test's topic prefix; plaintext runs it all on the
 # loopback PLAINTEXT listener, whose clients are super users. The ACL tests log in on SASL_SSL either way.
 export SWITCHYARD_KAFKA_SASL_PORT=${SWITCHYARD_KAFKA_SASL_PORT:-9094}
-case "${SWITCHYARD_TEST_KAFKA:-plaintext}" in
+case "${SWITCHYARD_TEST_KAFKA:-sasl_ssl}" in
   sasl_ssl)
     export SWITCHYARD_KAFKA_SECURITY_PROTOCOL=SASL_SSL
     export SWITCHYARD_KAFKA_BOOTSTRAP="$SWITCHYARD_HOST:$SWITCHYARD_KAFKA_SASL_PORT"

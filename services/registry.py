@@ -270,7 +270,8 @@ REGISTRY: Final = Registry(
             input_topic="answered",
             output_topic="audited",
             side_outputs=("audit.checkpoints",),
-            also_reads=("audited",),  # the tail after the last checkpoint, to recover its chain heads
+            # its last checkpoint, and the tail of audited after it, to recover its chain heads
+            also_reads=("audited", "audit.checkpoints"),
             factory="services.stages:build_auditor",
             http_port=9105,
             resources=Resources("100m", "256Mi", "512Mi"),
@@ -291,7 +292,9 @@ REGISTRY: Final = Registry(
             Kind.SERVICE,
             factory="services.stages:run_health",
             inputs=("model.calls",),
-            outputs=("model.health",),
+            # it probes a provider that is down through the provider layer, which reports the probe to model.calls
+            # like any call: the probes are what bring a provider back
+            outputs=("model.health", "model.calls"),
             group="switchyard-health",  # the faust app id; faust adds its own changelog topics under it
             http_port=None,  # the faust worker reports through its logs and model.health itself
             resources=Resources("100m", "256Mi", "512Mi"),
@@ -322,6 +325,7 @@ REGISTRY: Final = Registry(
             "learning",
             Kind.SERVICE,
             factory="services.stages:run_learning",
+            outputs=("feedback",),  # staff corrections published with `python -m services.learning feedback`
             http_port=9111,
             replicas=Replicas(Scaling.SINGLETON),
             resources=Resources("100m", "256Mi", "512Mi"),
@@ -331,8 +335,9 @@ REGISTRY: Final = Registry(
             Kind.SERVICE,
             factory="services.stages:run_gateway",
             outputs=("requests", "feedback"),
-            # its API keys, and the answers from audited with a group of each replica's own
-            also_reads=("gateway.keys", "audited"),
+            # its API keys, the answers from audited with a group of each replica's own, and the PII vault to
+            # restore the tokens in an answer for the till that asked
+            also_reads=("gateway.keys", "audited", "pii.vault"),
             http_port=9112,
             replicas=Replicas(Scaling.CPU, least=2, most=10),
             audience=Audience.CLIENTS,

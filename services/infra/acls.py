@@ -5,7 +5,6 @@ plan|apply` (apply also creates the SCRAM users that are missing, with the passw
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -35,55 +34,21 @@ PRINCIPAL_PREFIX: Final = "switchyard-"
 SCRAM_ITERATIONS: Final = 8192
 # the till: a POS terminal or store app publishing requests and feedback (services.pos), nothing else
 TILL: Final = "pos"
-# what a process touches besides a chain stage's input, output and dead-letter topic (names as in topics/)
-SIDE_ACCESS: Final[dict[str, tuple[set[str], set[str]]]] = {
-    "router": ({"model.health"}, set()),
-    "stitcher": ({"ref.stores", "ref.inventory", "ref.customers", "audited", "feedback"}, set()),
-    "governor": (set(), {"pii.vault"}),
-    "answerer": (set(), {"model.calls"}),
-    "auditor": ({"audited", "audit.checkpoints"}, {"audit.checkpoints"}),
-    "health": ({"model.calls"}, {"model.health"}),
-    "approvals": (
-        {"feedback", "approvals.state", "ref.staff", "pii.vault"},
-        {"requests", "approvals.state", "dlq.approvals"},
-    ),
-    "gateway": ({"audited", "gateway.keys", "pii.vault"}, {"requests", "feedback"}),
-    "learning": (set(), {"feedback"}),
-    "dashboard": (set(), set()),
-    TILL: (set(), {"requests", "feedback"}),
-}
-
-
-def _stage_topics(name: str) -> tuple[set[str], set[str]]:
-    """A chain stage's input, output and dead-letter topic, read from its Stage class (class facts: no instance
-    and none of the stage's dependencies are needed)."""
-    from services.runtime.stage import Stage
-
-    module = importlib.import_module(f"services.{name}.stage")
-    stage_class = next(
-        value
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, Stage) and getattr(value, "name", None) == name
-    )
-    stage: Stage[Any, Any] = object.__new__(stage_class)
-    return {stage.input_topic}, {stage.output_topic, stage.dead_letter_topic}
 
 
 def topic_access() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
-    """{process: (topics it reads, topics it writes)}, topic names as in topics/. The process registry's
-    function of the same name replaces this one when it lands."""
+    """{process: (topics it reads, topics it writes)}, topic names as in topics/: the process registry's facts
+    (services.registry.topic_access), the five stages in one process (each one's access), and the till."""
+    from services.registry import topic_access as registry_access
     from services.stages import CHAIN, FUSED
-    from services.telemetry.writer import TOPICS as TELEMETRY_TOPICS
 
-    access: dict[str, tuple[set[str], set[str]]] = {name: _stage_topics(name) for name in CHAIN}
-    access["telemetry"] = (set(TELEMETRY_TOPICS), {"dlq.telemetry"})
-    for name, (reads, writes) in SIDE_ACCESS.items():
-        own_reads, own_writes = access.setdefault(name, (set(), set()))
-        own_reads |= reads
-        own_writes |= writes
-    # the five stages in one process: each one's access
-    access[FUSED] = (set().union(*(access[n][0] for n in CHAIN)), set().union(*(access[n][1] for n in CHAIN)))
-    return {name: (frozenset(reads), frozenset(writes)) for name, (reads, writes) in sorted(access.items())}
+    access = {name: (frozenset(reads), frozenset(writes)) for name, (reads, writes) in registry_access().items()}
+    access[FUSED] = (
+        frozenset().union(*(access[name][0] for name in CHAIN)),
+        frozenset().union(*(access[name][1] for name in CHAIN)),
+    )
+    access[TILL] = (frozenset(), frozenset({"requests", "feedback"}))
+    return dict(sorted(access.items()))
 
 
 def principal(process: str) -> str:
@@ -150,13 +115,6 @@ def _group_grants(process: str, user: str, prefix: str) -> list[Grant]:
         return [
             Grant(user, "group", app, False, "read"),
             *(Grant(user, "topic", f"{app}-", True, op) for op in ("create", "read", "write", "describe_configs")),
-            # faust declares the topics of its agents and sinks (CreateTopics on topics that exist: a no-op, but
-            # refused without CREATE, every 2 s, and the agent never settles)
-            *(
-                Grant(user, "topic", f"{prefix}{topic}", False, op)
-                for topic in ("model.calls", "model.health")
-                for op in ("create", "describe_configs")
-            ),
         ]
     return []
 

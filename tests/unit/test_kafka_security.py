@@ -120,6 +120,20 @@ def test_the_approvals_process_writes_its_dead_letters_and_the_gateway_reads_the
     assert "pii.vault" in access["gateway"][0] and "pii.vault" not in access["gateway"][1]
 
 
+def test_the_health_app_writes_model_calls_for_its_probes_and_holds_only_its_own_extra_grants() -> None:
+    """Found by test_failover on SASL_SSL: the health app probes a provider that is down through the provider layer,
+    which reports each probe to model.calls; refused there, a provider never came back. Faust needs its own group
+    and its changelog topics (under its app id), and no CREATE on the topics it only uses."""
+    reads, writes = acls.topic_access()["health"]
+    assert reads == {"model.calls"} and writes == {"model.calls", "model.health"}
+    grants = acls.desired_grants(Settings(topic_prefix="t1."), {"health": (reads, writes)})
+    extra = {str(g) for g in grants if g.operation not in ("read", "write") or g.resource != "topic"}
+    assert extra == {
+        "User:switchyard-health READ group t1.switchyard-health",
+        *(f"User:switchyard-health {op} topic t1.switchyard-health-*" for op in ("CREATE", "DESCRIBE_CONFIGS")),
+    }
+
+
 def test_revoking_refuses_the_empty_prefix_whose_acls_are_the_deployments() -> None:
     with pytest.raises(ValueError, match="deployment's own ACLs"):
         acls.revoke(AdminClient({"bootstrap.servers": "127.0.0.1:1"}), Settings(topic_prefix=""))
