@@ -41,6 +41,36 @@ INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
             r"\b(respond|reply|answer|output) only with\b|\brepeat after me\b|\bignore the above\b"
             r"|\b(override|disable|turn off) (the )?(safety|content|discount)\b|\bdisregard the \d+% limit\b",
         ),
+        # the same attacks in Spanish, French, German, Portuguese, Italian and Dutch (an English-only list let
+        # "Ignora las instrucciones anteriores…" through): discard the rules, take on a role, show the prompt
+        (
+            "override_instructions_multilingual",
+            r"\b(ignora|ignore[sz]?|ignorez|ignoriere|ignorieren|olvida|olvide|omite|oublie[sz]?|vergiss|vergessen"
+            r"|esque[çc]a|esquece|dimentica|dimenticate|negeer|vergeet)\b[^.?!]{0,40}"
+            r"\b(instrucciones|instruccion|reglas|normas|indicaciones|consignes|r[èe]gles|anweisungen|regeln"
+            r"|vorgaben|instru[çc][õo]es|regras|istruzioni|regole|instructies|regels|opdrachten)\b",
+        ),
+        (
+            "role_escape_multilingual",
+            r"\b(a partir de ahora|ahora eres|act[úu]a como|tu es maintenant|vous [êe]tes maintenant|agis comme"
+            r"|du bist (jetzt|ab jetzt|nun)|ab jetzt bist du|handle als|a partir de agora|aja como|finja ser"
+            r"|da ora in poi|ora sei|agisci come|fingi di essere|je bent nu|vanaf nu ben je|gedraag je als)\b"
+            r"|\b(sin|sans|ohne|sem|senza|zonder) (aucune |ninguna |alcuna |qualquer )?(restricci[oó]n(es)?"
+            r"|restrictions?|einschr[äa]nkungen|regeln|filtros|filtri|restri[çc][õo]es|limites|limiti|restrizioni"
+            r"|beperkingen|regels)\b",
+        ),
+        (
+            "reveal_prompt_multilingual",
+            r"\b(prompt|mensaje|message|mensagem|messaggio) (de |do |di |del )?(sistema|syst[èe]me)\b"
+            r"|\bsyste(m|em)-?prompts?\b|\bsystemanweisungen\b",
+        ),
+        (
+            "addressed_to_model_multilingual",
+            r"\b(instrucci[oó]n|nota|aviso|hinweis|anweisung|remarque|consigne|opmerking) (para|an|à|per|voor)"
+            r" (el |la |die |den |l'|o |a |de )?(asistente|assistant|assistent|assistente|ki|ia|ai)\b"
+            r"|\bassistant ia\b",
+        ),
+        ("system_override", r"\bsystem override\b"),
         (
             "authority_claim",
             r"\b(i am|i'm) (your|the) (developer|creator|admin|administrator)\b|\bnew (rule|instructions?) from\b",
