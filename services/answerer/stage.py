@@ -280,8 +280,10 @@ class Answerer(Stage[Governed, Answer]):
         try:
             completion, failover, messages, cut = await self._complete(chain, messages, request_id, skipped)
         except (ProvidersExhausted, ProvidersRejected) as failed:
-            if grounded is not None:
-                return grounded_reply(grounded)
+            if grounded is not None:  # the custom model declined: the passages answer, and are its shadow's incumbent
+                reply = grounded_reply(grounded)
+                self._observe_grounded(record, reply)
+                return reply
             degraded = self._degraded(request_id, chain, failed)
             if degraded is None:
                 raise  # retried by the runtime until the deadline

@@ -1,6 +1,11 @@
-"""Candidate against incumbent, by the metric in metrics.py: on the evaluation split of an exported data set
-(offline) and on live traffic in shadow mode (rows of switchyard.shadow_answers joined in ClickHouse to the audit
-records for the intent and to the feedback for the reference answer)."""
+"""Candidate against incumbent, by the metric in metrics.py (the values an answer states): on the evaluation split of
+an exported data set (offline) and on live traffic in shadow mode (rows of switchyard.shadow_answers joined in
+ClickHouse to the audit records for the intent and to the feedback for the reference answer).
+
+The incumbent is what answers those intents now: where a custom model is promoted for them, its answers (the
+configured model's where it declines), else the configured model's. Offline, training.evaluate_memory asks the
+promoted model (services/learning/training.py: PromotedIncumbent); in shadow, the promoted model's answers are
+recorded as the incumbent's (services/learning/shadow.py)."""
 
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ SETTINGS join_use_nulls = 1"""
 
 @dataclass(frozen=True)
 class Comparison:
-    """Accuracy of the incumbent alone and of the candidate with its fallback (the candidate answers above its
-    threshold, the incumbent the rest) on the same references."""
+    """Accuracy (metrics.is_correct: the values stated) of the incumbent alone and of the candidate with its
+    fallback (the candidate answers above its threshold, the incumbent the rest) on the same references; exact
+    match and token F1 as secondary figures, and the share of references judged by the fallback (no value)."""
 
     examples: int
     incumbent_accuracy: float
@@ -41,6 +47,9 @@ class Comparison:
     candidate_precision: float  # accuracy on the requests it answered
     incumbent_token_f1: float
     candidate_token_f1: float
+    incumbent_exact_match: float
+    candidate_exact_match: float
+    judged_by_fallback: float  # share of references stating no value, judged by exact match
     candidate_p50_ms: float
     incumbent_p50_ms: float
 
@@ -72,6 +81,9 @@ def compare(
         candidate_precision=own.accuracy,
         incumbent_token_f1=base.token_f1,
         candidate_token_f1=with_candidate.token_f1,
+        incumbent_exact_match=base.exact_match,
+        candidate_exact_match=with_candidate.exact_match,
+        judged_by_fallback=base.fallback,
         candidate_p50_ms=float(np.median(candidate_ms)) if len(candidate_ms) else 0.0,
         incumbent_p50_ms=float(np.median(incumbent_ms)) if len(incumbent_ms) else 0.0,
     )

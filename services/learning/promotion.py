@@ -1,5 +1,7 @@
 """Promotion and rollback. A candidate is promoted for an intent when it beats the incumbent by the configured
-margin both on the evaluation split (its registry card) and in shadow (compare.shadow_comparison); promotion
+margin (of accuracy as services/learning/metrics.py judges it: the values an answer states) both on the evaluation
+split (its registry card) and in shadow (compare.shadow_comparison). The incumbent is the custom model promoted
+before it where there is one (training.PromotedIncumbent, shadow.attach_shadow), else the configured model; promotion
 writes a new route-table version sending those intents to the custom model (`kind: custom_model`, provider
 `answer_memory`, whose fallback is the large-model provider), deploys the model, and records it. `rollback` is
 one command; `check_live` rolls back by itself when the promoted model's live metrics degrade (the `learning`
@@ -28,7 +30,7 @@ from services.answerer.memory import KIND as MEMORY_KIND
 from services.infra.clickhouse import get_client
 from services.learning.compare import Comparison, RouteComparison
 from services.learning.records import feedback_by_request
-from services.learning.registry import ModelRegistry
+from services.learning.registry import ModelRegistry, live_promotion
 from services.learning.switch import ROUTER_KIND
 from services.settings import Settings
 from services.shared.model_artifact import default_artifact_dir as intent_artifact_dir
@@ -269,22 +271,9 @@ def rollback(route_table: Path, registry: ModelRegistry, *, reason: str = "opera
         return _rollback(route_table, registry, reason=reason, kind=kind)
 
 
-def _live_promotion(events: Sequence[dict[str, Any]], kind: str | None) -> dict[str, Any] | None:
-    """The latest promotion (of `kind`) not rolled back yet."""
-    rolled = {e["details"].get("promotion_event") for e in events if e["event"] == "rolled_back"}
-    return next(
-        (
-            e
-            for e in reversed(events)
-            if e["event"] == "promoted" and e["event_id"] not in rolled and kind in (None, e["kind"])
-        ),
-        None,
-    )
-
-
 def _rollback(route_table: Path, registry: ModelRegistry, *, reason: str, kind: str | None) -> str:
     events = registry.events()
-    promotion = _live_promotion(events, kind)
+    promotion = live_promotion(events, kind)
     if promotion is None:
         raise PromotionError("nothing to roll back: no promotion in the registry's events")
     if promotion["kind"] == ROUTER_KIND:
@@ -393,7 +382,7 @@ def check_live(
     exceeds `max_bad_rate` (given `min_reviewed`): for an answer memory, answers corrected or rated 2 or less; for
     a router, requests whose route staff corrected. Returns what the rollback did, or None."""
     with registry.lock():
-        live = _live_promotion(registry.events(), kind)
+        live = live_promotion(registry.events(), kind)
         if live is None:
             return None
         since = datetime.fromisoformat(live["created_at"])

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -105,6 +105,10 @@ class ModelRegistry:
         cards = [self.card(p.name) for p in (self.root / "models").iterdir() if (p / "registry_card.json").is_file()]
         return sorted(cards, key=lambda c: (c["registered_at"], c["model_id"]))
 
+    def live_promotion(self, kind: str | None = None) -> dict[str, Any] | None:
+        """The latest promotion (of `kind`) not rolled back yet: its event, naming the model and its intents."""
+        return live_promotion(self.events(), kind)
+
     def deployed(self) -> dict[str, str | None]:
         path = self.root / DEPLOYED_FILE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -184,6 +188,19 @@ class ModelRegistry:
             client.close()
         except Exception as error:  # the registry's own events.jsonl is the record; ClickHouse is a copy
             log.warning("model event not written to ClickHouse", extra={"error": repr(error), "event": entry["event"]})
+
+
+def live_promotion(events: Sequence[dict[str, Any]], kind: str | None) -> dict[str, Any] | None:
+    """The latest promotion (of `kind`) in `events` not rolled back yet."""
+    rolled = {e["details"].get("promotion_event") for e in events if e["event"] == "rolled_back"}
+    return next(
+        (
+            e
+            for e in reversed(events)
+            if e["event"] == "promoted" and e["event_id"] not in rolled and kind in (None, e["kind"])
+        ),
+        None,
+    )
 
 
 def format_models(registry: ModelRegistry) -> str:

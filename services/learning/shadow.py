@@ -6,6 +6,12 @@ switchyard.shadow_answers, where they are compared by joining the corrections in
 Every provider that could be an incumbent is wrapped when the answerer starts; each call reads the registry's
 shadow.json through a ShadowSwitch, so `switchyard shadow start MODEL` and `switchyard shadow stop` take effect on
 a running answerer within a second, with no restart.
+
+The incumbent is what answers the request now. Where a custom model is promoted (the deployed answer memory, on
+its `custom.<intent>` routes), that is the promoted model: its answers are recorded as the incumbent's whatever
+shadow.json lists, and where it declines, the provider or the quoted passages that answer instead are recorded
+when listed (the default provider is). So a candidate is compared with the previous custom model, not only with
+the configured model on the questions the previous custom model declined.
 """
 
 from __future__ import annotations
@@ -55,11 +61,15 @@ class ShadowRunner:
         self.sink = sink or shadow_sink()
         self.candidates: dict[str, AnswerMemoryProvider] = {}
         self.pending: set[asyncio.Task[None]] = set()
+        self.promoted: set[str] = set()  # the providers serving the deployed custom model: always incumbents
 
     def candidate_for(self, provider: str) -> AnswerMemoryProvider | None:
-        """The candidate shadowing `provider` now, or None (no shadow, or another incumbent is shadowed)."""
+        """The candidate shadowing `provider` now, or None (no shadow, or another incumbent is shadowed). The
+        promoted custom model is an incumbent wherever it answers."""
         config = self.switch.current()
-        if config is None or provider not in (config.get("incumbents") or [self.default_provider]):
+        if config is None:
+            return None
+        if provider not in self.promoted and provider not in (config.get("incumbents") or [self.default_provider]):
             return None
         candidate_id = str(config["candidate"])
         if candidate_id not in self.candidates:
@@ -134,12 +144,19 @@ class ShadowedProvider(GuardedProvider):
 
 
 def attach_shadow(registry: ProviderRegistry, registry_dir: Path | None = None) -> ProviderRegistry:
-    """Wraps every provider that can be an incumbent (all but answer memories) so that whichever candidate
-    shadow.json names, now or later, shadows the incumbents it lists (default: the default provider)."""
+    """Wraps every provider that can be an incumbent so that whichever candidate shadow.json names, now or later,
+    shadows the incumbents it lists (default: the default provider) and the promoted custom model (an answer
+    memory serving what the registry deployed; a declined question raises before it is observed, and whoever
+    answers it instead is the incumbent there)."""
     runner = ShadowRunner(registry_dir or default_registry_dir(), registry.default)
     for name, provider in list(registry.providers.items()):
-        if not isinstance(provider, ShadowedProvider) and not isinstance(provider.provider, AnswerMemoryProvider):
-            registry.providers[name] = ShadowedProvider(name, provider, runner)
+        if isinstance(provider, ShadowedProvider):
+            continue
+        if isinstance(provider.provider, AnswerMemoryProvider):
+            if provider.provider.pinned is not None:
+                continue  # a fixed model, not the promoted one
+            runner.promoted.add(name)
+        registry.providers[name] = ShadowedProvider(name, provider, runner)
     return registry
 
 

@@ -172,7 +172,8 @@ def states_facts(answer: str, facts: Sequence[str]) -> bool:
 
 def is_right(answer: str, truth: str) -> bool:
     """The simulation's judgement of an answer to a question whose ground truth is `truth`: for a policy question,
-    whether it states the policy's facts; otherwise the stated answer metric (services/learning/metrics.py)."""
+    whether it states the policy's facts; otherwise the stated answer metric, the values the truth states
+    (services/learning/metrics.py: is_correct)."""
     facts = _FACTS_BY_ANSWER.get(truth)
     return states_facts(answer, facts) if facts is not None else is_correct(answer, truth)
 

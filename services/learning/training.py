@@ -5,11 +5,15 @@ sequence model or a fine-tuned GGUF: for narrow policy intents the right answer 
 texts, so returning the nearest approved or corrected answer cannot hallucinate, trains in a second on 2 cores,
 needs no GPU, and answers in the time of one embedding (~5 ms) instead of a model call; where the nearest answer
 is not close enough it declines and the large model answers. The threshold is learned on the training split:
-held-out parts of the train split give (confidence, correct?) pairs, and the threshold is the lowest confidence at
-which the answers above it are at least `target_precision` correct. Two ways to pick the answer are measured on
+held-out parts of the train split give (confidence, correct?) pairs (correct: the neighbour's answer states the
+held-out answer's values, services/learning/metrics.py), and the threshold is the lowest confidence at which the
+answers above it are at least `target_precision` correct. Two ways to pick the answer are measured on
 those held-out parts and the one that answers more at the target precision ships: the nearest stored question
 (cosine similarity), or a softmax layer over the distinct answers (its probability), which generalises better
 to new phrasings. Measured by `make demo-learning`.
+
+The evaluation's incumbent is what answers the intents now: the promoted custom model where one is (its answers,
+the recorded ones where it declines), else the answers the configured route gave (PromotedIncumbent).
 
 router: the intent classifier refitted on its seed set plus production labels
 (services/router/intents/train.py: retrain_with_production).
@@ -187,10 +191,12 @@ def train_answer_memory(
     *,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     embedder: SentenceEmbedder | None = None,
+    incumbent: PromotedIncumbent | None = None,
 ) -> tuple[AnswerMemory, dict[str, Any]]:
     """The memory fitted on the train split, its method and threshold chosen on held-out parts of the train split
-    (the method that answers more of them at the target precision), its evaluation on the eval split, and on
-    questions no export can hold: new phrasings of the taught answers and questions about answers never taught."""
+    (the method that answers more of them at the target precision), its evaluation on the eval split against
+    the incumbent (`incumbent`: the promoted custom model; None: the answers recorded), and on questions no export
+    can hold: new phrasings of the taught answers and questions about answers never taught."""
     embedder = embedder or shared_embedder()
     train = _pairs(load_examples(dataset_dir, "train"), intents)
     started = time.perf_counter()
@@ -202,7 +208,7 @@ def train_answer_memory(
         target_precision=target_precision,
     )
     fit_seconds = time.perf_counter() - started
-    evaluation = evaluate_memory(memory, dataset_dir, intents, embedder)
+    evaluation = evaluate_memory(memory, dataset_dir, intents, embedder, incumbent)
     evaluation |= {
         "method": memory.method,
         "method_selection": selection,
@@ -210,7 +216,8 @@ def train_answer_memory(
         "target_precision": target_precision,
         "train_examples": len(train),
         "fit_seconds": round(fit_seconds, 3),
-        "metric": "accuracy = exact match after normalisation or token F1 >= 0.8 (services/learning/metrics.py)",
+        "metric": "accuracy = states the reference's values, none conflicting, same polarity; exact match where the "
+        "reference states none (services/learning/metrics.py)",
         "unseen": unseen_evaluation(memory, embedder),
     }
     return memory, evaluation
@@ -252,12 +259,48 @@ def fit_answer_memory(
     return memory, selection
 
 
+@dataclasses.dataclass(frozen=True)
+class PromotedIncumbent:
+    """The custom model promoted for some intents (the deployed answer memory and the intents of its live
+    promotion): the incumbent a candidate must beat there, as the chain answers them now. Where it declines, the
+    answer the chain recorded stands (the configured route's)."""
+
+    model_id: str
+    memory: AnswerMemory
+    intents: frozenset[str]
+
+    @classmethod
+    def of(cls, registry: ModelRegistry) -> PromotedIncumbent | None:
+        """The promoted answer memory, or None where none is deployed (the configured model is the incumbent)."""
+        model_id = registry.deployed().get(MEMORY_KIND)
+        promotion = registry.live_promotion(MEMORY_KIND)
+        if not model_id or promotion is None:
+            return None
+        memory = AnswerMemory.load(registry.model_dir(model_id))
+        return cls(model_id, memory, frozenset(promotion.get("intents", [])))
+
+    def answers(self, questions: Sequence[str], intents: Sequence[str], embedder: SentenceEmbedder) -> list[str | None]:
+        """Per question: the promoted model's answer on its own intents above its threshold, else None."""
+        if not questions:
+            return []
+        predicted = self.memory.predict(embedder.embed(list(questions)))
+        return [
+            answer if intent in self.intents and confidence >= self.memory.threshold else None
+            for (answer, confidence, _), intent in zip(predicted, intents, strict=True)
+        ]
+
+
 def evaluate_memory(
-    memory: AnswerMemory, dataset_dir: Path, intents: Sequence[str], embedder: SentenceEmbedder
+    memory: AnswerMemory,
+    dataset_dir: Path,
+    intents: Sequence[str],
+    embedder: SentenceEmbedder,
+    incumbent: PromotedIncumbent | None = None,
 ) -> dict[str, Any]:
     """On the eval split's positive examples of `intents`: the reference is the correction (or the approved
-    answer); the incumbent is the answer the large-model route gave; the candidate is the memory, deferring to
-    the incumbent below its threshold. Latency is one embedding and prediction per question, measured here."""
+    answer); the incumbent is the promoted custom model where there is one and it answers, else the answer the
+    chain recorded (the configured route's); the candidate is the memory, deferring to the incumbent below its
+    threshold. Latency is one embedding and prediction per question, measured here."""
     rows = _pairs(load_examples(dataset_dir, "eval"), intents)
     candidate: list[str | None] = []
     latencies: list[float] = []
@@ -266,15 +309,26 @@ def evaluate_memory(
         answer, confidence, _ = memory.predict(embedder.embed([question_of(row["messages"])]))[0]
         latencies.append((time.perf_counter() - started) * 1000)
         candidate.append(answer if confidence >= memory.threshold else None)
-    comparison = compare([r["target"] for r in rows], [r["answer"] for r in rows], candidate, latencies)
+    recorded = [r["answer"] for r in rows]
+    promoted = (
+        incumbent.answers([question_of(r["messages"]) for r in rows], [r["intent"] for r in rows], embedder)
+        if incumbent is not None
+        else [None] * len(rows)
+    )
+    standing = [p if p is not None else a for p, a in zip(promoted, recorded, strict=True)]
+    comparison = compare([r["target"] for r in rows], standing, candidate, latencies)
     per_intent = {}
     for intent in intents:
         picked = [i for i, r in enumerate(rows) if r["intent"] == intent]
         if picked:
             per_intent[intent] = compare(
-                [rows[i]["target"] for i in picked], [rows[i]["answer"] for i in picked], [candidate[i] for i in picked]
+                [rows[i]["target"] for i in picked], [standing[i] for i in picked], [candidate[i] for i in picked]
             ).as_dict()
-    return {**comparison.as_dict(), "per_intent": per_intent, "split": "eval (latest by time)"}
+    who = {
+        "incumbent": incumbent.model_id if incumbent is not None else "the configured route (answers recorded)",
+        "incumbent_custom_share": round(sum(p is not None for p in promoted) / len(rows), 6) if rows else 0.0,
+    }
+    return {**comparison.as_dict(), **who, "per_intent": per_intent, "split": "eval (latest by time)"}
 
 
 def train_and_register(
@@ -298,7 +352,9 @@ def train_and_register(
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if task == "answers":
-            memory, evaluation = train_answer_memory(dataset_dir, intents, target_precision=target_precision)
+            memory, evaluation = train_answer_memory(
+                dataset_dir, intents, target_precision=target_precision, incumbent=PromotedIncumbent.of(registry)
+            )
             memory.save(work)
             card = {"method": "retrieval answer memory over MiniLM embeddings", "intents": list(intents)}
             kind = MEMORY_KIND

@@ -133,6 +133,10 @@ def test_the_setup_job_logs_in_as_the_admin_and_creates_the_users_and_acls_first
 
 
 def test_keda_reads_each_groups_lag_over_sasl_ssl_as_that_process() -> None:
+    """The parameter names are those of KEDA's kafka scaler (kedacore/keda pkg/scalers/kafka_scaler.go, checked on
+    2026-12-05): `sasl` and `tls` from the trigger metadata or the authentication, `username`, `password` and `ca`
+    from the TriggerAuthentication only; `sasl` one of none, plaintext, scram_sha256, scram_sha512, oauthbearer,
+    gssapi."""
     authentications = by_kind("TriggerAuthentication")
     for name, scaled in by_kind("ScaledObject").items():
         [trigger] = scaled["spec"]["triggers"]

@@ -335,6 +335,11 @@ def print_table(
             f"{evaluation['candidate_accuracy']:.3f}",
         ),
         (
+            "  eval references stating no value (judged by exact match)",
+            "-",
+            f"{evaluation.get('judged_by_fallback', 0.0):.1%}",
+        ),
+        (
             "accuracy vs ground truth, live policy questions",
             f"{before['live_accuracy']:.3f}",
             f"{after['live_accuracy']:.3f}",
