@@ -5,7 +5,9 @@ the `pii.vault` topic in the same transaction, and rides sealed in the governed 
 carries the request text tokenised, never raw (the raw text stays in requests, routed and stitched); an abusive
 request or one carrying an injection is blocked; instruction-like passages are dropped from the prompt; the policy
 rules run on the extracted facts. The CPU work (spaCy, embeddings) runs in one worker thread, batched across
-requests (`MicroBatcher`); `govern` is pure.
+requests (`MicroBatcher`); `govern` is pure. Knowledge passages and history items arrive with the injection score
+made when their text was written (`known_score`): the governor embeds the request text (not even that where the
+router passed its embedding on) and only those items that carry no score of its own classifier's version.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from services.shared.embedder import SentenceEmbedder
 from services.shared.pii import PiiDetector, PiiSpan, Tokeniser, segments
 from services.shared.prompts import fallback_prompt
 from services.shared.vault import VAULT_RECORD, VAULT_TOPIC, VaultCipher, vault_key_for
-from services.wire.models import Finding, Governance, PromptMessage, Stitched, TextEmbedding, Verdict
+from services.wire.models import (
+    ClassifierScore,
+    Finding,
+    Governance,
+    PromptMessage,
+    Stitched,
+    TextEmbedding,
+    Verdict,
+)
 
 log = logging.getLogger("switchyard.governor")
 
@@ -50,7 +60,8 @@ TEXT_MEMORY: Final = 10_000  # texts per memory of what the models found in them
 TEXT_MEMORY_BYTES: Final = 32 << 20
 # Items whose text comes from documents or from earlier requests get the injection classifier as well as the
 # patterns; reference rows (store hours, inventory) are the store's own structured data and get the patterns
-# only. Embedding every per-store row capped the governor near 20 records/s on 2 cores.
+# only. Embedding every per-store row capped the governor near 20 records/s on 2 cores. Most of these items carry
+# the classifier's score made when their text was written (ContextItem.injection_score): see `known_score`.
 CLASSIFIED_SOURCES: Final = frozenset({"knowledge_base", "customer_history"})
 
 
@@ -63,6 +74,7 @@ class TextAnalysis:
     toxicity: float
     request_injection: float
     passage_injection: list[float]
+    injection_classifier: str = ""  # the version of the injection classifier that made request_injection
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class AnalysisInput:
     prompt_texts: list[str]
     passage_texts: list[str | None]  # None: an item the classifier does not score (see CLASSIFIED_SOURCES)
     request_embedding: TextEmbedding | None = None  # the router's, used where it is what our embedder would make
+    # per item, the injection score made when its text was written (ContextItem.injection_score), or None
+    known_injection: list[ClassifierScore | None] | None = None
 
 
 class Analyzer:
@@ -99,6 +113,8 @@ class Analyzer:
         self._request_spans: BoundedCache[str, list[PiiSpan]] = text_memory()
         self._prompt_spans: BoundedCache[str, list[PiiSpan]] = text_memory()  # prompt piece -> its spans
         self.reused_embeddings = 0  # request texts scored from the router's embedding
+        self.embedded_texts = 0  # texts this analyzer embedded (MiniLM calls' rows)
+        self.known_scores = 0  # passage and history items whose injection score was known ahead (not embedded)
 
     @classmethod
     def load(cls, *, use_ner: bool = True) -> Analyzer:
@@ -116,7 +132,8 @@ class Analyzer:
     def analyse(self, inputs: Sequence[AnalysisInput]) -> list[TextAnalysis]:
         """Blocking: everything the models find in a batch (the governor runs the two halves in two threads)."""
         return [
-            combined(spans, scores) for spans, scores in zip(self.find_pii(inputs), self.classify(inputs), strict=True)
+            combined(spans, scores, self.injection.version)
+            for spans, scores in zip(self.find_pii(inputs), self.classify(inputs), strict=True)
         ]
 
     def find_pii(self, inputs: Sequence[AnalysisInput]) -> list[tuple[list[PiiSpan], list[list[PiiSpan]]]]:
@@ -140,9 +157,15 @@ class Analyzer:
 
     def classify(self, inputs: Sequence[AnalysisInput]) -> list[tuple[float, float, list[float]]]:
         """Blocking: (toxicity, request injection, passage injections) per input, one embedding pass serving both
-        classifiers; texts already scored are not embedded again."""
+        classifiers; texts already scored, now or when they were written (`known_score`), are not embedded."""
         requests = [item.request_text for item in inputs]
-        passages = [text for item in inputs for text in item.passage_texts if text is not None]
+        known = [self._known_scores(item) for item in inputs]
+        passages = [
+            text
+            for item, scores in zip(inputs, known, strict=True)
+            for text, score in zip(item.passage_texts, scores, strict=True)
+            if text is not None and score is None
+        ]
         given: dict[str, NDArray[np.float32]] = {}
         for item in inputs:
             vector = self.toxicity.embedder.reusable(item.request_embedding)
@@ -150,22 +173,51 @@ class Analyzer:
                 given[item.request_text] = vector
         found = _remembered(lambda texts: self._score(texts, given), requests + passages, self._scores)
         passage_scores = dict(zip(passages, found[len(requests) :], strict=True))
+
+        def passage_score(text: str | None, score: float | None) -> float:
+            if score is not None:
+                return score
+            return 0.0 if text is None else passage_scores[text][1]
+
         return [
-            (toxicity, injection, [0.0 if text is None else passage_scores[text][1] for text in item.passage_texts])
-            for item, (toxicity, injection) in zip(inputs, found[: len(requests)], strict=True)
+            (toxicity, injection, [passage_score(t, s) for t, s in zip(item.passage_texts, scores, strict=True)])
+            for item, scores, (toxicity, injection) in zip(inputs, known, found[: len(requests)], strict=True)
         ]
+
+    def _known_scores(self, item: AnalysisInput) -> list[float | None]:
+        """Per classified item, the injection score made when its text was written, where this classifier made it."""
+        known = item.known_injection or [None] * len(item.passage_texts)
+        scores = [
+            None if text is None else known_score(given, self.injection.version)
+            for text, given in zip(item.passage_texts, known, strict=True)
+        ]
+        self.known_scores += sum(score is not None for score in scores)
+        return scores
 
     def _score(self, texts: Sequence[str], given: Mapping[str, NDArray[np.float32]]) -> list[tuple[float, float]]:
         """Both classifiers' scores; texts in `given` (the router's embeddings) are not embedded again."""
         missing = [text for text in texts if text not in given]
         embedded = dict(zip(missing, self.toxicity.embed(missing), strict=True)) if missing else {}
         self.reused_embeddings += len(texts) - len(missing)
+        self.embedded_texts += len(missing)
         embeddings = np.stack([given[text] if text in given else embedded[text] for text in texts])
         toxicity, injection = self.toxicity.probabilities_of(embeddings), self.injection.probabilities_of(embeddings)
         return list(zip(toxicity, injection, strict=True))
 
 
 Found = TypeVar("Found")
+
+
+def known_score(given: ClassifierScore | None, classifier_version: str) -> float | None:
+    """A score made ahead of time (at ingest, or when the request the text quotes was governed), where `classifier`
+    made it; None where there is none or another classifier version made it (then the text is scored here).
+
+    Trusted because only stage principals write the records that carry it: the stitcher sets
+    ContextItem.injection_score (from the knowledge base's stored score, or from the `audited` record the governor
+    itself scored) and no client can (requests carry no context; the `stitched` topic is the stitcher's alone)."""
+    if given is None or given.classifier != classifier_version:
+        return None
+    return given.score
 
 
 def _shifted(span: PiiSpan, offset: int) -> PiiSpan:
@@ -196,10 +248,14 @@ def _remembered(
 
 
 def combined(
-    spans: tuple[list[PiiSpan], list[list[PiiSpan]]], scores: tuple[float, float, list[float]]
+    spans: tuple[list[PiiSpan], list[list[PiiSpan]]],
+    scores: tuple[float, float, list[float]],
+    injection_classifier: str = "",
 ) -> TextAnalysis:
     (request_spans, prompt_spans), (toxicity, request_injection, passage_injection) = spans, scores
-    return TextAnalysis(request_spans, prompt_spans, toxicity, request_injection, passage_injection)
+    return TextAnalysis(
+        request_spans, prompt_spans, toxicity, request_injection, passage_injection, injection_classifier
+    )
 
 
 def analysis_input(record: Stitched) -> AnalysisInput:
@@ -208,6 +264,7 @@ def analysis_input(record: Stitched) -> AnalysisInput:
         request_embedding=record.request_embedding,
         prompt_texts=[message.content for message in prompt_of(record)],
         passage_texts=[item.text if item.source in CLASSIFIED_SOURCES else None for item in record.context.items],
+        known_injection=[item.injection_score for item in record.context.items],
     )
 
 
@@ -302,6 +359,7 @@ def govern(
             facts=facts,
             fact_sources=sourced.sources(decided_on),
             policy_version=engine.version,
+            request_injection_score=_request_injection_score(analysis),
         ),
         tokens=dict(tokeniser.tokens),
         policy_ms=policy_ms,
@@ -344,6 +402,14 @@ def _without_passages(
             content = content.replace(raw, WITHHELD).replace(redacted, WITHHELD)
         withheld_prompt.append(PromptMessage(role=message.role, content=content))
     return withheld_prompt
+
+
+def _request_injection_score(analysis: TextAnalysis) -> ClassifierScore | None:
+    """The request's injection score for the record, which the stitcher's customer history carries on to the
+    interaction's item (so it is not embedded again there); none where no classifier version is known."""
+    if not analysis.injection_classifier:
+        return None
+    return ClassifierScore(classifier=analysis.injection_classifier, score=analysis.request_injection)
 
 
 def _toxicity_finding(score: float) -> Finding:
@@ -430,14 +496,16 @@ class Governor(Stage[Stitched, Governance]):
                 await batcher.aclose()
 
     async def decide(self, record: Stitched) -> Governance:
-        assert self._pii is not None and self._classifiers is not None, "start() loads the models"
+        assert self.analyzer is not None and self._pii is not None and self._classifiers is not None, (
+            "start() loads the models"
+        )
         item = analysis_input(record)
         (spans, pii_ms), (scores, classify_ms) = await asyncio.gather(
             self._pii.submit_timed(item), self._classifiers.submit_timed(item)
         )
         request_id = record.request.request_id
         started = time.thread_time()
-        analysis = combined(spans, scores)
+        analysis = combined(spans, scores, self.analyzer.injection.version)
         verified = self.approvals.verifies(record.request)
         result = govern(record, analysis, self.policy.current(), approval_verified=verified)
         if result.tokens:

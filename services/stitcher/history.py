@@ -18,6 +18,15 @@ feedback on an interaction not (yet) held waits among at most `max_orphans` orph
 A correction replaces the model's answer in the item text: it is staff-written text about an answer that was
 itself given to the tokenised request (the model never saw the customer's PII), and the stitcher runs no PII
 analyser of its own (the governor's models live in the governor), so corrections are trusted like the answer.
+
+Injection risk, scored once: in an item the untrusted text is what the customer (or staff) asked, and the governor
+scored that request with its injection classifier when it governed it (Governance.request_injection_score, carried
+on `audited`). The interaction keeps that score and the item carries it (ContextItem.injection_score), so the
+governor does not embed the item again; it still runs its patterns over the whole item. The rest of the item is
+the answer, model output written from the governed (injection-screened) prompt and checked by the answerer's
+output guard, or a staff correction (trusted, above), plus the date and intent the stitcher writes. An interaction
+from a record of a governor before the score carries none, and one scored by another classifier version carries a
+score the governor ignores: the governor scores that item's text itself, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from services.runtime.reference import TopicTable
 from services.runtime.request_key import feedback_store, store_request_key
 from services.stitcher.prep import normalise
 from services.wire.codec import AvroCodec
-from services.wire.models import ContextItem, Customer, DroppedContext
+from services.wire.models import ClassifierScore, ContextItem, Customer, DroppedContext
 
 log = logging.getLogger("switchyard.stitcher.history")
 
@@ -74,6 +83,7 @@ class Interaction:
     outcome: str
     followup: Followup = field(default_factory=Followup)
     store_id: str = ""
+    asked_injection: ClassifierScore | None = None  # the governor's injection score of the request, when governed
 
     @property
     def key(self) -> str:
@@ -98,7 +108,12 @@ def interaction_of(audited: dict[str, Any]) -> tuple[str, Interaction] | None:
         answered=_excerpt(answer.get("text") or ""),
         outcome=f"{verdict}, {answer.get('provider', '')}".strip(", "),
         store_id=str(request["store_id"]),
+        asked_injection=_score_of(governance.get("request_injection_score")),
     )
+
+
+def _score_of(decoded: dict[str, Any] | None) -> ClassifierScore | None:
+    return None if decoded is None else ClassifierScore(classifier=decoded["classifier"], score=decoded["score"])
 
 
 def followup_of(feedback: dict[str, Any]) -> tuple[str, Followup] | None:
@@ -211,6 +226,7 @@ def _item(entry: Interaction) -> ContextItem:
         version=str(entry.at_ms),
         score=None,
         text=f'{day} {entry.intent}: asked "{entry.asked}"; {_answer(entry)}',
+        injection_score=entry.asked_injection,
     )
 
 

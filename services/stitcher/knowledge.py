@@ -1,6 +1,11 @@
 """The retail knowledge base: markdown sources under `knowledge/` chunked into passages, embedded on CPU and kept in
 a Weaviate collection; hybrid (BM25 + vector) search over it with region and category filters.
 
+Each passage is scored for prompt injection once, at ingest, by the governor's injection classifier, and the score
+is stored with it and the classifier's version (`injection_score`, `injection_classifier`); search returns it, the
+stitcher sets it on the passage's context item and the governor, where its own classifier has that version, uses
+it instead of embedding the passage again on every request that retrieves it.
+
 `python -m services.stitcher.knowledge ingest` and `python -m services.stitcher.knowledge search "query"`.
 """
 
@@ -13,7 +18,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -29,7 +34,8 @@ from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.collections import Collection
 
 from services.settings import DATA_ROOT
-from services.wire.models import TextEmbedding
+from services.stitcher.prep import clean
+from services.wire.models import ClassifierScore, TextEmbedding
 
 DEFAULT_COLLECTION: Final = "KnowledgeBase"
 DEFAULT_SOURCES_DIR: Final = DATA_ROOT / "knowledge"
@@ -66,6 +72,16 @@ class Embedder(Protocol):
         ...
 
 
+class PassageScorer(Protocol):
+    """What ingest needs to score passages for injection: the governor's injection classifier
+    (services.governor.classifiers.BinaryClassifier) is one."""
+
+    @property
+    def version(self) -> str: ...
+
+    def probabilities(self, texts: Sequence[str]) -> list[float]: ...
+
+
 @dataclass(frozen=True)
 class SourceMeta:
     category: str
@@ -93,6 +109,12 @@ class Chunk:
         return hashlib.sha256("\x1f".join([*fields, embedder_version]).encode()).hexdigest()
 
     @property
+    def item_text(self) -> str:
+        """The text of the passage's context item (services.stitcher.stage.passage_items), which the governor
+        reads and which the injection score is of."""
+        return clean(self.text)
+
+    @property
     def embedding_text(self) -> str:
         # the heading carries the topic (often the FAQ question itself), so it is embedded with the paragraph
         if not self.heading:
@@ -111,6 +133,7 @@ class Passage:
     score: float
     passage_id: str = ""
     content_hash: str = ""
+    injection: ClassifierScore | None = None  # scored at ingest; None for a passage ingested before scores
 
 
 @dataclass(frozen=True)
@@ -247,23 +270,40 @@ def load_chunks(sources_dir: Path) -> tuple[int, list[Chunk]]:
     return len(files), chunks
 
 
+KEYWORD: Final = Tokenization.FIELD  # filtered on whole values, not words: "us-east" is one token
+PROPERTIES: Final = (
+    Property(name="text", data_type=DataType.TEXT),
+    Property(name="heading", data_type=DataType.TEXT),
+    Property(name="source", data_type=DataType.TEXT, tokenization=KEYWORD, index_searchable=False),
+    Property(name="category", data_type=DataType.TEXT, tokenization=KEYWORD, index_searchable=False),
+    Property(name="region", data_type=DataType.TEXT, tokenization=KEYWORD, index_searchable=False),
+    Property(name="effective", data_type=DataType.DATE),
+    Property(name="content_hash", data_type=DataType.TEXT, tokenization=KEYWORD, index_searchable=False),
+    # added later: a collection made before them gains them at the next ingest (ensure_collection)
+    Property(name="injection_score", data_type=DataType.NUMBER, index_filterable=False, index_range_filters=False),
+    Property(
+        name="injection_classifier",
+        data_type=DataType.TEXT,
+        tokenization=KEYWORD,
+        index_searchable=False,
+        index_filterable=False,
+    ),
+)
+
+
 def ensure_collection(client: WeaviateClient, name: str) -> Collection[Any, Any]:
-    if client.collections.exists(name):
-        return client.collections.get(name)
-    keyword = Tokenization.FIELD  # filtered on whole values, not words: "us-east" is one token
-    return client.collections.create(
-        name,
-        vector_config=Configure.Vectors.self_provided(),
-        properties=[
-            Property(name="text", data_type=DataType.TEXT),
-            Property(name="heading", data_type=DataType.TEXT),
-            Property(name="source", data_type=DataType.TEXT, tokenization=keyword, index_searchable=False),
-            Property(name="category", data_type=DataType.TEXT, tokenization=keyword, index_searchable=False),
-            Property(name="region", data_type=DataType.TEXT, tokenization=keyword, index_searchable=False),
-            Property(name="effective", data_type=DataType.DATE),
-            Property(name="content_hash", data_type=DataType.TEXT, tokenization=keyword, index_searchable=False),
-        ],
-    )
+    """The collection, made with every property of PROPERTIES, or given the ones an older release did not have
+    (Weaviate adds a property to a collection in place; objects written before it read it as missing)."""
+    if not client.collections.exists(name):
+        return client.collections.create(
+            name, vector_config=Configure.Vectors.self_provided(), properties=list(PROPERTIES)
+        )
+    collection = client.collections.get(name)
+    present = {prop.name for prop in collection.config.get(simple=True).properties}
+    for prop in PROPERTIES:
+        if prop.name not in present:
+            collection.config.add_property(prop)
+    return collection
 
 
 def connect(
@@ -292,17 +332,26 @@ def connect(
 
 
 def ingest(
-    client: WeaviateClient, embedder: Embedder, sources_dir: Path, collection: str = DEFAULT_COLLECTION
+    client: WeaviateClient,
+    embedder: Embedder,
+    sources_dir: Path,
+    collection: str = DEFAULT_COLLECTION,
+    *,
+    injection: PassageScorer | None = None,
 ) -> IngestReport:
-    """Makes the collection hold exactly the passages of `sources_dir`: new and changed passages are embedded and
-    written under their stable ids, unchanged ones are left alone, and passages no longer in the sources deleted."""
+    """Makes the collection hold exactly the passages of `sources_dir`: new and changed passages are embedded,
+    scored by `injection` (the governor's injection classifier) and written under their stable ids, unchanged ones
+    are left alone, and passages no longer in the sources deleted. A passage scored by another classifier version
+    (or by none, as before scores were stored) counts as changed. Without `injection` passages are stored unscored
+    and the governor scores them when they are retrieved."""
     started = time.perf_counter()
     sources, chunks = load_chunks(sources_dir)
     target = ensure_collection(client, collection)
-    stored = _stored_hashes(target)
+    stored = _stored_versions(target)
+    scored_by = injection.version if injection is not None else ""
     wanted = {c.passage_id: (c, c.content_hash(embedder.version)) for c in chunks}
-    changed = [(c, digest) for object_id, (c, digest) in wanted.items() if stored.get(object_id) != digest]
-    _write(target, embedder, changed)
+    changed = [(c, digest) for object_id, (c, digest) in wanted.items() if stored.get(object_id) != (digest, scored_by)]
+    _write(target, embedder, changed, injection)
     stale = [object_id for object_id in stored if object_id not in wanted]
     if stale:
         target.data.delete_many(where=Filter.by_id().contains_any(stale))
@@ -316,20 +365,39 @@ def ingest(
     )
 
 
-def _stored_hashes(target: Collection[Any, Any]) -> dict[uuid.UUID, str]:
+def _stored_versions(target: Collection[Any, Any]) -> dict[uuid.UUID, tuple[str, str]]:
+    """Per stored passage: its content hash and the version of the classifier that scored it ("" for none)."""
     return {
-        uuid.UUID(str(obj.uuid)): str(obj.properties.get("content_hash", ""))
-        for obj in target.iterator(return_properties=["content_hash"])
+        uuid.UUID(str(obj.uuid)): (
+            str(obj.properties.get("content_hash") or ""),
+            str(obj.properties.get("injection_classifier") or ""),
+        )
+        for obj in target.iterator(return_properties=["content_hash", "injection_classifier"])
     }
 
 
-def _write(target: Collection[Any, Any], embedder: Embedder, changed: list[tuple[Chunk, str]]) -> None:
+def _write(
+    target: Collection[Any, Any],
+    embedder: Embedder,
+    changed: list[tuple[Chunk, str]],
+    injection: PassageScorer | None = None,
+) -> None:
     for start in range(0, len(changed), WRITE_BATCH):
         batch = changed[start : start + WRITE_BATCH]
         vectors = embedder.embed([chunk.embedding_text for chunk, _ in batch])
+        # The score is of the item's text (the passage cleaned, without its heading) as the governor's classifier
+        # embeds it (cut at its own length): another text than the vector above, which the search uses.
+        scores: list[float | None] = (
+            list(injection.probabilities([chunk.item_text for chunk, _ in batch]))
+            if injection is not None
+            else [None] * len(batch)
+        )
+        scored_by = injection.version if injection is not None else ""
         objects = [
-            DataObject(properties=_properties(chunk, digest), uuid=chunk.passage_id, vector=vector.tolist())
-            for (chunk, digest), vector in zip(batch, vectors, strict=True)
+            DataObject(
+                properties=_properties(chunk, digest, score, scored_by), uuid=chunk.passage_id, vector=vector.tolist()
+            )
+            for (chunk, digest), vector, score in zip(batch, vectors, scores, strict=True)
         ]
         # insert_many replaces an object with the same id, which is what makes re-ingest an upsert
         result = target.data.insert_many(objects)
@@ -338,8 +406,8 @@ def _write(target: Collection[Any, Any], embedder: Embedder, changed: list[tuple
             raise RuntimeError(f"{len(result.errors)} passages were not written to {target.name}: {first.message}")
 
 
-def _properties(chunk: Chunk, digest: str) -> dict[str, Any]:
-    return {
+def _properties(chunk: Chunk, digest: str, injection_score: float | None, scored_by: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
         "text": chunk.text,
         "heading": chunk.heading,
         "source": chunk.source,
@@ -348,6 +416,9 @@ def _properties(chunk: Chunk, digest: str) -> dict[str, Any]:
         "effective": dt.datetime.combine(chunk.meta.effective, dt.time(), tzinfo=dt.UTC),
         "content_hash": digest,
     }
+    if injection_score is not None:
+        properties |= {"injection_score": injection_score, "injection_classifier": scored_by}
+    return properties
 
 
 def search(
@@ -377,7 +448,9 @@ def search(
         fusion_type=HybridFusion.RELATIVE_SCORE,
         filters=_filters(region, [category] if category is not None else list(categories)),
         return_metadata=MetadataQuery(score=True),
-        return_properties=["text", "source", "heading", "category", "region", "content_hash"],
+        # every property the collection has: naming the score properties fails the query on a collection made
+        # before them, which keeps working (its passages come back without a score) until the next ingest
+        return_properties=None,
     )
     return [
         Passage(
@@ -389,9 +462,19 @@ def search(
             score=float(obj.metadata.score or 0.0),
             passage_id=str(obj.uuid),
             content_hash=str(obj.properties.get("content_hash", "")),
+            injection=stored_score(obj.properties),
         )
         for obj in result.objects
     ]
+
+
+def stored_score(properties: Mapping[str, Any]) -> ClassifierScore | None:
+    """The injection score stored with a passage at ingest, with the classifier version that made it; None for a
+    passage stored without one."""
+    score, classifier = properties.get("injection_score"), properties.get("injection_classifier")
+    if score is None or not classifier:
+        return None
+    return ClassifierScore(classifier=str(classifier), score=float(score))
 
 
 def _filters(region: str | None, categories: Sequence[str]) -> Any:
@@ -421,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "ingest":
-            print(f"[knowledge] {ingest(client, embedder, args.sources, args.collection).summary()}")
+            report = ingest(client, embedder, args.sources, args.collection, injection=injection_scorer())
+            print(f"[knowledge] {report.summary()}")
             return 0
         started = time.perf_counter()
         passages = search(
@@ -442,11 +526,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
 
 
+def injection_scorer() -> PassageScorer:
+    """The governor's injection classifier, as the governor loads it (the same embedder settings, the same
+    artifact under var/models, trained first where missing), so that its version is the one the governor checks."""
+    from services.governor.classifiers import INJECTION, ensure_trained
+    from services.shared.embedder import SentenceEmbedder
+
+    return ensure_trained(INJECTION, embedder=SentenceEmbedder())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard knowledge", description=__doc__)
     parser.add_argument("--collection", default=DEFAULT_COLLECTION, help="Weaviate collection (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
-    ingest_command = commands.add_parser("ingest", help="chunk, embed and upsert the markdown sources")
+    ingest_command = commands.add_parser(
+        "ingest", help="chunk, embed, score for injection and upsert the markdown sources"
+    )
     ingest_command.add_argument("--sources", type=Path, default=DEFAULT_SOURCES_DIR, help="folder of *.md sources")
     search_command = commands.add_parser("search", help="hybrid search with optional filters")
     search_command.add_argument("query", help="the question, as a till would ask it")

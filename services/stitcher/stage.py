@@ -122,7 +122,8 @@ def passage_items(
     passages: Sequence[Passage], count_tokens: Callable[[str], int] = lambda _: 0
 ) -> tuple[list[ContextItem], list[DroppedContext]]:
     """Passages as items, best first, cleaned of markup and flagged when they read like instructions; a passage
-    that repeats a better one is left out as a duplicate."""
+    that repeats a better one is left out as a duplicate. An item carries the injection score stored with its
+    passage at ingest (of this same cleaned text), which the governor reads instead of scoring the text again."""
     texts = [clean(p.text) for p in passages]
     repeats = set(near_duplicates(texts))
     items, dropped = [], []
@@ -134,6 +135,7 @@ def passage_items(
             score=round(passage.score, 6),
             text=text,
             flags=[INSTRUCTION_LIKE] if instruction_like(passage.text) else [],
+            injection_score=passage.injection,
         )
         if index in repeats:
             dropped.append(

@@ -146,6 +146,19 @@ class RouteDecision(BaseModel):
     )
 
 
+class ClassifierScore(BaseModel):
+    """A trained classifier's score of a text, made when the text was written (a knowledge passage at ingest, a request when it was governed) so that a later reader does not embed and score the same text again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classifier: str = Field(
+        description="Version of the classifier that made the score (a fingerprint of its weights and of the embedder they apply to); a reader whose classifier has another version ignores the score and scores the text itself.",
+    )
+    score: float = Field(
+        description="The classifier's probability that the text is positive (for injection: that it addresses instructions to the model).",
+    )
+
+
 class ContextItem(BaseModel):
     """One piece of retrieved context (store hours, stock, policy) given to the model."""
 
@@ -166,6 +179,10 @@ class ContextItem(BaseModel):
     tokens: AvroInt = Field(
         default=0,
         description="Tokens the text takes with the route's tokenizer; 0 when not counted.",
+    )
+    injection_score: ClassifierScore | None = Field(
+        default=None,
+        description="The injection classifier's score of `text`, made when the text was written: at ingest for a knowledge passage, when the request was governed for a customer-history item (the customer's own words in it). Set by the stitcher only (requests carry no context); null: not known ahead, the governor scores the text. The governor ignores a score from another classifier version.",
     )
 
 
@@ -253,6 +270,10 @@ class Governance(BaseModel):
         description="Where each fact came from: request (the request's envelope and what its text asks for), reference (Switchyard's reference data), approval (a manager's approval whose signature verified), claim (what the request text states, e.g. a purchase date) or attribute (a client-set attribute). Claims and attributes can only tighten a rule, never loosen it.",
     )
     policy_version: str = Field(default="", description="Version of the policy rule set that was evaluated.")
+    request_injection_score: ClassifierScore | None = Field(
+        default=None,
+        description="The injection classifier's score of the request text as the store sent it, with the classifier's version, so that the stitcher's customer history carries it on the interaction instead of the governor scoring the text again; null in records from governors before it.",
+    )
 
 
 class PiiVaultEntry(BaseModel):
@@ -776,6 +797,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "switchyard.AuditCheckpoint": AuditCheckpoint,
     "switchyard.AuditInfo": AuditInfo,
     "switchyard.Audited": Audited,
+    "switchyard.ClassifierScore": ClassifierScore,
     "switchyard.Context": Context,
     "switchyard.ContextItem": ContextItem,
     "switchyard.Customer": Customer,

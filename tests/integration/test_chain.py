@@ -103,6 +103,11 @@ def test_500_requests_are_answered_exactly_once_in_store_order_and_counted_once_
     assert not any("jane.doe" in json.dumps({k: v for k, v in r.items() if k != "pii_vault"}) for r in audited)
     masked = next(r for r in audited if "<EMAIL_1>" in r["request"]["text"])
     assert masked["request"]["text"] == masked["governance"]["redacted_text"] and masked["pii_vault"] is not None
+    # the governor's injection score of each request, with its classifier's version, reaches `audited`, where the
+    # stitcher's customer history takes it for the interaction's item instead of the governor embedding it again
+    scores = [r["governance"]["request_injection_score"] for r in audited]
+    assert all(s and len(s["classifier"]) == 16 and 0.0 <= s["score"] <= 1.0 for s in scores), scores[:3]
+    assert len({s["classifier"] for s in scores}) == 1
     # the router's embedding of a (short) request text rides to the governor and no further; it is made for every
     # model route (the knowledge search and the governor read it) and spared where the cheap intent model was sure
     # of a workflow request

@@ -1,28 +1,38 @@
 """The knowledge base against the real Weaviate: ingest of the shipped sources, idempotent re-ingest, updates and
-deletions from edited sources, and hybrid retrieval with region and category filters."""
+deletions from edited sources, hybrid retrieval with region and category filters, and each passage's injection
+score stored at ingest (a collection made before the scores still searched, and scored at its next ingest)."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from weaviate import WeaviateClient
+from weaviate.classes.config import Configure
 
 from services.settings import Settings
 from services.shared.embedder import SentenceEmbedder
 from services.stitcher.knowledge import (
     DEFAULT_SOURCES_DIR,
+    PROPERTIES,
     IngestReport,
     Passage,
+    PassageScorer,
+    _write,
     chunk_markdown,
     connect,
     ingest,
+    injection_scorer,
+    load_chunks,
     search,
 )
+from services.stitcher.prep import clean
 from services.tools.eval.retrieval import evaluate, load_queries
+from services.wire.models import ClassifierScore
 
 # (question, region, the source that answers it)
 RETRIEVAL_CHECKS = [
@@ -72,12 +82,31 @@ def new_collection(client: WeaviateClient) -> Iterator[Callable[[], str]]:
         client.collections.delete(name)
 
 
+@pytest.fixture(scope="session")
+def scorer() -> PassageScorer:
+    """The governor's injection classifier, as `switchyard knowledge ingest` scores passages with it."""
+    return injection_scorer()
+
+
+@dataclass(frozen=True)
+class OtherVersion:
+    """The same scores under another classifier version, as after the injection model was retrained."""
+
+    scorer: PassageScorer
+    version: str = "an-older-injection-model"
+
+    def probabilities(self, texts: Sequence[str]) -> list[float]:
+        return self.scorer.probabilities(texts)
+
+
 @pytest.fixture(scope="module")
-def shipped(client: WeaviateClient, embedder: SentenceEmbedder) -> Iterator[tuple[str, IngestReport]]:
+def shipped(
+    client: WeaviateClient, embedder: SentenceEmbedder, scorer: PassageScorer
+) -> Iterator[tuple[str, IngestReport]]:
     """The shipped knowledge/ ingested once into a collection of its own: (collection, cold ingest report)."""
     name = f"ItKnowledge{uuid.uuid4().hex[:10]}"
     try:
-        yield name, ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name)
+        yield name, ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name, injection=scorer)
     finally:
         client.collections.delete(name)
 
@@ -86,6 +115,16 @@ def shipped(client: WeaviateClient, embedder: SentenceEmbedder) -> Iterator[tupl
 def sources(tmp_path: Path) -> Path:
     copy = tmp_path / "knowledge"
     shutil.copytree(DEFAULT_SOURCES_DIR, copy)
+    return copy
+
+
+@pytest.fixture
+def few_sources(tmp_path: Path) -> Path:
+    """Two of the shipped sources, for tests that ingest several times."""
+    copy = tmp_path / "few"
+    for name in ("faq/payments-and-gift-cards.md", "policies/returns.md"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEFAULT_SOURCES_DIR / name, copy / name)
     return copy
 
 
@@ -103,10 +142,10 @@ def test_a_cold_ingest_writes_every_passage_of_the_shipped_sources(
 
 
 def test_a_second_ingest_of_unchanged_sources_writes_nothing(
-    client: WeaviateClient, embedder: SentenceEmbedder, shipped: tuple[str, IngestReport]
+    client: WeaviateClient, embedder: SentenceEmbedder, scorer: PassageScorer, shipped: tuple[str, IngestReport]
 ) -> None:
     name, cold = shipped
-    again = ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name)
+    again = ingest(client, embedder, DEFAULT_SOURCES_DIR, collection=name, injection=scorer)
     assert (again.written, again.unchanged, again.deleted) == (0, cold.passages, 0)
     assert client.collections.get(name).aggregate.over_all(total_count=True).total_count == cold.passages
 
@@ -223,3 +262,64 @@ def test_a_search_may_allow_several_categories(
 ) -> None:
     hits = search(client, embedder, "refund", categories=("returns", "faq"), k=10, collection=shipped[0])
     assert hits and {p.category for p in hits} <= {"returns", "faq"}
+
+
+def scores_of(passages: list[Passage]) -> list[ClassifierScore | None]:
+    return [p.injection for p in passages]
+
+
+def test_every_shipped_passage_carries_the_injection_score_of_its_item_text(
+    client: WeaviateClient, embedder: SentenceEmbedder, scorer: PassageScorer, shipped: tuple[str, IngestReport]
+) -> None:
+    hits = search(client, embedder, "refund without a receipt", k=10, collection=shipped[0])
+    assert len(hits) == 10
+    expected = scorer.probabilities([clean(hit.text) for hit in hits])  # the text of the passage's context item
+    assert all(score is not None and score.classifier == scorer.version for score in scores_of(hits))
+    assert [hit.injection.score for hit in hits if hit.injection] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_collection_made_before_the_scores_is_searched_and_gains_them_at_the_next_ingest(
+    client: WeaviateClient,
+    embedder: SentenceEmbedder,
+    scorer: PassageScorer,
+    few_sources: Path,
+    new_collection: Callable[[], str],
+) -> None:
+    name = new_collection()
+    # as the release before the scores made and filled it: no score properties, no scores
+    old = client.collections.create(
+        name,
+        vector_config=Configure.Vectors.self_provided(),
+        properties=[p for p in PROPERTIES if not p.name.startswith("injection_")],
+    )
+    _, chunks = load_chunks(few_sources)
+    _write(old, embedder, [(c, c.content_hash(embedder.version)) for c in chunks])
+    before = search(client, embedder, "do gift cards expire", k=3, collection=name)
+    assert before and scores_of(before) == [None] * len(before)
+
+    report = ingest(client, embedder, few_sources, collection=name, injection=scorer)
+    assert (report.written, report.unchanged) == (len(chunks), 0)  # each unscored passage is scored
+    properties = {p.name for p in client.collections.get(name).config.get(simple=True).properties}
+    assert {"injection_score", "injection_classifier"} <= properties
+    after = search(client, embedder, "do gift cards expire", k=3, collection=name)
+    assert [p.passage_id for p in after] == [p.passage_id for p in before]
+    assert all(score is not None and score.classifier == scorer.version for score in scores_of(after))
+    again = ingest(client, embedder, few_sources, collection=name, injection=scorer)
+    assert (again.written, again.unchanged) == (0, len(chunks))
+
+
+def test_passages_scored_by_another_classifier_version_are_scored_again(
+    client: WeaviateClient,
+    embedder: SentenceEmbedder,
+    scorer: PassageScorer,
+    few_sources: Path,
+    new_collection: Callable[[], str],
+) -> None:
+    name = new_collection()
+    first = ingest(client, embedder, few_sources, collection=name, injection=OtherVersion(scorer))
+    stale = search(client, embedder, "refund to the original payment method", k=3, collection=name)
+    assert {score.classifier for score in scores_of(stale) if score} == {OtherVersion.version}
+    rescored = ingest(client, embedder, few_sources, collection=name, injection=scorer)
+    assert (rescored.written, rescored.unchanged) == (first.passages, 0)
+    fresh = search(client, embedder, "refund to the original payment method", k=3, collection=name)
+    assert {score.classifier for score in scores_of(fresh) if score} == {scorer.version}

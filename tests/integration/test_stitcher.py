@@ -17,12 +17,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from weaviate import WeaviateClient
 
+from services.governor.classifiers import INJECTION
 from services.launcher import free_port
 from services.learning.feedback import FeedbackPublisher, make_feedback
 from services.runtime.kafka_clients import confluent_config
 from services.settings import Settings
 from services.shared.embedder import SentenceEmbedder
-from services.stitcher.knowledge import connect, ingest
+from services.stitcher.knowledge import PassageScorer, connect, ingest, injection_scorer
 from services.stitcher.retrieval import KnowledgeRetriever, RetrieverConfig
 from services.stitcher.stage import Stitcher
 from services.tools.seed import publish, publish_customers, publish_inventory, publish_stores, stores
@@ -31,6 +32,7 @@ from services.wire.models import (
     Audited,
     AuditInfo,
     Channel,
+    ClassifierScore,
     Context,
     FeedbackKind,
     InventoryItem,
@@ -88,8 +90,17 @@ def embedder() -> SentenceEmbedder:
 
 
 @pytest.fixture(scope="module")
+def scorer() -> PassageScorer:
+    return injection_scorer()
+
+
+@pytest.fixture(scope="module")
 def collection(
-    settings: Settings, weaviate_url: str, embedder: SentenceEmbedder, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    weaviate_url: str,
+    embedder: SentenceEmbedder,
+    scorer: PassageScorer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     sources = tmp_path_factory.mktemp("knowledge")
     for name, text in SOURCES.items():
@@ -102,7 +113,7 @@ def collection(
         api_key=settings.weaviate_api_key,
     )
     try:
-        ingest(client, embedder, Path(sources), collection=name)
+        ingest(client, embedder, Path(sources), collection=name, injection=scorer)
         yield name
     finally:
         client.collections.delete(name)
@@ -166,9 +177,15 @@ def customer(customer_id: str, consent: bool) -> dict[str, object]:
     }
 
 
+def asked_score(request_id: str) -> ClassifierScore:
+    """The injection score a governor gave the request (Governance.request_injection_score), one per request."""
+    return ClassifierScore(classifier="injection-it", score=len(request_id) / 100)
+
+
 def audited(request_id: str, customer_id: str) -> dict[str, object]:
     record = answered(request_id, "0001")
     record.request.customer_id = customer_id
+    record.governance.request_injection_score = asked_score(request_id)
     audit = AuditInfo(audit_id=request_id, chain_key="0001", prev_hash="", hash="h", recorded_at=1, seq=1)
     return Audited(**record.model_dump(), audit=audit).model_dump()
 
@@ -259,6 +276,9 @@ async def test_a_customer_without_history_consent_gets_no_history_and_one_with_c
     consenting = await stitcher.decide(routed("can I return this?", customer_id="C-consent"))
     # newest first; h-C-consent-old is older than the lookback, so it was never read
     assert sources_of(consenting, "customer_history") == ["h-C-consent-2", "h-C-consent-1", "h-C-consent-0"]
+    # each item carries the score the governor gave its request, read from `audited`
+    carried = {i.source_id: i.injection_score for i in consenting.items if i.source == "customer_history"}
+    assert carried == {request_id: asked_score(request_id) for request_id in carried}
     assert "<customer_history>" in consenting.prompt[1].content
     private = await stitcher.decide(routed("can I return this?", customer_id="C-private"))
     assert sources_of(private, "customer_history") == []
@@ -297,7 +317,7 @@ async def test_a_correction_on_the_feedback_topic_is_in_the_next_requests_histor
 
 
 async def test_passages_follow_the_stores_region_carry_scores_and_flag_instructions(
-    stitcher_with: StitcherFactory,
+    stitcher_with: StitcherFactory, scorer: PassageScorer
 ) -> None:
     stitcher = await stitcher_with()
     directory = {s.store_id: s for s in stores(3, updated_at=1)}
@@ -312,6 +332,11 @@ async def test_passages_follow_the_stores_region_carry_scores_and_flag_instructi
         assert ("statutory right of withdrawal" in headings) == (store.region == "eu-central"), store.region
         flagged = [i for i in passages if i.flags]
         assert all(i.flags == ["instruction_like"] and "Ignore all previous" in i.text for i in flagged)
+        # the injection score stored at ingest, of the item's own text, with the classifier's version
+        for i in passages:
+            assert i.injection_score is not None and i.injection_score.classifier == scorer.version
+            assert i.injection_score.score == pytest.approx(scorer.probabilities([i.text])[0], abs=1e-5)
+            assert (i.injection_score.score >= INJECTION.threshold) == ("Ignore all previous" in i.text)
 
 
 async def test_without_weaviate_the_stitcher_answers_from_reference_data_and_recovers_when_it_returns(

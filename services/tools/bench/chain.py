@@ -39,7 +39,7 @@ from services.pos.report import model_ms, stage_stats, summary, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.kafka_clients import confluent_config
 from services.settings import DATA_ROOT, get_settings
-from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, connect, ingest
+from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, connect, ingest, injection_scorer
 from services.tools.seed import publish_stores, stores
 from services.wire.codec import AvroCodec
 from services.wire.models import Request
@@ -137,8 +137,9 @@ def clickhouse_split(since: datetime) -> dict[str, Any]:
 
 def ingest_knowledge_base() -> dict[str, Any]:
     """The knowledge base in Weaviate, so the stitcher's hybrid search does its real work (without it, every
-    search fails and the stitcher answers degraded, which is cheaper). Idempotent: only new or changed passages
-    are embedded, so after the first run this takes about a second."""
+    search fails and the stitcher answers degraded, which is cheaper), each passage scored for injection as
+    `switchyard knowledge ingest` scores it. Idempotent: only new or changed passages are embedded, so after the
+    first run this takes about a second."""
     from services.shared.embedder import SentenceEmbedder
 
     settings = get_settings()
@@ -152,7 +153,7 @@ def ingest_knowledge_base() -> dict[str, Any]:
     except Exception as error:  # the bench still runs, degraded, and says so
         return {"error": f"Weaviate unavailable, the stitcher runs degraded: {error}"}
     try:
-        report = ingest(client, SentenceEmbedder(max_tokens=256), DEFAULT_SOURCES_DIR)
+        report = ingest(client, SentenceEmbedder(max_tokens=256), DEFAULT_SOURCES_DIR, injection=injection_scorer())
     finally:
         client.close()
     return {"passages": report.passages, "written": report.written, "seconds": round(report.seconds, 2)}

@@ -3,13 +3,19 @@
 Runs the real Governor stage (Presidio + spaCy, toxicity and injection classifiers, the policy, the vault
 encryption) in this process on requests with and without PII and a stitched prompt with passages, at a fixed
 number of records in flight (as the runtime's max_in_flight would), and prints records per second, the process
-CPU per record and the latency `decide` adds per record (p50/p95/p99). Kafka hops are not included: `make bench`
-measures the chain.
+CPU per record, the texts MiniLM embedded per record and the latency `decide` adds per record (p50/p95/p99). Kafka
+hops are not included: `make bench` measures the chain. Each request carries the router's embedding of its text,
+made before the clock as the router makes it in the chain, so the governor's classifiers do not embed it again.
 
 By default each request carries a short prompt of one passage. `--stitched` renders each prompt as the stitcher
 does (`services.stitcher.stage.stitch`: the store's hours, stock rows, the customer's tier and history, three
 knowledge-base passages, the route's template) from the seeded stores, stock and customers, and makes every
-request text unique, so what the governor remembers of texts it saw does not hide the cost of new ones.
+request text unique, so what the governor remembers of texts it saw does not hide the cost of new ones. Each such
+request then joins its customer's history, as `audited` adds it in the chain, so the customer's next request
+carries a history item the governor has not seen. Knowledge passages and history items carry the injection score
+made when they were written (at ingest, and when the request was governed), as the stitcher sets them;
+`--unscored` leaves them out (a collection ingested before the scores, audited records of governors before them),
+so the governor scores those items itself, as it did before.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.governor.classifiers import BinaryClassifier
 from services.governor.stage import Analyzer, Governor
 from services.runtime.inflight import run_in_flight
 from services.settings import DATA_ROOT, get_settings
-from services.stitcher.history import CustomerHistory, Interaction
+from services.shared.embedder import SentenceEmbedder
+from services.stitcher.history import EXCERPT_CHARS, CustomerHistory, Interaction
 from services.stitcher.inventory import StockRow, inventory_items
 from services.stitcher.knowledge import Passage, load_chunks
 from services.stitcher.prompt import TemplateSet
@@ -37,6 +45,7 @@ from services.stitcher.stage import stitch
 from services.tools import seed
 from services.wire.models import (
     Channel,
+    ClassifierScore,
     Context,
     ContextItem,
     Customer,
@@ -122,9 +131,17 @@ HISTORY_ANSWERED = (
 
 class StitchedRequests:
     """Requests stitched as the stitcher does it, from the seeded reference data (a few stores, their stock, the
-    customers with their last interactions) and the knowledge base's passages; no broker, no Weaviate."""
+    customers with their last interactions) and the knowledge base's passages; no broker, no Weaviate. With
+    `injection`, passages and history items carry that classifier's scores as ingest and the governor made them."""
 
-    def __init__(self, stores: int = 40, customers: int = 400, seed_value: int = 17) -> None:
+    def __init__(
+        self,
+        stores: int = 40,
+        customers: int = 400,
+        seed_value: int = 17,
+        injection: BinaryClassifier | None = None,
+    ) -> None:
+        self.injection = injection
         self.stores = seed.stores(stores, updated_at=1)
         self.stock: dict[str, list[StockRow]] = {}
         for row in seed.inventory_rows(self.stores, updated_at=1):
@@ -134,11 +151,13 @@ class StitchedRequests:
         rng = random.Random(seed_value)
         for number, customer in enumerate(self.customers):
             for turn in range(rng.randrange(4)):
-                self.history.add(customer.customer_id, _interaction(rng, f"h-{number}-{turn}"))
+                interaction = _interaction(rng, f"h-{number}-{turn}")
+                self.history.add(customer.customer_id, self._scored(interaction))
         _, chunks = load_chunks(DATA_ROOT / "knowledge")
+        scores = self._scores([c.item_text for c in chunks])
         self.passages = [
-            Passage(c.text, c.source, c.heading, c.meta.category, c.meta.region, 0.5, str(c.passage_id), f"v{i}")
-            for i, c in enumerate(chunks)
+            Passage(c.text, c.source, c.heading, c.meta.category, c.meta.region, 0.5, str(c.passage_id), f"v{i}", score)
+            for i, (c, score) in enumerate(zip(chunks, scores, strict=True))
         ]
         self.templates = TemplateSet.load()
         self.seed_value = seed_value
@@ -173,7 +192,29 @@ class StitchedRequests:
             history=self.history,
             passages=passages,
         )
+        if customer is not None:  # `audited` adds the interaction to the history the next request reads
+            asked = Interaction(
+                request_id=request.request_id,
+                at_ms=request.created_at,
+                intent=intent,
+                asked=text[:EXCERPT_CHARS],
+                answered=rng.choice(HISTORY_ANSWERED),
+                outcome="ALLOW",
+                store_id=store.store_id,
+            )
+            self.history.add(customer.customer_id, self._scored(asked))
         return Stitched(request=request, route=route, context=context, timings=[])
+
+    def _scores(self, texts: list[str]) -> list[ClassifierScore | None]:
+        """What ingest stores, or the governor records, for these texts: the injection classifier's scores."""
+        if self.injection is None:
+            return [None] * len(texts)
+        version = self.injection.version
+        return [ClassifierScore(classifier=version, score=p) for p in self.injection.probabilities(texts)]
+
+    def _scored(self, interaction: Interaction) -> Interaction:
+        [score] = self._scores([interaction.asked])
+        return dataclasses.replace(interaction, asked_injection=score)
 
 
 def _interaction(rng: random.Random, request_id: str) -> Interaction:
@@ -201,11 +242,22 @@ def _route(route_id: str, intent: str) -> RouteDecision:
     )
 
 
+def with_router_embedding(record: Stitched, embedder: SentenceEmbedder) -> Stitched:
+    """The record as the chain delivers it: with the router's embedding of the request text (a model route)."""
+    vectors, tokens = embedder.embed_whole([record.request.text])
+    return record.model_copy(update={"request_embedding": embedder.passed_on(vectors[0], tokens[0])})
+
+
 async def run(
     governor: Governor, make: Callable[[int], Stitched], first: int, count: int, in_flight: int
 ) -> dict[str, Any]:
     """Records `first` to `first + count`: each run its own requests, as the governor remembers texts it saw."""
-    records = {n: make(n) for n in range(first, first + count)}  # made before the clock starts
+    analyzer = governor.analyzer
+    assert analyzer is not None, "the bench passes the analyzer in"
+    embedder = analyzer.toxicity.embedder
+    # made before the clock starts, the router's embedding included
+    records = {n: with_router_embedding(make(n), embedder) for n in range(first, first + count)}
+    embedded, known = analyzer.embedded_texts, analyzer.known_scores
 
     async def one(n: int) -> None:
         section = await governor.decide(records[n])
@@ -217,11 +269,15 @@ async def run(
         "records": count,
         "records_per_s": round(count / timed.elapsed_s, 1),
         "cpu_ms_per_record": round(timed.cpu_s * 1000 / count, 2),
+        "embedded_texts_per_record": round((analyzer.embedded_texts - embedded) / count, 3),
+        "known_scores_per_record": round((analyzer.known_scores - known) / count, 3),
         **timed.latency_percentiles(),
     }
 
 
-async def bench(count: int, in_flight: Sequence[int], use_ner: bool, stitched: bool = False) -> dict[str, Any]:
+async def bench(
+    count: int, in_flight: Sequence[int], use_ner: bool, stitched: bool = False, scored: bool = True
+) -> dict[str, Any]:
     settings = get_settings()
     with tempfile.TemporaryDirectory() as scratch:
         bench_settings = settings.model_copy(update={"var_dir": Path(scratch)})
@@ -229,7 +285,7 @@ async def bench(count: int, in_flight: Sequence[int], use_ner: bool, stitched: b
         analyzer = await asyncio.to_thread(Analyzer.load, use_ner=use_ner)
         load_s = time.perf_counter() - started
         governor = Governor(bench_settings, analyzer=analyzer)
-        make = StitchedRequests().record if stitched else record
+        make = StitchedRequests(injection=analyzer.injection if scored else None).record if stitched else record
         await governor.start()
         try:
             await run(governor, make, 0, 32, 8)  # warm-up
@@ -241,6 +297,7 @@ async def bench(count: int, in_flight: Sequence[int], use_ner: bool, stitched: b
         "models": analyzer.version,
         "ner": use_ner,
         "prompts": "stitched, unique request texts" if stitched else "one passage",
+        "scores_known_ahead": stitched and scored,
         "model_load_s": round(load_s, 2),
         "runs": results,
     }
@@ -257,8 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="prompts rendered as the stitcher renders them (hours, stock, customer, history, passages), every "
         "request text unique",
     )
+    parser.add_argument(
+        "--unscored",
+        action="store_true",
+        help="with --stitched: passages and history items without the injection scores made ahead of time, so the "
+        "governor embeds and scores them (as before the scores were stored)",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(bench(args.records, args.in_flight, not args.no_ner, args.stitched)), indent=2))
+    result = bench(args.records, args.in_flight, not args.no_ner, args.stitched, not args.unscored)
+    print(json.dumps(asyncio.run(result), indent=2))
     return 0
 
 

@@ -32,7 +32,7 @@ from services.policy.facts import extract_sourced_facts
 from services.router.intents.classifier import IntentClassifier, ensure_trained
 from services.settings import get_settings
 from services.shared.route_table import RouteTable, load_route_table
-from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, Embedder, connect, ingest, search
+from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, Embedder, connect, ingest, injection_scorer, search
 from services.stitcher.retrieval import INTENT_CATEGORIES
 from services.stitcher.stage import customer_item, passage_items, workflow_context
 from services.stitcher.workflows import Declined, WorkflowAnswer, run_workflow
@@ -235,7 +235,7 @@ def run_eval(questions: Sequence[LabelledQuestion] | None = None) -> dict[str, A
         api_key=settings.weaviate_api_key,
     )
     try:
-        ingest(client, embedder, DEFAULT_SOURCES_DIR)
+        ingest(client, embedder, DEFAULT_SOURCES_DIR, injection=injection_scorer())  # as `make seed` does
         path = AnswerPath(
             load_route_table(settings.route_table),
             ensure_trained(settings.var_dir / "models" / "intent"),  # as the router does on its first start
