@@ -18,11 +18,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+import confluent_kafka
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from pydantic import BaseModel
 
-from services.runtime.kafka_clients import aiokafka_config
+from services.runtime.kafka_clients import aiokafka_config, confluent_config
 from services.wire.codec import AvroCodec
 
 Row = TypeVar("Row")
@@ -135,9 +137,16 @@ class TopicTable(ABC):
                 self.ready.set()
 
     async def caught_up(self, timeout_s: float = 30.0) -> None:
-        """Until the table holds every record committed to its topic now (the end offsets read at the call): a
-        process that takes over work from another, as at a rebalance, first sees all that the other committed.
-        Raises TimeoutError when the table does not get there within `timeout_s`."""
+        """Until the table holds every record committed to its topic now: a process that takes over work from
+        another, as at a rebalance, first sees all that the other committed. Raises TimeoutError when the table
+        does not get there within `timeout_s`.
+
+        The target is each partition's high watermark (read uncommitted), not the end offset a read_committed
+        reader is told (the last stable offset): a producer's commit returns once the coordinator has decided, and
+        the commit markers reach the partitions a moment later, so the last stable offset read just after a commit
+        can still stop before that transaction (the table then looked caught up holding none of it). A
+        read_committed position passes the high watermark of the call only once every transaction below it has
+        ended, so one still open at the call is waited for."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError(f"the table of {self.topic} was not started")
@@ -148,13 +157,23 @@ class TopicTable(ABC):
                 raise TimeoutError(f"no partitions of {self.topic} assigned within {timeout_s} s")
             await asyncio.sleep(0.02)
         assigned = list(consumer.assignment())
-        targets = await consumer.end_offsets(assigned)
+        targets = await asyncio.to_thread(self._high_watermarks, assigned, timeout_s)
         # the position passes a record only when getmany hands it out, and _follow applies what it is handed
         # before it awaits again: a position at the target means every record before it is in the table
         while not all([await consumer.position(tp) >= end for tp, end in targets.items()]):
             if loop.time() > deadline:
                 raise TimeoutError(f"the table of {self.topic} did not reach the end of its topic in {timeout_s} s")
             await asyncio.sleep(0.02)
+
+    def _high_watermarks(self, partitions: list[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+        """Blocking: each partition's high watermark, read uncommitted (ListOffsets, latest)."""
+        admin = AdminClient(confluent_config({"bootstrap.servers": self.bootstrap}))
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        request = {confluent_kafka.TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
+        found = admin.list_offsets(
+            request, isolation_level=confluent_kafka.IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout_s
+        )
+        return {TopicPartition(tp.topic, tp.partition): future.result().offset for tp, future in found.items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -79,19 +79,26 @@ def new_topic(admin: AdminClient) -> Iterator[Callable[[int], str]]:
         name = f"it.{uuid.uuid4().hex[:12]}"
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
         created.append(name)
-        wait_for_topic(admin, name)
+        wait_for_topic(admin, name, partitions)
         return name
 
     yield create
     delete_topics(admin, created)
 
 
-def wait_for_topic(admin: AdminClient, name: str, timeout_s: float = 15.0) -> None:
-    """Metadata reaches every listener a moment after CreateTopics returns."""
+def wait_for_topic(admin: AdminClient, name: str, partitions: int = 1, timeout_s: float = 15.0) -> None:
+    """Metadata reaches every listener a moment after CreateTopics returns, and each partition's leader a moment
+    later: until then a client without a group (a reference table) may be assigned only some of the partitions
+    (test_a_table_caught_up_holds_every_record_committed_before_the_call saw none of 200 records once)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
-        if topic is not None and topic.error is None and topic.partitions:
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) >= partitions
+            and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+        ):
             return
         time.sleep(0.1)
     raise TimeoutError(f"topic {name} has no metadata after {timeout_s}s")
