@@ -49,11 +49,13 @@ class Launcher:
         self.ports[key] = port
         return key
 
-    def start_all(self, timeout_s: float = 90.0, *, fused: bool = False) -> None:
-        """Every process; with `fused`, the five stages as one process (`chain`) in place of five."""
+    def start_all(self, timeout_s: float = 90.0, *, fused: bool = False, replicas: int = 1) -> None:
+        """Every process; with `fused`, the five stages as one process (`chain`) in place of five; `replicas` of each
+        stage (or of the fused chain), sharing their consumer groups, and one of every other process."""
         names = [FUSED, *(name for name in PROCESSES if name not in CHAIN)] if fused else PROCESSES
         for name in names:
-            self.start(name)
+            for replica in range(replicas if name in (FUSED, *CHAIN) else 1):
+                self.start(name, str(replica))
         for key in list(self.processes):
             self.wait_ready(key, timeout_s)
 

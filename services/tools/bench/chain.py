@@ -166,6 +166,7 @@ def bench(
     store_count: int,
     unique_texts: bool = False,
     fused: bool = False,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     knowledge_base = ingest_knowledge_base()
     window_start = datetime.now(UTC)
@@ -175,7 +176,7 @@ def bench(
     with stub_chain("bench", codec, store_count=store_count, model_latency_ms=model_latency_ms) as chain:
         reader = AnswerReader(settings.kafka_bootstrap, f"{chain.prefix}audited", codec)
         try:
-            chain.launcher.start_all(fused=fused)
+            chain.launcher.start_all(fused=fused, replicas=replicas)
             reader.start()
             reader.assigned.wait(30)
             publisher = PosPublisher(settings.kafka_bootstrap, f"{chain.prefix}requests", codec)
@@ -193,7 +194,8 @@ def bench(
         "rate_target_per_s": rate,
         "duration_s": duration_s,
         "unique_texts": unique_texts,
-        "stages": "fused in one process" if fused else "one process each",
+        "stages": ("fused in one process" if fused else "one process each")
+        + (f", {replicas} replicas" if replicas > 1 else ""),
         "model": {"kind": "openai-compatible stub", "fixed_latency_ms": model_latency_ms},
         "sent": len(sent),
         "answered": len(answers),
@@ -231,8 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fused", action="store_true", help="run the five stages in one process (`switchyard run chain`)"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of each stage (of the fused chain with --fused), sharing the consumer groups: one process "
+        "is one Python interpreter, so more than one is how the chain uses more than one core",
+    )
     args = parser.parse_args(argv)
-    result = bench(args.rate, args.duration, args.model_latency_ms, args.stores, args.unique_texts, args.fused)
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    result = bench(
+        args.rate, args.duration, args.model_latency_ms, args.stores, args.unique_texts, args.fused, args.replicas
+    )
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0 if result["lost"] == 0 and result["answered_twice"] == 0 else 1
