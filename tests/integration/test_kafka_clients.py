@@ -126,7 +126,13 @@ def test_the_readiness_probe_commits_a_transaction_with_a_groups_offsets(kafka: 
     try:
         before = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
         assert kafka_commits_transaction(kafka)
+        # the commit returns once the coordinator has decided; its marker reaches the partition a moment later, and
+        # only then does the end offset a read_committed reader is told (the last stable offset) pass the record
+        deadline = time.monotonic() + 10
         after = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
+        while after < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = reader.get_watermark_offsets(TopicPartition(PROBE_TOPIC, 0), timeout=10)[1]
         assert after >= before + 2  # the record and the transaction's commit marker
         [committed] = reader.committed([TopicPartition(PROBE_TOPIC, 0)], timeout=10)
         assert committed.error is None and committed.offset == 0
