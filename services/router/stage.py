@@ -20,7 +20,7 @@ from services.learning.router_shadow import RouterShadow
 from services.learning.switch import default_registry_dir
 from services.router.intents.classifier import IntentClassifier, IntentPrediction, ensure_trained
 from services.runtime.batcher import DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, MicroBatcher
-from services.runtime.cache import BoundedCache
+from services.runtime.cache import PENDING_EMBEDDING_BYTES, PENDING_EMBEDDINGS, BoundedCache
 from services.runtime.reference import ReferenceTable
 from services.runtime.stage import Stage, WorkLedger
 from services.runtime.watched import WatchedConfig
@@ -42,8 +42,6 @@ from services.wire.models import (
     TextEmbedding,
 )
 
-PENDING_EMBEDDINGS = 4_096  # far above the records one process has in flight (256)
-PENDING_EMBEDDING_BYTES = 16 << 20  # about 2.2 KB an embedding: the count binds first
 RECENT_PREDICTIONS = 10_000  # exact request texts whose intent and embedding are kept (about 27 MB)
 # about 2.7 KB for a till-length text: the count binds first, unless the texts are long (1 MiB ones: 64 of them)
 RECENT_PREDICTION_BYTES = 64 << 20

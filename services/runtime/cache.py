@@ -7,13 +7,17 @@ import dataclasses
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+# A stage keeps the embedding it made of a request text from its decision until its output record is composed:
+# request id -> TextEmbedding, bounded (a record that fails in between leaves one behind).
+PENDING_EMBEDDINGS: Final = 4_096  # far above the records one process has in flight (256)
+PENDING_EMBEDDING_BYTES: Final = 16 << 20  # about 2.2 KB an embedding: the count binds first
 # tested first, by exact type: a vector kept as a list is hundreds of floats, and sizing it through the isinstance
 # tests below took eight times as long (1 ms for 384 floats)
 _SCALARS = frozenset({int, float, bool, type(None)})

@@ -124,6 +124,13 @@ class StaticEmbedder:
         normalised: NDArray[np.float32] = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalised
 
+    def embed_whole(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], list[int | None]]:
+        return self.embed(texts), [None] * len(texts)
+
+    def passed_on(self, vector: NDArray[np.float32], tokens: int | None) -> TextEmbedding | None:
+        """Never: no later stage reads static vectors."""
+        return None
+
     def reusable(self, embedding: TextEmbedding | None) -> NDArray[np.float32] | None:
         """Never an earlier stage's vector: computing one costs less than checking it."""
         return None

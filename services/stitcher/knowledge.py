@@ -67,6 +67,14 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
+    def embed_whole(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], list[int | None]]:
+        """`embed`, and per text the word pieces it took, or None where it was cut."""
+        ...
+
+    def passed_on(self, vector: NDArray[np.float32], tokens: int | None) -> TextEmbedding | None:
+        """A row of `embed_whole` as a record field later stages can reuse; None where they could not."""
+        ...
+
     def reusable(self, embedding: TextEmbedding | None) -> NDArray[np.float32] | None:
         """An earlier stage's vector of the text, where it is the one this embedder would compute."""
         ...

@@ -68,7 +68,11 @@ class KnowledgeRetriever:
         self._lock = threading.Lock()  # one connect at a time; queries share the connected client
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="knowledge")
         self._down_until = 0.0
-        self._vectors: BoundedCache[str, list[float]] = BoundedCache(config.cached_queries, config.cached_query_bytes)
+        # query -> its vector, and the same as a record field where this embedder's vector is one a later stage can
+        # reuse (the governor's classifiers read MiniLM's vector of the request text)
+        self._vectors: BoundedCache[str, tuple[list[float], TextEmbedding | None]] = BoundedCache(
+            config.cached_queries, config.cached_query_bytes
+        )
         self.cache_hits = 0
         self.reused = 0  # queries searched with the router's embedding
         self.last_error = ""
@@ -134,11 +138,21 @@ class KnowledgeRetriever:
             cached = self._vectors.get(query)
             if cached is not None:
                 self.cache_hits += 1
-                return cached
-        vector: list[float] = self._embedder.embed([query])[0].tolist()
+                return cached[0]
+        vectors, tokens = self._embedder.embed_whole([query])
+        vector: list[float] = vectors[0].tolist()
         with self._lock:
-            self._vectors.put(query, vector)
+            self._vectors.put(query, (vector, self._embedder.passed_on(vectors[0], tokens[0])))
         return vector
+
+    def embedding_made(self, query: str) -> TextEmbedding | None:
+        """The query's embedding where this retriever made it (not where the router passed one on), as a record
+        field for the stages after the stitcher: a request the router sent to a workflow, which declined it, reaches
+        the knowledge search without one, and the governor would embed its text again. None where it was not made
+        here, is no longer remembered, or is not one a later stage can reuse."""
+        with self._lock:
+            cached = self._vectors.get(query)
+        return None if cached is None else cached[1]
 
     def _search(
         self, query: str, region: str | None, categories: tuple[str, ...], passed_on: TextEmbedding | None = None

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from services.approvals.signing import ApprovalVerifier
 from services.policy.engine import PolicyWatcher
+from services.runtime.cache import PENDING_EMBEDDING_BYTES, PENDING_EMBEDDINGS, BoundedCache
 from services.runtime.reference import ReferenceTable, TopicTable
 from services.runtime.signing_keys import secrets_dir
 from services.runtime.stage import Stage, WorkLedger
@@ -55,6 +56,7 @@ from services.wire.models import (
     RouteDecision,
     RouteKind,
     Store,
+    TextEmbedding,
 )
 
 KNOWLEDGE_BASE: Final = "knowledge_base"
@@ -273,6 +275,9 @@ class Stitcher(Stage[Routed, Context]):
         self.route_tables = RouteTableWatcher(settings.route_table)
         self.approvals = ApprovalVerifier(secrets_dir(settings))
         self._rerouted: dict[str, RouteDecision] = {}
+        # decided, not yet composed: request id -> the request text's embedding the knowledge search made, for the
+        # governor (bounded like the router's: a record that fails between decision and composition leaves one)
+        self._embedded: BoundedCache[str, TextEmbedding] = BoundedCache(PENDING_EMBEDDINGS, PENDING_EMBEDDING_BYTES)
 
     @property
     def tables(self) -> tuple[TopicTable, ...]:
@@ -322,9 +327,14 @@ class Stitcher(Stage[Routed, Context]):
         return context
 
     def passed_on(self, record: Routed, section: Context) -> dict[str, Any]:
-        """The route, where a data workflow declined and the request moved to the route's fallback."""
+        """The route, where a data workflow declined and the request moved to the route's fallback; and the request
+        text's embedding, where the knowledge search made it (the router makes none for a workflow)."""
         rerouted = self._rerouted.pop(record.request.request_id, None)
-        return {"route": rerouted.model_dump()} if rerouted is not None else {}
+        embedding = self._embedded.pop(record.request.request_id)
+        return {
+            **({"route": rerouted.model_dump()} if rerouted is not None else {}),
+            **({"request_embedding": embedding.model_dump()} if embedding is not None else {}),
+        }
 
     async def decide(self, record: Routed) -> Context:
         request = record.request
@@ -350,6 +360,10 @@ class Stitcher(Stage[Routed, Context]):
             )
         except KnowledgeUnavailableError:
             degraded.append(KNOWLEDGE_BASE)
+        if record.request_embedding is None:
+            made = self.retriever.embedding_made(request.text)
+            if made is not None:
+                self._embedded.put(request.request_id, made)
         routed = record
         return self._measured(
             request.request_id,

@@ -118,6 +118,11 @@ def test_500_requests_are_answered_exactly_once_in_store_order_and_counted_once_
     passed = [r["request_embedding"] for r in stitched if r.get("request_embedding")]
     assert len(model_routed) <= len(passed) <= 500
     assert all(len(e["vector"]) == 384 * 4 and 0 < e["tokens"] <= 128 for e in passed)
+    # a workflow request the workflow declined (the return summary) goes to the model route's knowledge search,
+    # which embeds its text (the router made no vector for a workflow) and hands the vector on to the governor
+    workflow_ids = {r["request"]["request_id"] for r in routed if r["route"]["kind"] == "WORKFLOW"}
+    declined = [r for r in stitched if r["request"]["request_id"] in workflow_ids and r["route"]["kind"] != "WORKFLOW"]
+    assert declined and all(r.get("request_embedding") for r in declined), len(declined)
     assert "request_embedding" not in first
     assert clickhouse_counts(settings, [r.request_id for r in requests]) == (500, 500 * len(CHAIN))
     port = chain.launcher.ports["router/0"]

@@ -72,3 +72,22 @@ def test_the_knowledge_search_uses_the_routers_vector_and_embeds_nothing(
     monkeypatch.setattr(search_embedder, "embed", refused)
     vector = retriever._vector(TEXT, passed)
     assert vector == pytest.approx(list(expected), abs=1e-5) and retriever.reused == 1
+
+
+def test_the_knowledge_search_passes_on_the_vector_it_made_for_the_governor(
+    router_embedder: SentenceEmbedder, search_embedder: SentenceEmbedder
+) -> None:
+    """A request a workflow declined reaches the search with no vector: the one the search makes is handed on, and
+    the governor's embedder (the router's settings) reads it as its own; a vector the router passed is not."""
+    retriever = KnowledgeRetriever(RetrieverConfig(), lambda: search_embedder)
+    retriever._embedder = search_embedder
+    other = "Is the trail running shoe in stock in size 42 at this store?"
+    assert retriever.embedding_made(other) is None  # never searched
+    retriever._vector(other)
+    made = retriever.embedding_made(other)
+    assert made is not None
+    reused = router_embedder.reusable(made)
+    assert reused is not None and reused == pytest.approx(router_embedder.embed([other])[0], abs=1e-5)
+    passed = router_embedder.passed_on(*_first(router_embedder.embed_whole([TEXT])))
+    retriever._vector(TEXT, passed)
+    assert retriever.embedding_made(TEXT) is None
