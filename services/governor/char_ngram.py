@@ -1,10 +1,13 @@
-"""The cheap first model of the answer-toxicity cascade: hashed character n-grams (3 to 5, within words) and words,
-a logistic regression over them, saved as plain arrays with a card. Tens of microseconds of CPU a text.
+"""The cheap first models of the toxicity and injection cascades: hashed character n-grams (3 to 5, within words)
+and words, a logistic regression over them, saved as plain arrays with a card. Tens of microseconds of CPU a text.
 
-It only ever says "clean": a text scoring below the card's `sure_clean_below` is decided clean without MiniLM, and
-every other text goes to MiniLM (classifiers.py). That threshold is chosen on validation families only, below every
-abusive validation text with a margin, and checked on test families no model was trained or tuned on.
-`python -m services.governor.char_ngram` retrains it; `--against-minilm` prints the cascade against MiniLM alone.
+Each only ever says "clean" (benign): a text scoring below the card's `sure_clean_below` is decided without MiniLM,
+and every other text goes to MiniLM (classifiers.py). That threshold is chosen on validation families only, below
+every positive validation text with a margin, and checked on test families no model was trained or tuned on. The
+toxicity model serves the answerer's output guard and the governor's check of a request; the injection model serves
+the governor's check of a request, and decides a text benign only where the injection patterns found nothing too
+(`RequestCascade`). `python -m services.governor.char_ngram [--task injection]` retrains one; `--against-minilm`
+prints its cascade against MiniLM alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from services.governor.classifiers import TOXICITY, BinaryTask, binary_metrics, two_class_model
+from services.governor.classifiers import INJECTION, TOXICITY, BinaryTask, binary_metrics, two_class_model
+from services.governor.injection import injection_signals
 from services.settings import DATA_ROOT
 from services.shared import model_artifact as artifact
 from services.shared.model_artifact import LinearIntentModel
@@ -45,6 +49,11 @@ SPLIT_FOLDS: Final = 10  # folds of families: one tests, one validates, eight tr
 # Answers are retail prose, which the labelled set (requests) hardly has: sentences of the knowledge base the
 # answers draw on train as clean too, except those of every HELD_OUT_EVERY-th file, which measure escalation.
 KNOWLEDGE_DIR: Final = DATA_ROOT / "knowledge"
+# The injection set has few injection families (12): its cheap model also trains on the router's labelled retail
+# requests as benign, so that ordinary till questions ("can I give this customer 15% off") score low. Measured on the
+# validation and test families (2026-12-05): the test injections decided benign stay 0, benign test texts escalated
+# fall from 34% to 32%, and the POS mix's requests decided without MiniLM rise from 38% to 46%.
+BENIGN_REQUESTS: Final = Path(__file__).resolve().parents[1] / "router" / "intents" / "data" / "intents.jsonl"
 HELD_OUT_EVERY: Final = 4
 SENTENCES_PER_EXAMPLE: Final = 2
 # Features and C chosen by the same nine-fold rotation (fewest clean answers escalated at a margin losing nothing):
@@ -134,6 +143,33 @@ class CheapToxicity:
         return score < self.sure_clean_below
 
 
+@dataclass(frozen=True)
+class RequestCascade:
+    """The governor's check of a request text, cheap first: decided without MiniLM where the toxicity model is sure
+    it is clean, the injection patterns find nothing and the injection model is sure it is benign; every other text
+    goes to MiniLM's two classifiers. Both thresholds come from validation families (each model's card)."""
+
+    toxicity: CheapToxicity
+    injection: CheapToxicity
+
+    @property
+    def version(self) -> str:
+        return hashlib.sha256(f"{self.toxicity.version};{self.injection.version}".encode()).hexdigest()[:16]
+
+    def sure(self, text: str) -> tuple[float, float] | None:
+        """(toxicity, injection) scores of a text decided here, both under their MiniLM thresholds; None: escalate."""
+        toxicity = self.toxicity.score(text)
+        if not self.toxicity.sure_clean(toxicity) or injection_signals(text):
+            return None
+        injection = self.injection.score(text)
+        return (toxicity, injection) if self.injection.sure_clean(injection) else None
+
+
+def request_cascade() -> RequestCascade:
+    """Both cheap models, each trained first (about a second) where missing or stale."""
+    return RequestCascade(ensure_trained(TOXICITY), ensure_trained(INJECTION))
+
+
 def matrix(texts: Sequence[str]) -> Any:
     """The texts' features as a scipy CSR matrix, for training."""
     from scipy.sparse import csr_matrix  # training only
@@ -219,6 +255,18 @@ def answer_like_texts(directory: Path = KNOWLEDGE_DIR) -> tuple[list[str], list[
     return train, held
 
 
+def benign_requests(task: BinaryTask) -> list[str]:
+    """Retail requests that train as negatives beside the task's own (the injection model's only, BENIGN_REQUESTS)."""
+    if task.name != INJECTION.name:
+        return []
+    lines = BENIGN_REQUESTS.read_text(encoding="utf-8").splitlines()
+    return [str(json.loads(line)["text"]) for line in lines if line.strip()]
+
+
+def benign_requests_sha256(task: BinaryTask) -> str:
+    return hashlib.sha256(BENIGN_REQUESTS.read_bytes()).hexdigest() if task.name == INJECTION.name else ""
+
+
 def knowledge_sha256(directory: Path = KNOWLEDGE_DIR) -> str:
     digest = hashlib.sha256()
     for path in sorted(directory.rglob("*.md")) if directory.is_dir() else []:
@@ -251,8 +299,10 @@ def train(task: BinaryTask = TOXICITY, out: Path | None = None, knowledge: Path 
     texts, labels = task.load()
     splits = family_splits(texts, labels)
     answer_like, answer_like_held = answer_like_texts(knowledge)
-    train_texts = [texts[i] for i in splits.train] + answer_like
-    model = fit(train_texts, np.concatenate([labels[splits.train], np.zeros(len(answer_like), dtype=int)]))
+    benign = benign_requests(task)
+    train_texts = [texts[i] for i in splits.train] + answer_like + benign
+    negatives = len(answer_like) + len(benign)
+    model = fit(train_texts, np.concatenate([labels[splits.train], np.zeros(negatives, dtype=int)]))
     scorer = CheapToxicity.from_model(model, sure_clean_below=1.0)
     scores = np.array([scorer.score(text) for text in texts])
     threshold = sure_clean_threshold(scores[splits.validation], labels[splits.validation], task.threshold)
@@ -269,6 +319,11 @@ def train(task: BinaryTask = TOXICITY, out: Path | None = None, knowledge: Path 
             "trained_on": len(answer_like),
             "held_out": len(answer_like_held),
         },
+        "benign_requests": {
+            "path": BENIGN_REQUESTS.name if benign else "",
+            "sha256": benign_requests_sha256(task),
+            "trained_on": len(benign),
+        },
         "labels": {"positive": task.positive, "negative": task.negative},
         "features": FEATURES,
         "classifier": "logistic regression (scikit-learn liblinear, balanced class weights) over hashed n-grams",
@@ -280,8 +335,8 @@ def train(task: BinaryTask = TOXICITY, out: Path | None = None, knowledge: Path 
             "test": split_counts(labels[splits.test]),
         },
         "sure_clean_below": threshold,
-        "threshold_rule": f"validation only: {MARGIN_LOGIT:g} log-odds below its lowest-scoring abusive text, "
-        f"at most the toxicity threshold {task.threshold:g}",
+        "threshold_rule": f"validation only: {MARGIN_LOGIT:g} log-odds below its lowest-scoring {task.positive} "
+        f"text, at most the {task.name} threshold {task.threshold:g}",
         "evaluation": {
             **{
                 name: {
@@ -316,6 +371,7 @@ def ensure_trained(task: BinaryTask = TOXICITY, out: Path | None = None) -> Chea
         card is None
         or card.get("data", {}).get("sha256") != task.data_sha256()
         or card.get("answer_like", {}).get("sha256") != knowledge_sha256()
+        or card.get("benign_requests", {}).get("sha256") != benign_requests_sha256(task)
         or card.get("features") != FEATURES
     ):
         card = train(task, out)
@@ -378,12 +434,14 @@ def against_minilm(scorer: CheapToxicity, task: BinaryTask = TOXICITY) -> dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.governor.char_ngram", description=__doc__)
+    parser.add_argument("--task", choices=(TOXICITY.name, INJECTION.name), default=TOXICITY.name)
     parser.add_argument("--against-minilm", action="store_true", help="also compare the cascade with MiniLM alone")
     args = parser.parse_args(argv)
-    card = train()
+    task = INJECTION if args.task == INJECTION.name else TOXICITY
+    card = train(task)
     print(json.dumps({key: card[key] for key in ("split", "sure_clean_below", "evaluation")}, indent=2))
     if args.against_minilm:
-        print(json.dumps(against_minilm(ensure_trained()), indent=2))
+        print(json.dumps(against_minilm(ensure_trained(task), task), indent=2))
     return 0
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -26,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.approvals.signing import ApprovalVerifier
+from services.governor.char_ngram import RequestCascade, request_cascade
 from services.governor.classifiers import INJECTION, TOXICITY, BinaryClassifier, ensure_trained
 from services.governor.injection import injection_signals
 from services.policy.engine import PolicyEngine, PolicyWatcher
@@ -96,8 +98,13 @@ class Analyzer:
         toxicity: BinaryClassifier,
         injection: BinaryClassifier,
         prompt_detector: PiiDetector | None = None,
+        cascade: RequestCascade | None = None,
     ) -> None:
         self.detector, self.toxicity, self.injection = detector, toxicity, injection
+        # A request text is scored by the cheap models first (char_ngram.RequestCascade) where the router passed on
+        # no embedding of it: MiniLM runs only on the texts they are not sure of. Without a cascade, MiniLM scores
+        # every request text.
+        self.cascade = cascade
         # The request text is the untrusted part and gets the full NER pass. The rest of the prompt is built from
         # the store's own data (reference rows, curated passages, history already redacted here), so it gets the
         # pattern recognizers only, as a safety net, and every value found in the request is replaced in it too
@@ -115,6 +122,7 @@ class Analyzer:
         self.reused_embeddings = 0  # request texts scored from the router's embedding
         self.embedded_texts = 0  # texts this analyzer embedded (MiniLM calls' rows)
         self.known_scores = 0  # passage and history items whose injection score was known ahead (not embedded)
+        self.cascade_decided = 0  # request texts the cheap models decided (not embedded)
 
     @classmethod
     def load(cls, *, use_ner: bool = True) -> Analyzer:
@@ -123,16 +131,26 @@ class Analyzer:
             PiiDetector(use_ner=use_ner),
             ensure_trained(TOXICITY, embedder=embedder),
             ensure_trained(INJECTION, embedder=embedder),
+            cascade=request_cascade(),
         )
 
     @property
     def version(self) -> str:
-        return f"{self.detector.version};toxicity {self.toxicity.version};injection {self.injection.version}"
+        cascade = f";cascade {self.cascade.version}" if self.cascade is not None else ""
+        return f"{self.detector.version};toxicity {self.toxicity.version};injection {self.injection.version}{cascade}"
+
+    @property
+    def request_injection_version(self) -> str:
+        """What scored a request for injection, as its record says: MiniLM's classifier, or the cascade in front of it
+        (a fingerprint of the cheap models' versions and MiniLM's)."""
+        if self.cascade is None:
+            return self.injection.version
+        return hashlib.sha256(f"{self.cascade.version};{self.injection.version}".encode()).hexdigest()[:16]
 
     def analyse(self, inputs: Sequence[AnalysisInput]) -> list[TextAnalysis]:
         """Blocking: everything the models find in a batch (the governor runs the two halves in two threads)."""
         return [
-            combined(spans, scores, self.injection.version)
+            combined(spans, scores, self.request_injection_version)
             for spans, scores in zip(self.find_pii(inputs), self.classify(inputs), strict=True)
         ]
 
@@ -171,7 +189,7 @@ class Analyzer:
             vector = self.toxicity.embedder.reusable(item.request_embedding)
             if vector is not None:
                 given[item.request_text] = vector
-        found = _remembered(lambda texts: self._score(texts, given), requests + passages, self._scores)
+        found = _remembered(lambda texts: self._score(texts, given, set(requests)), requests + passages, self._scores)
         passage_scores = dict(zip(passages, found[len(requests) :], strict=True))
 
         def passage_score(text: str | None, score: float | None) -> float:
@@ -187,15 +205,31 @@ class Analyzer:
     def _known_scores(self, item: AnalysisInput) -> list[float | None]:
         """Per classified item, the injection score made when its text was written, where this classifier made it."""
         known = item.known_injection or [None] * len(item.passage_texts)
+        versions = {self.injection.version, self.request_injection_version}
         scores = [
-            None if text is None else known_score(given, self.injection.version)
+            None if text is None else known_score(given, versions)
             for text, given in zip(item.passage_texts, known, strict=True)
         ]
         self.known_scores += sum(score is not None for score in scores)
         return scores
 
-    def _score(self, texts: Sequence[str], given: Mapping[str, NDArray[np.float32]]) -> list[tuple[float, float]]:
-        """Both classifiers' scores; texts in `given` (the router's embeddings) are not embedded again."""
+    def _score(
+        self, texts: Sequence[str], given: Mapping[str, NDArray[np.float32]], requests: Collection[str] = ()
+    ) -> list[tuple[float, float]]:
+        """Both classifiers' scores; texts in `given` (the router's embeddings) are not embedded again, and request
+        texts the cascade is sure of are not embedded at all."""
+        decided: dict[str, tuple[float, float]] = {}
+        if self.cascade is not None:
+            for text in texts:
+                if text in requests and text not in given:
+                    sure = self.cascade.sure(text)
+                    if sure is not None:
+                        decided[text] = sure
+            self.cascade_decided += len(decided)
+            texts_to_embed = [text for text in texts if text not in decided]
+            if len(texts_to_embed) < len(texts):
+                scored = iter(self._score(texts_to_embed, given) if texts_to_embed else [])
+                return [decided[text] if text in decided else next(scored) for text in texts]
         missing = [text for text in texts if text not in given]
         embedded = dict(zip(missing, self.toxicity.embed(missing), strict=True)) if missing else {}
         self.reused_embeddings += len(texts) - len(missing)
@@ -208,14 +242,15 @@ class Analyzer:
 Found = TypeVar("Found")
 
 
-def known_score(given: ClassifierScore | None, classifier_version: str) -> float | None:
-    """A score made ahead of time (at ingest, or when the request the text quotes was governed), where `classifier`
-    made it; None where there is none or another classifier version made it (then the text is scored here).
+def known_score(given: ClassifierScore | None, classifier_versions: Collection[str]) -> float | None:
+    """A score made ahead of time (at ingest, or when the request the text quotes was governed), where one of
+    `classifier_versions` made it (MiniLM's classifier, or the cascade in front of it for a request); None where there
+    is none or another version made it (then the text is scored here).
 
     Trusted because only stage principals write the records that carry it: the stitcher sets
     ContextItem.injection_score (from the knowledge base's stored score, or from the `audited` record the governor
     itself scored) and no client can (requests carry no context; the `stitched` topic is the stitcher's alone)."""
-    if given is None or given.classifier != classifier_version:
+    if given is None or given.classifier not in classifier_versions:
         return None
     return given.score
 
@@ -505,7 +540,7 @@ class Governor(Stage[Stitched, Governance]):
         )
         request_id = record.request.request_id
         started = time.thread_time()
-        analysis = combined(spans, scores, self.analyzer.injection.version)
+        analysis = combined(spans, scores, self.analyzer.request_injection_version)
         verified = self.approvals.verifies(record.request)
         result = govern(record, analysis, self.policy.current(), approval_verified=verified)
         if result.tokens:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.answerer.guard import check_answer
 from services.governor import char_ngram
@@ -138,26 +139,41 @@ def _precision_recall(counter: Counter[str]) -> dict[str, float | int]:
     }
 
 
-def toxicity_predictions(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> dict[str, list[int]]:
-    """MiniLM's classifier alone (the governor's check of a request), and the answerer's cascade: the char n-gram
-    model decides what it is sure is clean, MiniLM the rest."""
+def escalated_requests(texts: Sequence[str], analyzer: Analyzer) -> NDArray[np.bool_]:
+    """Per request text, whether the governor's cascade sends it to MiniLM (all of them without a cascade)."""
+    cascade = analyzer.cascade
+    return np.array([cascade is None or cascade.sure(text) is None for text in texts], dtype=bool)
+
+
+def toxicity_predictions(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> dict[str, list[Any]]:
+    """The governor's check of a request (its cascade: the cheap models decide what they are sure of, MiniLM the
+    rest), MiniLM's classifier alone, and the answerer's cascade (the char n-gram toxicity model alone in front)."""
     texts = [case["text"] for case in cases]
     alone = np.array(analyzer.toxicity.probabilities(texts)) >= TOXICITY.threshold
+    escalated = escalated_requests(texts, analyzer)
     cheap = char_ngram.ensure_trained()
     scores = np.array([cheap.score(text) for text in texts])
     return {
+        "governor": (alone & escalated).astype(int).tolist(),
         "alone": alone.astype(int).tolist(),
+        "escalated": escalated.astype(int).tolist(),
         "cascade": (alone & (scores >= cheap.sure_clean_below)).astype(int).tolist(),
         "cheap_score": scores.tolist(),
     }
 
 
 def toxicity_scores(cases: Sequence[dict[str, Any]], predicted: dict[str, list[Any]]) -> dict[str, Any]:
-    """The governor's figures, and the answerer's cascade with the share of each label MiniLM still scores."""
+    """The governor's figures (with the share of each label its cascade sends to MiniLM, and MiniLM's alone), and the
+    answerer's cascade with the share of each label MiniLM still scores."""
     expected = [int(case["label"] == "abusive") for case in cases]
     cheap = char_ngram.ensure_trained()
+    escalated = np.array(predicted["escalated"], dtype=bool)
+    labels = np.array(expected)
     return {
-        **binary_metrics(expected, predicted["alone"]),
+        **binary_metrics(expected, predicted["governor"]),
+        "escalated_abusive": round(float(escalated[labels == 1].mean()), 4),
+        "escalated_clean": round(float(escalated[labels == 0].mean()), 4),
+        "minilm_alone": binary_metrics(expected, predicted["alone"]),
         "cascade": {
             **binary_metrics(expected, predicted["cascade"]),
             **char_ngram.escalation(np.array(predicted["cheap_score"]), np.array(expected), cheap.sure_clean_below),
@@ -166,10 +182,14 @@ def toxicity_scores(cases: Sequence[dict[str, Any]], predicted: dict[str, list[A
 
 
 def injection_predictions(cases: Sequence[dict[str, Any]], analyzer: Analyzer) -> list[int]:
-    """The governor's rule, the same for a request and a passage: patterns or the classifier."""
-    scores = analyzer.injection.probabilities([case["text"] for case in cases])
+    """The governor's rule: patterns or the classifier; for a request, the classifier only where the cascade sends
+    the text to MiniLM (a passage is scored by MiniLM at ingest)."""
+    texts = [case["text"] for case in cases]
+    scores = analyzer.injection.probabilities(texts)
+    escalated = escalated_requests(texts, analyzer)
     return [
-        int(bool(injection_signals(c["text"])) or s >= INJECTION.threshold) for c, s in zip(cases, scores, strict=True)
+        int(bool(injection_signals(c["text"])) or (s >= INJECTION.threshold and (c["where"] != "request" or up)))
+        for c, s, up in zip(cases, scores, escalated, strict=True)
     ]
 
 
@@ -301,7 +321,7 @@ def evaluate(path: Path = CASES) -> dict[str, Any]:
             "pii": pii_scores(_kept(pii_found["exact"], keep[0])),
             "pii_overlap": pii_scores(_kept(pii_found["overlap"], keep[0])),
             "toxicity": binary_metrics(
-                [int(c["label"] == "abusive") for c in _kept(tox, keep[1])], _kept(tox_found["alone"], keep[1])
+                [int(c["label"] == "abusive") for c in _kept(tox, keep[1])], _kept(tox_found["governor"], keep[1])
             ),
             "injection": injection_scores(_kept(inj, inj_keep), _kept(inj_found, inj_keep)),
         }
@@ -315,7 +335,7 @@ def evaluate(path: Path = CASES) -> dict[str, Any]:
         "rule_accuracy": accuracy,
         "rule_errors": wrong,
         "subsets": subsets,
-        **new_case_outcomes(pii, pii_found["exact"], tox, tox_found["alone"], inj, inj_found),
+        **new_case_outcomes(pii, pii_found["exact"], tox, tox_found["governor"], inj, inj_found),
         "held_out": held_out(analyzer),
         "models": analyzer.version,
         "policy_version": engine.version,
@@ -430,7 +450,10 @@ def report(result: dict[str, Any]) -> str:
     tox, inj, prom = result["toxicity"], result["injection"], result["promises"]
     lines += [
         f"toxicity: precision {tox['precision']:.3f}, recall {tox['recall']:.3f} "
-        f"({tox['positives']} abusive, {tox['negatives']} clean); the answerer's cascade: precision "
+        f"({tox['positives']} abusive, {tox['negatives']} clean), MiniLM scoring {tox['escalated_abusive']:.0%} of "
+        f"abusive and {tox['escalated_clean']:.0%} of clean (MiniLM alone: precision "
+        f"{tox['minilm_alone']['precision']:.3f}, recall {tox['minilm_alone']['recall']:.3f}); the answerer's "
+        f"cascade: precision "
         f"{tox['cascade']['precision']:.3f}, recall {tox['cascade']['recall']:.3f}, MiniLM still scoring "
         f"{tox['cascade']['escalated_abusive']:.0%} of abusive and {tox['cascade']['escalated_clean']:.0%} of clean",
         _injection_line("injection", inj),
