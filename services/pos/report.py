@@ -58,6 +58,20 @@ def stage_stats(answers: Iterable[Received]) -> dict[str, dict[str, float]]:
     }  # fmt: skip
 
 
+def work_per_request(answers: Iterable[Received]) -> dict[str, float]:
+    """Mean measured work per request, in ms, per work category the stages record (the work ledger: thread CPU of
+    each decision's parts, the model's own time excluded), and their total."""
+    totals: dict[str, float] = defaultdict(float)
+    count = 0
+    for received in answers:
+        count += 1
+        for timing in received.record["timings"]:
+            for category, ms in (timing.get("work_ms") or {}).items():
+                totals[category] += ms
+    means = {category: round(total / max(count, 1), 2) for category, total in sorted(totals.items())}
+    return {**means, "total": round(sum(totals.values()) / max(count, 1), 2)}
+
+
 def work_split(answers: Iterable[Received]) -> dict[str, float | None]:
     """Share of measured orchestration work per reference category, in percent, from the work each stage
     measured and recorded in its timing (waiting and the model's own time excluded). Monitoring is the telemetry

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import BaseModel
 
 from services.pos.answers import Received
-from services.pos.report import percentile, work_split
+from services.pos.report import percentile, work_per_request, work_split
 from services.runtime import worker as worker_module
 from services.runtime.deadletter import dead_letter, opened_original
 from services.runtime.faults import TransientError
@@ -146,6 +146,11 @@ def test_the_work_split_counts_the_work_stages_measured_not_their_waiting() -> N
     assert split["policy"] == pytest.approx(5.0) and split["data prep"] == pytest.approx(10.0)
     assert split["audit"] == 0.0 and split["monitoring"] is None
     assert sum(v for v in split.values() if v is not None) == pytest.approx(100, abs=0.2)
+    # the same work as ms per request, averaged over the requests: a second one with twice the routing work
+    other = {**record, "timings": [{**record["timings"][0], "work_ms": {"routing": 6.0}}]}
+    per_request = work_per_request([Received(record, 0.0), Received(other, 0.0)])
+    assert per_request["routing"] == pytest.approx(4.5) and per_request["context_stitching"] == pytest.approx(2.0)
+    assert per_request["total"] == pytest.approx((3 + 4 + 1 + 1.5 + 0.5 + 6) / 2)
 
 
 async def test_only_the_finished_head_of_each_partition_is_ready_to_commit_in_offset_order() -> None:

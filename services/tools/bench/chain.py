@@ -35,7 +35,7 @@ from services.infra.probe import http_ok
 from services.infra.topics import reconcile
 from services.launcher import Launcher, free_port
 from services.pos.answers import AnswerReader
-from services.pos.report import model_ms, stage_stats, summary, work_split
+from services.pos.report import model_ms, stage_stats, summary, work_per_request, work_split
 from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.kafka_clients import confluent_config
 from services.settings import DATA_ROOT, get_settings
@@ -210,6 +210,7 @@ def bench(
         "overhead_model_route_ms": summary([a.end_to_end_ms - model_ms(a.record) for a in model_answers]),
         "stages_ms": stage_stats(answers),
         "work_split_percent": work_split(answers),
+        "work_ms_per_request": work_per_request(answers),
         "work_split_clickhouse": clickhouse_split(window_start),
     }
 
