@@ -25,10 +25,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.infra.clickhouse import get_client
 from services.runtime.kafka_clients import aiokafka_config
+from services.runtime.reference import high_watermarks
 from services.settings import Settings
 from services.wire.codec import AvroCodec
 
 log = logging.getLogger("switchyard.auditor")
+# How long reading a partition's tail may take: past the transaction timeout (15 s), after which the broker aborts a
+# transaction a fenced-off owner left open, and long enough for a tail since the last checkpoint
+TAIL_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,10 @@ class ChainHeadStore:
         try:
             assigned = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(assigned)
-            ends = await consumer.end_offsets(assigned)
+            # the high watermarks, not the last stable offsets: a chain head committed by the partition's last owner
+            # just before it went is read even when its commit markers have not reached the partition yet
+            ends = await asyncio.to_thread(high_watermarks, self.settings.kafka_bootstrap, assigned, TAIL_TIMEOUT_S)
+            deadline = asyncio.get_running_loop().time() + TAIL_TIMEOUT_S
             for tp in assigned:
                 after = checkpoints.get(tp.partition)
                 if after is None:
@@ -106,6 +113,8 @@ class ChainHeadStore:
                 else:
                     consumer.seek(tp, after + 1)
             while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"the tail of {self.topic} was not read within {TAIL_TIMEOUT_S} s")
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for messages in batch.values():
                     for message in messages:

@@ -157,23 +157,13 @@ class TopicTable(ABC):
                 raise TimeoutError(f"no partitions of {self.topic} assigned within {timeout_s} s")
             await asyncio.sleep(0.02)
         assigned = list(consumer.assignment())
-        targets = await asyncio.to_thread(self._high_watermarks, assigned, timeout_s)
+        targets = await asyncio.to_thread(high_watermarks, self.bootstrap, assigned, timeout_s)
         # the position passes a record only when getmany hands it out, and _follow applies what it is handed
         # before it awaits again: a position at the target means every record before it is in the table
         while not all([await consumer.position(tp) >= end for tp, end in targets.items()]):
             if loop.time() > deadline:
                 raise TimeoutError(f"the table of {self.topic} did not reach the end of its topic in {timeout_s} s")
             await asyncio.sleep(0.02)
-
-    def _high_watermarks(self, partitions: list[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
-        """Blocking: each partition's high watermark, read uncommitted (ListOffsets, latest)."""
-        admin = AdminClient(confluent_config({"bootstrap.servers": self.bootstrap}))
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        request = {confluent_kafka.TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
-        found = admin.list_offsets(
-            request, isolation_level=confluent_kafka.IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout_s
-        )
-        return {TopicPartition(tp.topic, tp.partition): future.result().offset for tp, future in found.items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -183,6 +173,20 @@ class TopicTable(ABC):
             "rejected": self.rejected,
             "error": self.error,
         }
+
+
+def high_watermarks(bootstrap: str, partitions: list[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+    """Blocking: each partition's high watermark, read uncommitted (ListOffsets, latest). A read_committed reader
+    that must see everything committed so far reads up to these, not to the end offsets it is told (the last stable
+    offset), which can stop before a transaction whose commit returned but whose markers have not landed yet: see
+    `TopicTable.caught_up`."""
+    admin = AdminClient(confluent_config({"bootstrap.servers": bootstrap}))
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    request = {confluent_kafka.TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
+    found = admin.list_offsets(
+        request, isolation_level=confluent_kafka.IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout_s
+    )
+    return {TopicPartition(tp.topic, tp.partition): future.result().offset for tp, future in found.items()}
 
 
 class ReferenceTable(TopicTable, Generic[Row]):
