@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.pos.answers import AnswerReader
@@ -143,7 +144,27 @@ def make_topics(admin: AdminClient, prefix: str) -> list[str]:
     futures = admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names], operation_timeout=30)
     for future in futures.values():
         future.result(30)
+    wait_for_leaders(f"{prefix}hop{HOPS}")
     return names
+
+
+def wait_for_leaders(topic: str, timeout_s: float = 30.0) -> None:
+    """Each partition's leader answers a moment after CreateTopics returns (its metadata may name it sooner): until
+    then the answer reader's offset look-up fails with NOT_LEADER_FOR_PARTITION and the bench measures nothing."""
+    probe = Consumer(confluent_config({"group.id": f"{topic}.probe"}))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                for partition in range(PARTITIONS):
+                    probe.get_watermark_offsets(KafkaPartition(topic, partition), timeout=10)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        probe.close()
 
 
 def bench(
