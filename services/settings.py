@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         description="replica id of a process, unique per running copy; it names the stage's transactional id "
         "(default: the host name; `switchyard run` without --replica: 0)",
     )
+    commit_max_records: int = Field(
+        200,
+        ge=1,
+        description="group commit: under load a stage's transaction waits for this many finished records, or "
+        "SWITCHYARD_COMMIT_LINGER_MS, whichever comes first (idle, it commits at once)",
+    )
+    commit_linger_ms: float = Field(
+        2.0,
+        ge=0.0,
+        description="group commit: the most a stage's transaction waits under load for more finished records "
+        "(make bench-runtime measures the trade: docs/performance.md)",
+    )
     schemas_dir: Path = Field(DATA_ROOT / "schemas", description="the Avro wire contract")
     topics_dir: Path = Field(DATA_ROOT / "topics", description="declarative topic definitions")
     route_table: Path = Field(

@@ -77,8 +77,8 @@ class WorkerConfig:
     # many finished records or this long, whichever comes first. make bench-runtime (five processes), 2026-12-04:
     # 0 / 2 / 10 ms sustained 2,429 / 2,629 / 2,695 records/s at 3,000 offered; at 100 and 1,000/s the latencies
     # differed by less than run-to-run noise.
-    commit_max_records: int = 200
-    commit_linger_ms: float = 2.0
+    commit_max_records: int = field(default_factory=lambda: get_settings().commit_max_records)
+    commit_linger_ms: float = field(default_factory=lambda: get_settings().commit_linger_ms)
     retry_initial_s: float = 0.05
     retry_max_s: float = 5.0
     transaction_timeout_ms: int = 15_000

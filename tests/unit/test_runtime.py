@@ -533,3 +533,22 @@ def test_telemetry_rows_carry_the_trace_id_of_the_records_headers() -> None:
     assert {row[STAGE_EVENT_COLUMNS.index("trace_id")] for row in rows} == {TRACE_ID}
     assert all(len(row) == len(STAGE_EVENT_COLUMNS) for row in rows)
     assert stage_event_rows(audited)[0][STAGE_EVENT_COLUMNS.index("trace_id")] == "", "no header, no trace id"
+
+
+def test_the_group_commit_knobs_are_settings_an_operator_sets_without_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.settings import get_settings
+
+    assert (WorkerConfig().commit_max_records, WorkerConfig().commit_linger_ms) == (200, 2.0)
+    monkeypatch.setenv("SWITCHYARD_COMMIT_MAX_RECORDS", "50")
+    monkeypatch.setenv("SWITCHYARD_COMMIT_LINGER_MS", "10")
+    get_settings.cache_clear()
+    try:
+        assert (WorkerConfig().commit_max_records, WorkerConfig().commit_linger_ms) == (50, 10.0)
+        assert WorkerConfig(commit_linger_ms=0).commit_linger_ms == 0  # code still overrides
+        monkeypatch.setenv("SWITCHYARD_COMMIT_MAX_RECORDS", "0")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="commit_max_records"):
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
