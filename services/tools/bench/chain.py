@@ -40,7 +40,7 @@ from services.pos.simulator import PosPublisher, request_mix
 from services.runtime.kafka_clients import confluent_config
 from services.settings import DATA_ROOT, get_settings
 from services.stitcher.knowledge import DEFAULT_SOURCES_DIR, connect, ingest, injection_scorer
-from services.tools.seed import publish_stores, stores
+from services.tools.seed import inventory_rows, publish_inventory, publish_stores, stores
 from services.wire.codec import AvroCodec
 from services.wire.models import Request
 from services.wire.schema_registry import SchemaRegistry
@@ -98,12 +98,17 @@ class StubChain:
 def stub_chain(
     name: str, codec: AvroCodec, *, store_count: int, model_latency_ms: float, extra_env: dict[str, str] | None = None
 ) -> Iterator[StubChain]:
-    """Topics of a fresh prefix, `store_count` stores on `ref.stores`, the stub model and a launcher with the
-    stub-chain environment; afterwards every process is stopped, the stub too, and the topics deleted."""
+    """Topics of a fresh prefix, `store_count` stores on `ref.stores` and their stock on `ref.inventory`, the stub
+    model and a launcher with the stub-chain environment; afterwards every process is stopped, the stub too, and the
+    topics deleted."""
     settings = get_settings()
     prefix = f"{name}-{uuid.uuid4().hex[:6]}."
     reconcile(DATA_ROOT / "topics", settings.kafka_bootstrap, out=io.StringIO(), prefix=prefix)
-    publish_stores(settings.kafka_bootstrap, codec, stores(store_count), f"{prefix}ref.stores")
+    directory = stores(store_count)
+    publish_stores(settings.kafka_bootstrap, codec, directory, f"{prefix}ref.stores")
+    # the stores' stock, as `make seed` publishes it: without it every stock, price and discount question found no
+    # product, the workflow declined, and the request took the model route the demo answers from data
+    publish_inventory(settings.kafka_bootstrap, codec, inventory_rows(directory), f"{prefix}ref.inventory")
     url, stub = serve_stub(model_latency_ms)
     env = {**stub_chain_env(prefix, url), **(extra_env or {})}
     launcher = Launcher(Path(tempfile.mkdtemp(prefix=f"switchyard-{name}-")), env=env)
