@@ -6,10 +6,8 @@ stored at ingest. Records and passages from before the scores still get scored b
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastavro import schemaless_writer
@@ -32,7 +30,7 @@ from services.wire.models import (
 )
 from services.wire.schema_registry import SchemaRegistry
 from tests.unit.chain_records import answered
-from tests.unit.test_governor_stage import stitched
+from tests.unit.test_governor_stage import counted_analyzer, stitched
 
 ENGINE = PolicyEngine.from_file(REPO_ROOT / "policies")
 REGISTRY = SchemaRegistry.load(Path(REPO_ROOT / "schemas"))
@@ -46,20 +44,6 @@ CONSENTING = Customer(
 @pytest.fixture(scope="module")
 def codec() -> AvroCodec:
     return AvroCodec(REGISTRY)
-
-
-def counted_analyzer(analyzer: Analyzer, monkeypatch: pytest.MonkeyPatch) -> tuple[Analyzer, list[str]]:
-    """A fresh analyzer (nothing remembered) on the shared models, and the list of texts it sends to MiniLM."""
-    fresh = Analyzer(analyzer.detector, analyzer.toxicity, analyzer.injection, analyzer.prompt_detector)
-    embedded: list[str] = []
-    original = fresh.toxicity.embed
-
-    def counted(texts: Sequence[str]) -> Any:
-        embedded.extend(texts)
-        return original(texts)
-
-    monkeypatch.setattr(fresh.toxicity, "embed", counted)
-    return fresh, embedded
 
 
 def routed_on(record: Stitched, analyzer: Analyzer) -> Stitched:
