@@ -330,9 +330,9 @@ def train(task: BinaryTask = TOXICITY, out: Path | None = None, knowledge: Path 
         "split": {
             "method": f"families of texts sharing a {FAMILY_SHINGLE}-word run; StratifiedGroupKFold "
             f"({SPLIT_FOLDS} folds, seed {SEED}): fold 0 tests, fold 1 validates, the rest trains",
-            "train": split_counts(labels[splits.train]),
-            "validation": split_counts(labels[splits.validation]),
-            "test": split_counts(labels[splits.test]),
+            "train": split_counts(labels[splits.train], task),
+            "validation": split_counts(labels[splits.validation], task),
+            "test": split_counts(labels[splits.test], task),
         },
         "sure_clean_below": threshold,
         "threshold_rule": f"validation only: {MARGIN_LOGIT:g} log-odds below its lowest-scoring {task.positive} "
@@ -355,8 +355,8 @@ def train(task: BinaryTask = TOXICITY, out: Path | None = None, knowledge: Path 
     return card
 
 
-def split_counts(labels: NDArray[np.int_]) -> dict[str, int]:
-    return {"abusive": int(labels.sum()), "clean": int(len(labels) - labels.sum())}
+def split_counts(labels: NDArray[np.int_], task: BinaryTask = TOXICITY) -> dict[str, int]:
+    return {task.positive: int(labels.sum()), task.negative: int(len(labels) - labels.sum())}
 
 
 def artifact_dir(task: BinaryTask = TOXICITY) -> Path:
@@ -409,9 +409,13 @@ def against_minilm(scorer: CheapToxicity, task: BinaryTask = TOXICITY) -> dict[s
     test = splits.test
     cheap = np.array([scorer.score(texts[i]) for i in test])
     escalated = cheap >= scorer.sure_clean_below
+    # the governor's injection rule: the patterns flag a text whatever the models say, and a text they flag never
+    # stops at the cheap model (RequestCascade)
+    flagged = np.array([task.name == INJECTION.name and bool(injection_signals(texts[i])) for i in test])
+    escalated |= flagged
     expected = labels[test].tolist()
     table: dict[str, Any] = {
-        "test": split_counts(labels[test]),
+        "test": split_counts(labels[test], task),
         **escalation(cheap, labels[test], scorer.sure_clean_below),
     }
     for name, minilm in (
@@ -421,11 +425,11 @@ def against_minilm(scorer: CheapToxicity, task: BinaryTask = TOXICITY) -> dict[s
         ),
         ("shipped MiniLM", np.array(shipped.probabilities_of(embeddings))),
     ):
-        alone = minilm[test] >= task.threshold
+        alone = (minilm[test] >= task.threshold) | flagged
         table[name] = {
             "alone": binary_metrics(expected, alone.astype(int).tolist()),
-            "cascade": binary_metrics(expected, (alone & escalated).astype(int).tolist()),
-            "abusive_caught_alone_lost_by_cascade": [
+            "cascade": binary_metrics(expected, ((alone & escalated) | flagged).astype(int).tolist()),
+            f"{task.positive}_caught_alone_lost_by_cascade": [
                 texts[row] for row, hit, up in zip(test, alone, escalated, strict=True) if hit and not up
             ],
         }
