@@ -234,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offered load per rate")
     parser.add_argument(
-        "--linger-ms", type=float, default=WorkerConfig.commit_linger_ms, help="commit a group after this long"
+        "--linger-ms", type=float, default=get_settings().commit_linger_ms, help="commit a group after this long"
     )
     parser.add_argument(
-        "--max-records", type=int, default=WorkerConfig.commit_max_records, help="commit a group at this many records"
+        "--max-records", type=int, default=get_settings().commit_max_records, help="commit a group at this many records"
     )
     parser.add_argument("--fused", action="store_true", help="the five relays in one process, one transaction")
     parsed = parser.parse_args(args)
