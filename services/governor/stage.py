@@ -105,6 +105,14 @@ class Analyzer:
         # no embedding of it: MiniLM runs only on the texts they are not sure of. Without a cascade, MiniLM scores
         # every request text.
         self.cascade = cascade
+        # what the record names as the scorer of a request's injection score: MiniLM's classifier, or the cascade in
+        # front of it (a fingerprint of the cheap models' versions and MiniLM's); fixed for this analyzer's life
+        self.request_injection_version = (
+            injection.version
+            if cascade is None
+            else hashlib.sha256(f"{cascade.version};{injection.version}".encode()).hexdigest()[:16]
+        )
+        self._known_versions = frozenset({injection.version, self.request_injection_version})
         # The request text is the untrusted part and gets the full NER pass. The rest of the prompt is built from
         # the store's own data (reference rows, curated passages, history already redacted here), so it gets the
         # pattern recognizers only, as a safety net, and every value found in the request is replaced in it too
@@ -138,14 +146,6 @@ class Analyzer:
     def version(self) -> str:
         cascade = f";cascade {self.cascade.version}" if self.cascade is not None else ""
         return f"{self.detector.version};toxicity {self.toxicity.version};injection {self.injection.version}{cascade}"
-
-    @property
-    def request_injection_version(self) -> str:
-        """What scored a request for injection, as its record says: MiniLM's classifier, or the cascade in front of it
-        (a fingerprint of the cheap models' versions and MiniLM's)."""
-        if self.cascade is None:
-            return self.injection.version
-        return hashlib.sha256(f"{self.cascade.version};{self.injection.version}".encode()).hexdigest()[:16]
 
     def analyse(self, inputs: Sequence[AnalysisInput]) -> list[TextAnalysis]:
         """Blocking: everything the models find in a batch (the governor runs the two halves in two threads)."""
@@ -205,9 +205,8 @@ class Analyzer:
     def _known_scores(self, item: AnalysisInput) -> list[float | None]:
         """Per classified item, the injection score made when its text was written, where this classifier made it."""
         known = item.known_injection or [None] * len(item.passage_texts)
-        versions = {self.injection.version, self.request_injection_version}
         scores = [
-            None if text is None else known_score(given, versions)
+            None if text is None else known_score(given, self._known_versions)
             for text, given in zip(item.passage_texts, known, strict=True)
         ]
         self.known_scores += sum(score is not None for score in scores)
@@ -221,15 +220,20 @@ class Analyzer:
         decided: dict[str, tuple[float, float]] = {}
         if self.cascade is not None:
             for text in texts:
-                if text in requests and text not in given:
-                    sure = self.cascade.sure(text)
-                    if sure is not None:
-                        decided[text] = sure
-            self.cascade_decided += len(decided)
-            texts_to_embed = [text for text in texts if text not in decided]
-            if len(texts_to_embed) < len(texts):
-                scored = iter(self._score(texts_to_embed, given) if texts_to_embed else [])
-                return [decided[text] if text in decided else next(scored) for text in texts]
+                sure = self.cascade.sure(text) if text in requests and text not in given else None
+                if sure is not None:
+                    decided[text] = sure
+        self.cascade_decided += len(decided)
+        rest = [text for text in texts if text not in decided]
+        scored = dict(zip(rest, self._minilm_scores(rest, given), strict=True))
+        return [decided[text] if text in decided else scored[text] for text in texts]
+
+    def _minilm_scores(
+        self, texts: Sequence[str], given: Mapping[str, NDArray[np.float32]]
+    ) -> list[tuple[float, float]]:
+        """Both MiniLM classifiers' scores, one embedding pass; texts in `given` are not embedded again."""
+        if not texts:
+            return []
         missing = [text for text in texts if text not in given]
         embedded = dict(zip(missing, self.toxicity.embed(missing), strict=True)) if missing else {}
         self.reused_embeddings += len(texts) - len(missing)
